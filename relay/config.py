@@ -1,0 +1,148 @@
+"""Configuration: environment (RELAY_...) over a TOML file over defaults, parsed once.
+
+Nested sections use a double underscore in the environment: RELAY_REDIS__URL,
+RELAY_LIVEKIT__API_SECRET. Lists take JSON: RELAY_ROOMS='["a","b"]'.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from relay.errors import ConfigError
+
+ENV_PREFIX = "RELAY_"
+ENV_NESTED_DELIMITER = "__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LiveKitSettings(_Section):
+    url: str = "ws://127.0.0.1:7880"
+    api_key: str = ""
+    api_secret: SecretStr = SecretStr("")
+    # Identity template for minted observer tokens: {host} and {n} (per-process counter).
+    observer_identity: str = "relay-{host}-{n}"
+    observer_token_ttl_s: int = Field(default=6 * 3600, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    # After the SDK gives up reconnecting, the relay re-joins with capped backoff.
+    rejoin_backoff_initial_s: float = Field(default=0.5, gt=0)
+    rejoin_backoff_max_s: float = Field(default=30.0, gt=0)
+
+
+class RedisSettings(_Section):
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    prefix: str = "relay"
+    # Key templates; {prefix} and {room} are filled in. Braces around the room keep a
+    # room's keys in one Redis Cluster slot.
+    events_key: str = "{prefix}:events"
+    room_key: str = "{prefix}:room:{{{room}}}"
+    dlq_key: str = "{prefix}:dlq"
+    events_maxlen: int = Field(default=1_000_000, gt=0)
+    room_maxlen: int = Field(default=10_000, gt=0)
+    dlq_maxlen: int = Field(default=100_000, gt=0)
+    socket_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class PipelineSettings(_Section):
+    # Raw items waiting for a room's decoder; a full queue drops (reason="room_queue_full").
+    room_queue_max: int = Field(default=10_000, gt=0)
+    # Accepted events not yet acknowledged; a full buffer applies backpressure.
+    buffer_max_events: int = Field(default=100_000, gt=0)
+    batch_max_events: int = Field(default=500, gt=0)
+    flush_interval_s: float = Field(default=0.05, gt=0)
+    retry_initial_s: float = Field(default=0.1, gt=0)
+    retry_max_s: float = Field(default=5.0, gt=0)
+    # Payloads above this go to the DLQ (truncated) instead of the event streams.
+    max_payload_bytes: int = Field(default=64 * 1024, gt=0)
+
+
+class HttpSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Bearer token for the admin API; empty disables the admin API.
+    admin_token: SecretStr = SecretStr("")
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        frozen=True,
+        extra="forbid",
+    )
+
+    livekit: LiveKitSettings = LiveKitSettings()
+    redis: RedisSettings = RedisSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
+    # Rooms observed from start (names; tokens are minted with the API key/secret).
+    rooms: tuple[str, ...] = ()
+    sinks: tuple[Literal["redis", "stdout"], ...] = ("redis",)
+    # SIGTERM: leave rooms, flush and exit within this (keep below the pod's grace period).
+    shutdown_grace_s: float = Field(default=20.0, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _TOML_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+# The TOML path for the one load in progress (pydantic-settings reads sources at init).
+_TOML_FILE: dict[str, Path | None] = {"path": None}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Parse settings once; a bad value raises ConfigError naming the variable."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+    _TOML_FILE["path"] = config_file
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    finally:
+        _TOML_FILE["path"] = None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        path = [str(part) for part in error["loc"]]
+        env_name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(path).upper()
+        lines.append(f"{env_name} (toml: {'.'.join(path)}): {error['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """Settings as a dict with every secret masked, for `relay check` and logs."""
+    dumped: dict[str, Any] = settings.model_dump(mode="json")
+    # model_dump(mode="json") renders SecretStr as "**********" already; redis URLs may
+    # carry a password, so they are SecretStr too.
+    return dumped

@@ -1,0 +1,122 @@
+"""What the LiveKit handlers hand to the decoders: raw items, stamped with the receive time.
+
+Handlers build these and return at once; decoders (pure functions) turn them into events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from relay.contract.event import Participant
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoomContext:
+    """What a decoder may know about the room an item came from."""
+
+    room: str
+    room_sid: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DataItem:
+    """A user data packet (`data_received`). `topic` is "" when the packet had none."""
+
+    ctx: RoomContext
+    sender: Participant
+    topic: str
+    payload: bytes
+    reliable: bool
+    received_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TextStreamItem:
+    """A whole text stream (`lk.transcription`, `lk.chat`), read to its end.
+
+    `attributes` are read after the stream ended, so the trailer's values are in.
+    """
+
+    ctx: RoomContext
+    sender: Participant
+    topic: str
+    stream_id: str
+    text: str
+    attributes: Mapping[str, str]
+    received_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TranscriptionSegment:
+    id: str
+    text: str
+    final: bool
+    language: str
+    start_time: int
+    end_time: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TranscriptionItem:
+    """Legacy transcription packets (`transcription_received`)."""
+
+    ctx: RoomContext
+    sender: Participant
+    track_sid: str | None
+    segments: Sequence[TranscriptionSegment]
+    received_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AttributesItem:
+    """`participant_attributes_changed`: `changed` holds only what changed, `attributes` all."""
+
+    ctx: RoomContext
+    sender: Participant
+    changed: Mapping[str, str]
+    attributes: Mapping[str, str]
+    received_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpeakersItem:
+    """`active_speakers_changed`: identities in the SFU's order (loudest first)."""
+
+    ctx: RoomContext
+    identities: Sequence[str]
+    received_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ParticipantItem:
+    """A participant came or went (also the snapshot taken right after connect)."""
+
+    ctx: RoomContext
+    participant: Participant
+    change: Literal["joined", "left"]
+    reason: str | None
+    received_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObserverItem:
+    """The relay's own connection state: joined, reconnecting, resumed, left."""
+
+    ctx: RoomContext
+    change: Literal["joined", "reconnecting", "resumed", "left"]
+    reason: str | None
+    gap_ms: int | None
+    received_at: float
+
+
+RawItem = (
+    DataItem
+    | TextStreamItem
+    | TranscriptionItem
+    | AttributesItem
+    | SpeakersItem
+    | ParticipantItem
+    | ObserverItem
+)

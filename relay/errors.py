@@ -1,0 +1,17 @@
+"""The relay's exception types: one base, a few subclasses, library errors wrapped where they enter."""
+
+
+class RelayError(Exception):
+    """Base of every error the relay raises on purpose."""
+
+
+class ConfigError(RelayError):
+    """Configuration is invalid; the message names the variable."""
+
+
+class SinkError(RelayError):
+    """A sink could not write a batch (the batch is kept and retried)."""
+
+
+class ObserverError(RelayError):
+    """A room observer could not join or stay in its room."""

@@ -1,0 +1,45 @@
+"""Prometheus collectors, module level. Never a room or participant as a label."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from relay import __version__
+
+EVENTS_RECEIVED = Counter(
+    "relay_events_received_total", "Events decoded and accepted.", ["protocol", "kind"]
+)
+EVENTS_WRITTEN = Counter("relay_events_written_total", "Events acknowledged by a sink.", ["sink"])
+EVENTS_DROPPED = Counter(
+    "relay_events_dropped_total", "Raw items or events dropped, by reason.", ["reason"]
+)
+DECODE_ERRORS = Counter(
+    "relay_decode_errors_total", "Payloads a decoder could not map.", ["protocol"]
+)
+DEAD_LETTERS = Counter("relay_dead_letters_total", "Entries written to the DLQ.", ["reason"])
+EVENT_LATENCY = Histogram(
+    "relay_event_latency_seconds",
+    "Receive to sink acknowledgement.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+SINK_WRITE_DURATION = Histogram(
+    "relay_sink_write_duration_seconds",
+    "One batch write.",
+    ["sink"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
+SINK_WRITE_FAILURES = Counter(
+    "relay_sink_write_failures_total", "Batch writes that failed (and were retried).", ["sink"]
+)
+BUFFER_EVENTS = Gauge("relay_buffer_events", "Events accepted and not yet acknowledged.")
+ROOMS_OBSERVED = Gauge("relay_rooms_observed", "Rooms this process is connected to.")
+ROOMS_WANTED = Gauge("relay_rooms_wanted", "Rooms this process should observe.")
+ROOM_RECONNECTS = Counter("relay_room_reconnects_total", "Observer reconnects (SDK or relay).")
+ROOM_CONNECT_DURATION = Histogram(
+    "relay_room_connect_duration_seconds",
+    "Time for room.connect() to return.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+LEASES_HELD = Gauge("relay_leases_held", "Room leases this process holds.")
+BUILD_INFO = Info("relay_build", "Build information.")
+BUILD_INFO.info({"version": __version__})
