@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # Rooms observed from start (names; tokens are minted with the API key/secret).
     rooms: tuple[str, ...] = ()
     sinks: tuple[Literal["redis", "stdout"], ...] = ("redis",)
+    # Rooms one process observes at most: the SDK's per-event cost grows with rooms per
+    # process (bench/rooms.py), so scale out with processes, not rooms.
+    max_rooms: int = Field(default=50, gt=0)
     # SIGTERM: leave rooms, flush and exit within this (keep below the pod's grace period).
     shutdown_grace_s: float = Field(default=20.0, gt=0)
 

@@ -1,0 +1,127 @@
+"""The `relay` command: run, check, token, tail, demo, devserver.
+
+Settings are parsed once here and passed down; a configuration error names the variable
+and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from relay import __version__
+from relay.config import Settings, load_settings
+from relay.errors import ConfigError
+from relay.logs import configure_logging
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    if args.command == "devserver":
+        from relay.devserver.__main__ import main as devserver_main
+
+        return devserver_main(args.devserver_args)
+    try:
+        settings = load_settings(args.config, **_overrides(args))
+    except ConfigError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log.level, settings.log.format)
+    handler = _COMMANDS[args.command]
+    return handler(settings, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    parser.add_argument("--config", type=Path, help="TOML file (environment RELAY_* wins)")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="observe rooms and relay their events")
+    run.add_argument("--room", action="append", default=[], help="room to observe (repeat)")
+    run.add_argument("--sink", action="append", choices=["redis", "stdout"], default=[])
+
+    sub.add_parser("check", help="validate configuration, reach LiveKit and Redis")
+
+    token = sub.add_parser("token", help="mint a hidden, receive-only observer token")
+    token.add_argument("--room", required=True)
+    token.add_argument("--identity", help="default: the observer identity template")
+
+    tail = sub.add_parser("tail", help="follow the event stream, one line per event")
+    tail.add_argument("--room", help="follow one room's stream")
+    tail.add_argument("--from-start", action="store_true", help="print what is there first")
+    tail.add_argument("--count", type=int, help="exit after this many events")
+    tail.add_argument("--json", action="store_true", help="print the raw event JSON")
+
+    demo = sub.add_parser("demo", help="everything on one machine: dev server, avatar, relay")
+    demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
+
+    devserver = sub.add_parser("devserver", help="the LiveKit-protocol dev server (testing only)")
+    devserver.add_argument("devserver_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "room", None) and args.command == "run":
+        overrides["rooms"] = tuple(args.room)
+    if getattr(args, "sink", None):
+        overrides["sinks"] = tuple(args.sink)
+    return overrides
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.worker import run_worker
+
+    return asyncio.run(run_worker(settings))
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.checks import run_checks
+
+    return asyncio.run(run_checks(settings))
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.observer.token import mint_observer_token, next_observer_identity
+
+    if not settings.livekit.api_key or not settings.livekit.api_secret.get_secret_value():
+        print("relay: RELAY_LIVEKIT__API_KEY and RELAY_LIVEKIT__API_SECRET are required")
+        return EXIT_CONFIG
+    identity = args.identity or next_observer_identity(settings.livekit.observer_identity)
+    secret = settings.livekit.api_secret.get_secret_value()
+    ttl_s = settings.livekit.observer_token_ttl_s
+    print(mint_observer_token(settings.livekit.api_key, secret, args.room, identity, ttl_s))
+    return 0
+
+
+def _tail(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.tail import tail
+
+    try:
+        return asyncio.run(tail(settings, args.room, args.from_start, args.count, args.json))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.demo import run_demo
+
+    return run_demo(settings, seconds=args.seconds)
+
+
+_COMMANDS = {"run": _run, "check": _check, "token": _token, "tail": _tail, "demo": _demo}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

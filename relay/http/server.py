@@ -1,0 +1,140 @@
+"""One aiohttp server for operators and backends.
+
+- `GET /metrics`: Prometheus text format.
+- `GET /healthz`: the process is alive (the event loop answers).
+- `GET /readyz`: Redis answers and every room of the static list is observed.
+- `GET|POST /v1/rooms`, `DELETE /v1/rooms/{room}`: the admin API, bearer token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from relay.observer import RoomTarget
+from relay.rooms import RoomCapacityError, RoomManager
+
+log = structlog.get_logger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+MAX_ADMIN_BODY_BYTES = 64 * 1024
+
+MANAGER_KEY = web.AppKey("manager", RoomManager)
+READINESS_KEY = web.AppKey("readiness", ReadinessCheck)  # type: ignore[type-abstract]
+ADMIN_TOKEN_KEY = web.AppKey("admin_token", str)
+
+
+def build_app(manager: RoomManager, readiness: ReadinessCheck, admin_token: str) -> web.Application:
+    app = web.Application(client_max_size=MAX_ADMIN_BODY_BYTES)
+    app[MANAGER_KEY] = manager
+    app[READINESS_KEY] = readiness
+    app[ADMIN_TOKEN_KEY] = admin_token
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/v1/rooms", list_rooms)
+    app.router.add_post("/v1/rooms", add_room)
+    app.router.add_delete("/v1/rooms/{room}", remove_room)
+    return app
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body = generate_latest()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = await request.app[READINESS_KEY]()
+    status = 200 if all(checks.values()) else 503
+    return web.json_response({"ready": status == 200, "checks": checks}, status=status)
+
+
+def _authorized(request: web.Request) -> None:
+    expected = request.app[ADMIN_TOKEN_KEY]
+    if not expected:
+        raise _error(web.HTTPNotFound, "the admin API is disabled (set RELAY_HTTP__ADMIN_TOKEN)")
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+        raise _error(web.HTTPUnauthorized, "missing or wrong bearer token")
+
+
+async def list_rooms(request: web.Request) -> web.Response:
+    _authorized(request)
+    return web.json_response({"rooms": request.app[MANAGER_KEY].describe()})
+
+
+async def add_room(request: web.Request) -> web.Response:
+    _authorized(request)
+    target = _parse_target(await _json_body(request))
+    try:
+        added = request.app[MANAGER_KEY].want(target)
+    except RoomCapacityError as exc:
+        raise _error(web.HTTPTooManyRequests, str(exc)) from None
+    log.info("admin_room_added", room=target.room, added=added)
+    return web.json_response({"room": target.room, "added": added}, status=201 if added else 200)
+
+
+async def remove_room(request: web.Request) -> web.Response:
+    _authorized(request)
+    room = request.match_info["room"]
+    if not await request.app[MANAGER_KEY].unwant(room):
+        raise _error(web.HTTPNotFound, f"room {room!r} is not observed")
+    log.info("admin_room_removed", room=room)
+    return web.json_response({"room": room, "removed": True})
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise _error(web.HTTPBadRequest, "body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise _error(web.HTTPBadRequest, "body must be a JSON object")
+    return body
+
+
+def _parse_target(body: dict[str, Any]) -> RoomTarget:
+    room, url, token = body.get("room"), body.get("url"), body.get("token")
+    if not isinstance(room, str) or not room.strip():
+        raise _error(web.HTTPBadRequest, "'room' must be a non-empty string")
+    if (url is None) != (token is None):
+        raise _error(web.HTTPBadRequest, "'url' and 'token' go together")
+    if url is not None and (not isinstance(url, str) or not isinstance(token, str)):
+        raise _error(web.HTTPBadRequest, "'url' and 'token' must be strings")
+    return RoomTarget(room=room, url=url, token=token)
+
+
+def _error(kind: type[web.HTTPError], message: str) -> web.HTTPError:
+    return kind(text=json.dumps({"error": message}), content_type="application/json")
+
+
+class HttpServer:
+    """Owns the aiohttp runner; `start()` binds, `stop()` closes."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self._runner = web.AppRunner(app, access_log=None)
+        self._host = host
+        self._port = port
+        self.bound_port: int | None = None
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        log.info("http_listening", host=self._host, port=self.bound_port)
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()

@@ -1,0 +1,400 @@
+"""RoomObserver: one hidden, receive-only participant in one room.
+
+The LiveKit handlers are synchronous and tiny: they stamp the receive time, turn the SDK
+object into a raw item and put it on this room's bounded queue. One task per room drains
+that queue through the room's decoder into the pipeline, so a flooding room fills (and
+drops from) its own queue, not the others'.
+
+`room.connect()` is never cancelled (a cancelled connect makes the SDK SIGTERM the process
+later): it is bounded by `RoomOptions.connect_timeout` and, when the observer is stopped
+mid-connect, awaited to its end and then left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import random
+import time
+from collections.abc import Callable
+from typing import Literal, Protocol
+
+import structlog
+from livekit import rtc
+
+from relay import metrics
+from relay.config import LiveKitSettings, PipelineSettings
+from relay.contract.event import DeadLetter, Event, Participant
+from relay.decode import RoomDecoder
+from relay.decode.items import (
+    AttributesItem,
+    DataItem,
+    ObserverItem,
+    ParticipantItem,
+    RawItem,
+    RoomContext,
+    SpeakersItem,
+    TextStreamItem,
+    TranscriptionItem,
+    TranscriptionSegment,
+)
+from relay.decode.roles import classify_role, participant_kind_name
+from relay.observer.token import mint_observer_token, next_observer_identity
+
+log = structlog.get_logger(__name__)
+
+TEXT_STREAM_TOPICS = ("lk.transcription", "lk.chat")
+DEAD_LETTER_PREVIEW_BYTES = 256
+ObserverState = Literal["idle", "connecting", "connected", "reconnecting", "stopped"]
+ObserverChange = Literal["joined", "reconnecting", "resumed", "left"]
+
+
+class EventIntake(Protocol):
+    """What an observer hands its events to (the pipeline)."""
+
+    async def submit(self, event: Event) -> None: ...
+
+    def submit_dead_letter(self, dead_letter: DeadLetter) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoomTarget:
+    """A room to observe. `url`/`token` are set for rooms whose tokens come from elsewhere."""
+
+    room: str
+    url: str | None = None
+    token: str | None = None
+
+
+class RoomObserver:
+    def __init__(
+        self,
+        target: RoomTarget,
+        intake: EventIntake,
+        livekit: LiveKitSettings,
+        pipeline: PipelineSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.target = target
+        self.state: ObserverState = "idle"
+        self._intake = intake
+        self._livekit = livekit
+        self._limits = pipeline
+        self._clock = clock
+        self._decoder = RoomDecoder()
+        self._queue: asyncio.Queue[RawItem] = asyncio.Queue(maxsize=pipeline.room_queue_max)
+        self._ctx = RoomContext(room=target.room)
+        self._stop = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._stream_tasks: set[asyncio.Task[None]] = set()
+        self._room: rtc.Room | None = None
+        self._joined_once = False
+        # When the connection was lost (SDK reconnecting or gave up), for observer.resumed.
+        self._lost_at: float | None = None
+        self._disconnect_reason = "unknown"
+        self._identity = next_observer_identity(livekit.observer_identity)
+        self._log = log.bind(room=target.room)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Observe until `stop()`: join, re-join after the SDK gives up, leave, drain."""
+        decode_task = asyncio.create_task(self._decode_loop(), name=f"decode:{self.target.room}")
+        try:
+            await self._observe()
+        finally:
+            self.state = "stopped"
+            await self._drain_queue(decode_task)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def connected(self) -> bool:
+        return self.state == "connected"
+
+    async def _observe(self) -> None:
+        backoff_s = self._livekit.rejoin_backoff_initial_s
+        while not self._stop.is_set():
+            room = self._new_room()
+            if not await self._connect(room):
+                await self._sleep_unless_stopped(backoff_s * random.uniform(0.8, 1.2))
+                backoff_s = min(backoff_s * 2, self._livekit.rejoin_backoff_max_s)
+                continue
+            backoff_s = self._livekit.rejoin_backoff_initial_s
+            self._room = room
+            self._announce_joined()
+            self._snapshot_participants(room)
+            await self._wait_until_lost_or_stopped()
+            self._room = None
+            if self._stop.is_set():
+                await room.disconnect()
+                break
+            # The SDK gave up reconnecting: the relay re-joins with a fresh Room.
+            self._mark_lost(self._disconnect_reason)
+        if self._joined_once:
+            self._emit_observer("left", "stopped")
+
+    def _announce_joined(self) -> None:
+        if not self._joined_once:
+            self._joined_once = True
+            self._emit_observer("joined", None)
+        elif self._lost_at is not None:
+            metrics.ROOM_RECONNECTS.inc()
+            self._emit_observer("resumed", None, gap_ms=self._gap_ms(self._lost_at))
+            self._lost_at = None
+
+    def _mark_lost(self, reason: str) -> None:
+        self.state = "reconnecting"
+        if self._lost_at is None:
+            self._lost_at = self._clock()
+            self._emit_observer("reconnecting", reason)
+
+    async def _connect(self, room: rtc.Room) -> bool:
+        url, token = self._credentials()
+        options = rtc.RoomOptions(
+            auto_subscribe=False,
+            connect_timeout=self._livekit.connect_timeout_s,
+            data_stream=rtc.DataStreamOptions(
+                max_payload_byte_length=self._limits.max_payload_bytes
+            ),
+        )
+        self.state = "connecting"
+        started = time.monotonic()
+        # Shielded: cancelling run() must never cancel the native connect.
+        connect = asyncio.ensure_future(room.connect(url, token, options))
+        try:
+            await asyncio.shield(connect)
+        except rtc.ConnectError as exc:
+            self.state = "reconnecting" if self._joined_once else "connecting"
+            self._log.warning("room_connect_failed", error=str(exc))
+            return False
+        except asyncio.CancelledError:
+            await self._leave_after_connect(connect, room)
+            raise
+        metrics.ROOM_CONNECT_DURATION.observe(time.monotonic() - started)
+        self._ctx = RoomContext(room=self.target.room, room_sid=room._info.sid or None)
+        self.state = "connected"
+        self._disconnected.clear()
+        self._log.info("room_joined", identity=self._identity, sid=self._ctx.room_sid)
+        return True
+
+    async def _leave_after_connect(self, connect: asyncio.Future[None], room: rtc.Room) -> None:
+        """Cancelled mid-connect: let the connect finish, then leave the room."""
+        try:
+            await connect
+        except rtc.ConnectError:
+            return
+        await room.disconnect()
+
+    async def _wait_until_lost_or_stopped(self) -> None:
+        stop = asyncio.create_task(self._stop.wait())
+        lost = asyncio.create_task(self._disconnected.wait())
+        try:
+            await asyncio.wait({stop, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            lost.cancel()
+
+    async def _sleep_unless_stopped(self, delay_s: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=delay_s)
+        except TimeoutError:
+            pass
+
+    def _credentials(self) -> tuple[str, str]:
+        url = self.target.url or self._livekit.url
+        if self.target.token:
+            return url, self.target.token
+        token = mint_observer_token(
+            self._livekit.api_key,
+            self._livekit.api_secret.get_secret_value(),
+            self.target.room,
+            self._identity,
+            self._livekit.observer_token_ttl_s,
+        )
+        return url, token
+
+    def _gap_ms(self, lost_at: float) -> int:
+        return int((self._clock() - lost_at) * 1000)
+
+    # -- the decode task -------------------------------------------------------------
+
+    async def _decode_loop(self) -> None:
+        while True:
+            item = await self._queue.get()
+            for event in self._decoder.decode(item):
+                await self._intake.submit(event)
+            self._queue.task_done()
+
+    async def _drain_queue(self, decode_task: asyncio.Task[None]) -> None:
+        """Hand what the room already received to the pipeline, then end the decode task."""
+        for task in list(self._stream_tasks):
+            task.cancel()
+        try:
+            await self._queue.join()
+        finally:
+            decode_task.cancel()
+            await asyncio.gather(decode_task, *self._stream_tasks, return_exceptions=True)
+
+    # -- LiveKit handlers: synchronous, tiny -------------------------------------------
+
+    def _new_room(self) -> rtc.Room:
+        room = rtc.Room()
+        room.on("data_received", self._on_data)
+        room.on("participant_connected", self._on_participant_connected)
+        room.on("participant_disconnected", self._on_participant_disconnected)
+        room.on("participant_attributes_changed", self._on_attributes)
+        room.on("active_speakers_changed", self._on_active_speakers)
+        room.on("transcription_received", self._on_transcription)
+        room.on("reconnecting", self._on_reconnecting)
+        room.on("reconnected", self._on_reconnected)
+        room.on("disconnected", self._on_disconnected)
+        # Text stream handlers must be registered before connect(), one per topic.
+        for topic in TEXT_STREAM_TOPICS:
+            room.register_text_stream_handler(topic, self._on_text_stream)
+        return room
+
+    def _enqueue(self, item: RawItem) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            metrics.EVENTS_DROPPED.labels(reason="room_queue_full").inc()
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        now = self._clock()
+        sender = to_participant(packet.participant)
+        topic = packet.topic or ""
+        if len(packet.data) > self._limits.max_payload_bytes:
+            self._dead_letter("oversized", now, sender, topic, packet.data)
+            return
+        reliable = packet.kind == rtc.DataPacketKind.KIND_RELIABLE
+        self._enqueue(DataItem(self._ctx, sender, topic, packet.data, reliable, now))
+
+    def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        who = to_participant(participant)
+        self._enqueue(ParticipantItem(self._ctx, who, "joined", None, self._clock()))
+
+    def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
+        who = to_participant(participant)
+        reason = _enum_name(rtc.DisconnectReason, participant.disconnect_reason)
+        self._enqueue(ParticipantItem(self._ctx, who, "left", reason, self._clock()))
+
+    def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        who = to_participant(participant)
+        attrs = dict(participant.attributes)
+        self._enqueue(AttributesItem(self._ctx, who, dict(changed), attrs, self._clock()))
+
+    def _on_active_speakers(self, speakers: list[rtc.Participant]) -> None:
+        identities = [speaker.identity for speaker in speakers]
+        self._enqueue(SpeakersItem(self._ctx, identities, self._clock()))
+
+    def _on_transcription(
+        self,
+        segments: list[rtc.TranscriptionSegment],
+        participant: rtc.Participant | None,
+        publication: rtc.TrackPublication | None,
+    ) -> None:
+        converted = [
+            TranscriptionSegment(s.id, s.text, s.final, s.language, s.start_time, s.end_time)
+            for s in segments
+        ]
+        track_sid = publication.sid if publication is not None else None
+        sender = to_participant(participant)
+        self._enqueue(TranscriptionItem(self._ctx, sender, track_sid, converted, self._clock()))
+
+    def _on_text_stream(self, reader: rtc.TextStreamReader, sender_identity: str) -> None:
+        task = asyncio.create_task(self._read_text_stream(reader, sender_identity))
+        self._stream_tasks.add(task)
+        task.add_done_callback(self._stream_tasks.discard)
+
+    async def _read_text_stream(self, reader: rtc.TextStreamReader, sender_identity: str) -> None:
+        info = reader.info
+        try:
+            text = await reader.read_all()
+        except rtc.StreamError as exc:  # aborted, oversized, or the room went away
+            detail = text_stream_detail(info, sender_identity, str(exc))
+            self._intake.submit_dead_letter(
+                DeadLetter(self.target.room, "text_stream_error", self._clock(), detail)
+            )
+            metrics.EVENTS_DROPPED.labels(reason="text_stream_error").inc()
+            return
+        sender = self._participant_by_identity(sender_identity)
+        attributes = dict(info.attributes or {})
+        item = TextStreamItem(
+            self._ctx, sender, info.topic, info.stream_id, text, attributes, self._clock()
+        )
+        self._enqueue(item)
+
+    def _on_reconnecting(self) -> None:
+        self._mark_lost("signal_lost")
+
+    def _on_reconnected(self) -> None:
+        self.state = "connected"
+        if self._lost_at is not None:
+            metrics.ROOM_RECONNECTS.inc()
+            self._emit_observer("resumed", None, gap_ms=self._gap_ms(self._lost_at))
+            self._lost_at = None
+
+    def _on_disconnected(self, reason: rtc.DisconnectReason.ValueType) -> None:
+        self._disconnect_reason = _enum_name(rtc.DisconnectReason, reason) or "unknown"
+        self._disconnected.set()
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _snapshot_participants(self, room: rtc.Room) -> None:
+        """Participants already present get no participant_connected: report them now."""
+        for participant in room.remote_participants.values():
+            self._on_participant_connected(participant)
+
+    def _participant_by_identity(self, identity: str) -> Participant:
+        """Text streams name only the sender's identity: look the rest up in the room."""
+        known = self._room.remote_participants.get(identity) if self._room else None
+        if known is not None:
+            return to_participant(known)
+        return Participant(identity=identity, role=classify_role(identity, "unknown", {}))
+
+    def _emit_observer(
+        self, change: ObserverChange, reason: str | None, gap_ms: int | None = None
+    ) -> None:
+        self._log.info("observer_" + change, reason=reason, gap_ms=gap_ms)
+        self._enqueue(ObserverItem(self._ctx, change, reason, gap_ms, self._clock()))
+
+    def _dead_letter(
+        self, reason: str, now: float, sender: Participant, topic: str, payload: bytes
+    ) -> None:
+        metrics.EVENTS_DROPPED.labels(reason=reason).inc()
+        preview = base64.b64encode(payload[:DEAD_LETTER_PREVIEW_BYTES]).decode("ascii")
+        detail = {
+            "topic": topic,
+            "sender": sender.identity,
+            "size": len(payload),
+            "preview_base64": preview,
+        }
+        self._intake.submit_dead_letter(DeadLetter(self.target.room, reason, now, detail))
+
+
+def to_participant(participant: rtc.Participant | None) -> Participant:
+    """The contract's participant from the SDK's; a server-sent packet has none."""
+    if participant is None:
+        return Participant(identity="", role="unknown")
+    kind = participant_kind_name(int(participant.kind))
+    attributes = dict(participant.attributes)
+    role = classify_role(participant.identity, kind, attributes)
+    return Participant(identity=participant.identity, sid=participant.sid, kind=kind, role=role)
+
+
+def text_stream_detail(info: rtc.TextStreamInfo, sender: str, error: str) -> dict[str, object]:
+    return {"topic": info.topic, "stream_id": info.stream_id, "sender": sender, "error": error}
+
+
+def _enum_name(enum: object, value: int | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        name: str = enum.Name(value)  # type: ignore[attr-defined]
+    except ValueError:
+        return None
+    return name

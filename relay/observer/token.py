@@ -1,0 +1,39 @@
+"""Observer tokens: hidden, subscribe-only, no publish rights of any kind."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from datetime import timedelta
+
+from livekit import api
+
+_identity_counter = itertools.count(1)
+
+
+def next_observer_identity(template: str) -> str:
+    """`relay-{host}-{n}`: unique per process and host, readable in LiveKit's dashboards."""
+    return template.format(host=socket.gethostname(), n=next(_identity_counter))
+
+
+def mint_observer_token(
+    api_key: str, api_secret: str, room: str, identity: str, ttl_s: int
+) -> str:
+    grants = api.VideoGrants(
+        room_join=True,
+        room=room,
+        hidden=True,
+        # VideoGrants default to publish rights: an observer must not have any.
+        can_publish=False,
+        can_publish_data=False,
+        can_subscribe=True,
+        can_update_own_metadata=False,
+    )
+    return (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_name("relay observer")
+        .with_grants(grants)
+        .with_ttl(timedelta(seconds=ttl_s))
+        .to_jwt()
+    )

@@ -1,0 +1,97 @@
+"""RoomManager: the rooms this process wants, and an observer task for each.
+
+Sources of rooms (the static list, the admin API; later webhooks, ListRooms and leases)
+only call `want()` and `unwant()`. The manager owns the observer tasks and their end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from relay import metrics
+from relay.errors import RelayError
+from relay.observer import RoomObserver, RoomTarget
+
+log = structlog.get_logger(__name__)
+
+ObserverFactory = Callable[[RoomTarget], RoomObserver]
+
+
+class RoomCapacityError(RelayError):
+    """The process already observes its maximum number of rooms."""
+
+
+class RoomManager:
+    def __init__(self, make_observer: ObserverFactory, *, max_rooms: int) -> None:
+        self._make_observer = make_observer
+        self._max_rooms = max_rooms
+        self._observers: dict[str, RoomObserver] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
+
+    def want(self, target: RoomTarget) -> bool:
+        """Start observing `target.room`; False if it is already observed."""
+        if self._closed:
+            raise RelayError("the room manager is shutting down")
+        if target.room in self._observers:
+            return False
+        if len(self._observers) >= self._max_rooms:
+            raise RoomCapacityError(f"this process observes its maximum of {self._max_rooms}")
+        observer = self._make_observer(target)
+        task = asyncio.create_task(observer.run(), name=f"observer:{target.room}")
+        task.add_done_callback(self._on_observer_done)
+        self._observers[target.room] = observer
+        self._tasks[target.room] = task
+        self._update_gauges()
+        log.info("room_wanted", room=target.room)
+        return True
+
+    async def unwant(self, room: str) -> bool:
+        """Leave `room` (its received events go on to the pipeline); False if unknown."""
+        observer = self._observers.get(room)
+        if observer is None:
+            return False
+        observer.stop()
+        await asyncio.gather(self._tasks[room], return_exceptions=True)
+        return True
+
+    async def stop_all(self) -> None:
+        """Stop taking rooms, leave every room and hand their events on."""
+        self._closed = True
+        for observer in self._observers.values():
+            observer.stop()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {"room": name, "state": observer.state, "token_given": observer.target.token is not None}
+            for name, observer in sorted(self._observers.items())
+        ]
+
+    @property
+    def wanted(self) -> list[str]:
+        return list(self._observers)
+
+    def all_connected(self, rooms: list[str] | tuple[str, ...]) -> bool:
+        return all(
+            (observer := self._observers.get(room)) is not None and observer.connected
+            for room in rooms
+        )
+
+    def _on_observer_done(self, task: asyncio.Task[None]) -> None:
+        room = task.get_name().removeprefix("observer:")
+        self._observers.pop(room, None)
+        self._tasks.pop(room, None)
+        self._update_gauges()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("observer_failed", room=room, error=repr(exc))
+
+    def _update_gauges(self) -> None:
+        metrics.ROOMS_WANTED.set(len(self._observers))
+
+    def observed_count(self) -> int:
+        return sum(1 for observer in self._observers.values() if observer.connected)

@@ -1,0 +1,98 @@
+"""The HTTP server: health, readiness, metrics and the bearer-protected admin API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from relay.http import build_app
+from relay.observer import RoomObserver, RoomTarget
+from relay.rooms import RoomManager
+from tests.observer.sdk_objects import CollectingIntake, make_observer
+
+TOKEN = "admin-token-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[tuple[TestClient[object, object], RoomManager]]:
+    intake = CollectingIntake()
+
+    def observer_for(target: RoomTarget) -> RoomObserver:
+        # Real observers aimed at a closed loopback port: they stay "connecting".
+        return make_observer(intake, room=target.room)
+
+    manager = RoomManager(observer_for, max_rooms=2)
+
+    async def readiness() -> dict[str, bool]:
+        return {"rooms": manager.all_connected(["static-room"]), "redis": True}
+
+    app = build_app(manager, readiness, TOKEN)
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client, manager
+        await manager.stop_all()
+
+
+async def test_healthz_and_metrics(client: tuple[TestClient[object, object], RoomManager]) -> None:
+    http, _ = client
+    assert (await http.get("/healthz")).status == 200
+    metrics = await (await http.get("/metrics")).text()
+    assert "relay_events_received_total" in metrics
+    assert "relay_build_info" in metrics
+
+
+async def test_readyz_is_503_until_static_rooms_are_observed(
+    client: tuple[TestClient[object, object], RoomManager],
+) -> None:
+    http, _ = client
+    response = await http.get("/readyz")
+    assert response.status == 503
+    assert (await response.json())["checks"] == {"rooms": False, "redis": True}
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}])
+async def test_admin_api_rejects_missing_or_wrong_token(
+    client: tuple[TestClient[object, object], RoomManager], headers: dict[str, str]
+) -> None:
+    http, manager = client
+    response = await http.post("/v1/rooms", json={"room": "r1"}, headers=headers)
+    assert response.status == 401
+    assert manager.wanted == []
+
+
+async def test_add_list_remove_room(client: tuple[TestClient[object, object], RoomManager]) -> None:
+    http, manager = client
+    response = await http.post("/v1/rooms", json={"room": "r1"}, headers=AUTH)
+    assert (response.status, await response.json()) == (201, {"room": "r1", "added": True})
+    again = await http.post("/v1/rooms", json={"room": "r1"}, headers=AUTH)
+    assert (again.status, (await again.json())["added"]) == (200, False)
+    with_token = {"room": "r2", "url": "ws://127.0.0.1:9", "token": "given"}
+    assert (await http.post("/v1/rooms", json=with_token, headers=AUTH)).status == 201
+
+    listing = await (await http.get("/v1/rooms", headers=AUTH)).json()
+    assert [(r["room"], r["token_given"]) for r in listing["rooms"]] == [
+        ("r1", False),
+        ("r2", True),
+    ]
+    full = await http.post("/v1/rooms", json={"room": "r3"}, headers=AUTH)
+    assert full.status == 429  # max_rooms=2
+
+    assert (await http.delete("/v1/rooms/r1", headers=AUTH)).status == 200
+    assert manager.wanted == ["r2"]
+    assert (await http.delete("/v1/rooms/r1", headers=AUTH)).status == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[1,2]", b'{"room": ""}', b'{"room": 5}', b'{"room": "r", "url": "ws://x"}'],
+)
+async def test_bad_admin_bodies_get_400(
+    client: tuple[TestClient[object, object], RoomManager], body: bytes
+) -> None:
+    http, manager = client
+    response = await http.post("/v1/rooms", data=body, headers=AUTH)
+    assert response.status == 400
+    assert "error" in await response.json()
+    assert manager.wanted == []

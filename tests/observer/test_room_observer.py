@@ -1,0 +1,166 @@
+"""RoomObserver on real `rtc.Room` objects: SDK events in, contract events out.
+
+The SDK's event emitter is driven directly (`room.emit(...)`) with objects the SDK builds
+itself; the connect path is exercised against a closed loopback port. Real WebRTC joins are
+in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from livekit import rtc
+from prometheus_client import REGISTRY
+
+from relay.observer import RoomObserver
+from relay.observer.room import TEXT_STREAM_TOPICS
+from tests.observer.sdk_objects import CollectingIntake, make_observer, remote_participant
+
+RELIABLE = rtc.DataPacketKind.KIND_RELIABLE
+
+
+def dropped(reason: str) -> float:
+    value = REGISTRY.get_sample_value("relay_events_dropped_total", {"reason": reason})
+    return value or 0.0
+
+
+@pytest.fixture
+async def observed() -> AsyncIterator[tuple[RoomObserver, rtc.Room, CollectingIntake]]:
+    """An observer's room with its handlers attached and its decode task running."""
+    intake = CollectingIntake()
+    observer = make_observer(intake)
+    room = observer._new_room()
+    decode = asyncio.create_task(observer._decode_loop())
+    yield observer, room, intake
+    decode.cancel()
+    await asyncio.gather(decode, return_exceptions=True)
+
+
+async def test_data_packet_becomes_contract_event_with_sender_role(
+    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+) -> None:
+    _, room, intake = observed
+    avatar_agent = remote_participant("liveavatar-agent-s1", sid="PA_agent")
+    payload = json.dumps(
+        {"event_id": "e1", "event_type": "avatar.speak_started", "session_id": "s1"}
+    ).encode()
+    room.emit("data_received", rtc.DataPacket(payload, RELIABLE, avatar_agent, "agent-response"))
+
+    [event] = await intake.wait_for(1)
+    assert (event.kind, event.protocol, event.session_id) == ("speech.started", "liveavatar", "s1")
+    assert event.data == {"role": "avatar"}
+    assert event.participant.identity == "liveavatar-agent-s1"
+    assert event.participant.sid == "PA_agent"
+    assert event.participant.role == "agent"
+    assert event.room == "room-1"
+
+
+async def test_oversized_payload_goes_to_dead_letters_not_events(
+    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+) -> None:
+    _, room, intake = observed
+    before = dropped("oversized")
+    user = remote_participant("user-1")
+    room.emit("data_received", rtc.DataPacket(b"x" * 5000, RELIABLE, user, "agent-control"))
+
+    assert intake.events == []
+    [letter] = intake.dead_letters
+    assert letter.reason == "oversized"
+    assert letter.detail["size"] == 5000
+    assert letter.detail["topic"] == "agent-control"
+    assert len(letter.detail["preview_base64"]) < 400  # a bounded preview, not the payload
+    assert dropped("oversized") == before + 1
+
+
+async def test_full_room_queue_drops_with_reason_and_keeps_the_rest() -> None:
+    intake = CollectingIntake()
+    observer = make_observer(intake, room_queue_max=5)
+    room = observer._new_room()
+    before = dropped("room_queue_full")
+    user = remote_participant("user-1")
+    for n in range(8):  # the decode task is not running: the queue fills
+        body = json.dumps({"type": "user_message", "text": f"m{n}"}).encode()
+        room.emit("data_received", rtc.DataPacket(body, RELIABLE, user, ""))
+    assert dropped("room_queue_full") == before + 3
+
+    decode = asyncio.create_task(observer._decode_loop())
+    events = await intake.wait_for(5)
+    decode.cancel()
+    assert [event.data.get("text") for event in events] == [f"m{n}" for n in range(5)]
+
+
+async def test_text_stream_handlers_are_registered_before_connect() -> None:
+    observer = make_observer(CollectingIntake())
+    room = observer._new_room()
+    assert sorted(room._text_stream_handlers) == sorted(TEXT_STREAM_TOPICS)
+    assert not room.isconnected()
+
+
+async def test_participants_attributes_and_speakers(
+    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+) -> None:
+    _, room, intake = observed
+    agent = remote_participant("agent-1", sid="PA_a", kind=4)
+    room.emit("participant_connected", agent)
+    room.emit("participant_attributes_changed", {"lk.agent.state": "listening"}, agent)
+    room.emit("active_speakers_changed", [agent])
+    room.emit("active_speakers_changed", [agent])  # repeated by the SFU: deduped
+    room.emit("participant_disconnected", agent)
+
+    events = await intake.wait_for(4)
+    assert [e.kind for e in events] == [
+        "participant.joined",
+        "agent.state",
+        "speakers.active",
+        "participant.left",
+    ]
+    assert events[0].participant.kind == "agent"
+    assert events[0].participant.role == "agent"
+    assert events[1].data == {"state": "listening", "previous": None}
+    assert events[2].data == {"identities": ["agent-1"]}
+
+
+async def test_reconnecting_then_reconnected_reports_the_gap(
+    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+) -> None:
+    _, room, intake = observed
+    room.emit("reconnecting")
+    await asyncio.sleep(0.05)
+    room.emit("reconnected")
+    events = await intake.wait_for(2)
+    assert [e.kind for e in events] == ["observer.reconnecting", "observer.resumed"]
+    assert events[1].data["gap_ms"] >= 40
+
+
+async def test_legacy_transcription_segments(
+    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+) -> None:
+    _, room, intake = observed
+    agent = remote_participant("agent-1", sid="PA_a", kind=4)
+    segment = rtc.TranscriptionSegment(
+        id="SG_1", text="hello there", start_time=0, end_time=0, language="en", final=True
+    )
+    room.emit("transcription_received", [segment], agent, None)
+    [event] = await intake.wait_for(1)
+    assert event.kind == "transcript.final"
+    assert event.data["text"] == "hello there"
+    assert event.data["segment_id"] == "SG_1"
+
+
+async def test_unreachable_server_retries_and_stops_without_cancelling_connect() -> None:
+    intake = CollectingIntake()
+    observer = make_observer(intake, url="ws://127.0.0.1:9")  # nothing listens on port 9
+    task = asyncio.create_task(observer.run())
+    async with asyncio.timeout(10):
+        while observer.state != "connecting":
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(1.5)  # at least one failed attempt and a retry
+    observer.stop()
+    async with asyncio.timeout(15):
+        await task
+    assert observer.state == "stopped"
+    # Never joined: no observer.joined/left events, nothing else invented.
+    assert intake.events == []
