@@ -1,0 +1,148 @@
+"""LiveKit Agents conventions (protocols.md section 2): transcripts, chat, agent state.
+
+Transcripts come twice, as `lk.transcription` text streams and as legacy transcription
+segments; both go through the room's `SegmentDedupe` so each update is emitted once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from relay.contract.event import Event, Protocol
+from relay.decode.common import (
+    RoomState,
+    Transcript,
+    clean_str,
+    new_event,
+    raw_event,
+    segment_dedupe_key,
+    sender_of,
+)
+from relay.decode.items import (
+    AttributesItem,
+    DataItem,
+    TextStreamItem,
+    TranscriptionItem,
+)
+from relay.decode.roles import role_of
+
+PROTOCOL: Protocol = "livekit-agents"
+TRANSCRIPTION_TOPIC = "lk.transcription"
+CHAT_TOPIC = "lk.chat"
+TEXT_STREAM_TOPICS = frozenset({TRANSCRIPTION_TOPIC, CHAT_TOPIC})
+SEGMENT_ID_ATTRIBUTE = "lk.segment_id"
+TRACK_ID_ATTRIBUTE = "lk.transcribed_track_id"
+FINAL_ATTRIBUTE = "lk.transcription_final"
+AGENT_STATE_ATTRIBUTE = "lk.agent.state"
+_TRANSCRIPT_ROLES = frozenset({"user", "agent", "avatar"})
+
+
+def decode_text_stream(item: TextStreamItem, state: RoomState) -> list[Event]:
+    source = {"topic": item.topic, "stream_id": item.stream_id}
+    dedupe_key = f"stream:{item.stream_id}" if item.stream_id else ""
+    if item.topic == TRANSCRIPTION_TOPIC:
+        return _stream_transcript(item, state, source, dedupe_key)
+    if item.topic == CHAT_TOPIC:
+        data = {"text": clean_str(item.text)}
+        return [
+            new_event(item, PROTOCOL, "chat.message", data, source=source, dedupe_key=dedupe_key)
+        ]
+    return [raw_event(item, "raw", item.topic, item.text, source=source)]
+
+
+def _stream_transcript(
+    item: TextStreamItem, state: RoomState, source: dict[str, Any], dedupe_key: str
+) -> list[Event]:
+    # Attributes are read after the stream ended, so the trailer's final flag is in.
+    attributes = item.attributes
+    given_id = _attribute(attributes, SEGMENT_ID_ATTRIBUTE) or item.stream_id
+    final = _attribute(attributes, FINAL_ATTRIBUTE).lower() == "true"
+    role = transcript_role(item)
+    segment_id = state.turns.segment_id(f"{PROTOCOL}:{role}", item.received_at, final, given_id)
+    transcript = Transcript(
+        role=role,
+        text=clean_str(item.text),
+        segment_id=segment_id,
+        final=final,
+        track_id=_attribute(attributes, TRACK_ID_ATTRIBUTE) or None,
+    )
+    return emit_transcript(item, PROTOCOL, transcript, state, source, dedupe_key)
+
+
+def decode_transcription(item: TranscriptionItem, state: RoomState) -> list[Event]:
+    """Legacy segments: text is cumulative per segment id; `final` closes the segment."""
+    events: list[Event] = []
+    for segment in item.segments:
+        # No id happens only with odd senders: the track and start time still name it.
+        segment_id = segment.id or f"{item.track_sid or 'track'}@{segment.start_time}"
+        transcript = Transcript(
+            role=transcript_role(item),
+            text=clean_str(segment.text),
+            segment_id=segment_id,
+            final=bool(segment.final),
+            language=clean_str(segment.language) or None,
+            track_id=item.track_sid or None,
+        )
+        source: dict[str, Any] = {"signal": "transcription_received", "segment_id": segment_id}
+        if item.track_sid:
+            source["track_sid"] = item.track_sid
+        dedupe_key = segment_dedupe_key(segment_id, transcript.final, transcript.text)
+        events += emit_transcript(item, PROTOCOL, transcript, state, source, dedupe_key)
+    return events
+
+
+def emit_transcript(
+    item: TextStreamItem | TranscriptionItem | DataItem,
+    protocol: Protocol,
+    transcript: Transcript,
+    state: RoomState,
+    source: dict[str, Any],
+    dedupe_key: str,
+) -> list[Event]:
+    """The transcript's event, unless the same segment update was already emitted."""
+    if not state.segments.admit(transcript.segment_id, transcript.final, transcript.text):
+        return []
+    event = new_event(
+        item, protocol, transcript.kind, transcript.data(), source=source, dedupe_key=dedupe_key
+    )
+    return [event]
+
+
+def transcript_role(item: TextStreamItem | TranscriptionItem) -> str:
+    role = role_of(sender_of(item))
+    return role if role in _TRANSCRIPT_ROLES else "unknown"
+
+
+def decode_attributes(item: AttributesItem, state: RoomState) -> list[Event]:
+    value = item.changed.get(AGENT_STATE_ATTRIBUTE)
+    if not isinstance(value, str) or not value:  # removed attribute: no new state
+        return []
+    source = {"attribute": AGENT_STATE_ATTRIBUTE}
+    return agent_state_events(item, PROTOCOL, clean_str(value), state, source)
+
+
+def agent_state_events(
+    item: AttributesItem | DataItem,
+    protocol: Protocol,
+    new_state: str,
+    state: RoomState,
+    source: dict[str, Any],
+) -> list[Event]:
+    """`agent.state {state, previous}`; a state equal to the last one seen is no change.
+
+    The last state is kept per agent identity across protocols, so a LiveLayer
+    `agent_state` message repeating the `lk.agent.state` attribute adds nothing.
+    """
+    identity = item.sender.identity
+    previous = state.agent_states.get(identity)
+    if previous == new_state:
+        return []
+    state.agent_states.put(identity, new_state)
+    data = {"state": new_state, "previous": previous}
+    return [new_event(item, protocol, "agent.state", data, source=source)]
+
+
+def _attribute(attributes: Mapping[str, str], key: str) -> str:
+    value = attributes.get(key)
+    return value if isinstance(value, str) else ""
