@@ -90,6 +90,9 @@ class RoomObserver:
         self._disconnected = asyncio.Event()
         self._stream_tasks: set[asyncio.Task[None]] = set()
         self._room: rtc.Room | None = None
+        # Who is in the room as last reported: the SDK's reconnect churn (everyone leaves
+        # and re-joins) is reconciled against it instead of reported.
+        self._present: dict[str, Participant] = {}
         self._joined_once = False
         # When the connection was lost (SDK reconnecting or gave up), for observer.resumed.
         self._lost_at: float | None = None
@@ -126,7 +129,7 @@ class RoomObserver:
             backoff_s = self._livekit.rejoin_backoff_initial_s
             self._room = room
             self._announce_joined()
-            self._snapshot_participants(room)
+            self._reconcile_participants(room)
             await self._wait_until_lost_or_stopped()
             self._room = None
             if self._stop.is_set():
@@ -274,13 +277,29 @@ class RoomObserver:
         self._enqueue(DataItem(self._ctx, sender, topic, packet.data, reliable, now))
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        known = self._present.get(participant.identity)
+        if known is not None and known.sid == participant.sid:
+            return  # reconnect churn: already reported as present
         who = to_participant(participant)
-        self._enqueue(ParticipantItem(self._ctx, who, "joined", None, self._clock()))
+        self._present[participant.identity] = who
+        now = self._clock()
+        self._enqueue(ParticipantItem(self._ctx, who, "joined", None, now))
+        if participant.attributes:
+            # Attributes only raise events when they change: report the starting values
+            # (e.g. lk.agent.state) as a change from nothing.
+            attributes = dict(participant.attributes)
+            self._enqueue(AttributesItem(self._ctx, who, attributes, attributes, now))
 
     def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
-        who = to_participant(participant)
+        if self.state == "reconnecting":
+            return  # reconnect churn: reconciled once the connection is back
         reason = _enum_name(rtc.DisconnectReason, participant.disconnect_reason)
-        self._enqueue(ParticipantItem(self._ctx, who, "left", reason, self._clock()))
+        self._report_left(participant.identity, reason)
+
+    def _report_left(self, identity: str, reason: str | None) -> None:
+        who = self._present.pop(identity, None)
+        if who is not None:
+            self._enqueue(ParticipantItem(self._ctx, who, "left", reason, self._clock()))
 
     def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         who = to_participant(participant)
@@ -333,6 +352,8 @@ class RoomObserver:
 
     def _on_reconnected(self) -> None:
         self.state = "connected"
+        if self._room is not None:
+            self._reconcile_participants(self._room)
         if self._lost_at is not None:
             metrics.ROOM_RECONNECTS.inc()
             self._emit_observer("resumed", None, gap_ms=self._gap_ms(self._lost_at))
@@ -344,9 +365,16 @@ class RoomObserver:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _snapshot_participants(self, room: rtc.Room) -> None:
-        """Participants already present get no participant_connected: report them now."""
-        for participant in room.remote_participants.values():
+    def _reconcile_participants(self, room: rtc.Room) -> None:
+        """After a join or reconnect, report who left and who came while we were away.
+
+        Participants already present get no participant_connected from the SDK.
+        """
+        current = room.remote_participants
+        for identity, known in list(self._present.items()):
+            if identity not in current or current[identity].sid != known.sid:
+                self._report_left(identity, "while_disconnected")
+        for participant in current.values():
             self._on_participant_connected(participant)
 
     def _participant_by_identity(self, identity: str) -> Participant:

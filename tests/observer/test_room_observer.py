@@ -164,3 +164,41 @@ async def test_unreachable_server_retries_and_stops_without_cancelling_connect()
     assert observer.state == "stopped"
     # Never joined: no observer.joined/left events, nothing else invented.
     assert intake.events == []
+
+
+async def test_reconnect_churn_is_not_reported_but_real_changes_are(
+    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+) -> None:
+    observer, room, intake = observed
+    user = remote_participant("user-1", sid="PA_u")
+    leaver = remote_participant("leaver", sid="PA_l")
+    room.emit("participant_connected", user)
+    room.emit("participant_connected", leaver)
+    await intake.wait_for(2)
+
+    room.emit("reconnecting")
+    room.emit("participant_disconnected", user)  # churn while reconnecting
+    room.emit("participant_disconnected", leaver)
+    room._remote_participants = {"user-1": user}  # after the reconnect only the user is back
+    observer._room = room
+    room.emit("participant_connected", user)  # churn: same sid
+    room.emit("reconnected")
+
+    events = await intake.wait_for(5)
+    assert [(e.kind, e.participant.identity) for e in events[2:]] == [
+        ("observer.reconnecting", ""),
+        ("participant.left", "leaver"),
+        ("observer.resumed", ""),
+    ]
+    assert events[3].data["reason"] == "while_disconnected"
+
+
+async def test_initial_attributes_report_the_starting_agent_state(
+    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+) -> None:
+    _, room, intake = observed
+    agent = remote_participant("agent-1", sid="PA_a", kind=4, attributes={"lk.agent.state": "idle"})
+    room.emit("participant_connected", agent)
+    events = await intake.wait_for(2)
+    assert [e.kind for e in events] == ["participant.joined", "agent.state"]
+    assert events[1].data == {"state": "idle", "previous": None}
