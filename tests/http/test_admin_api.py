@@ -22,7 +22,7 @@ async def client() -> AsyncIterator[tuple[TestClient[object, object], RoomManage
 
     def observer_for(target: RoomTarget) -> RoomObserver:
         # Real observers aimed at a closed loopback port: they stay "connecting".
-        return make_observer(intake, room=target.room)
+        return make_observer(intake, target=target)
 
     manager = RoomManager(observer_for, max_rooms=2)
 
@@ -52,7 +52,9 @@ async def test_readyz_is_503_until_static_rooms_are_observed(
     assert (await response.json())["checks"] == {"rooms": False, "redis": True}
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}]
+)
 async def test_admin_api_rejects_missing_or_wrong_token(
     client: tuple[TestClient[object, object], RoomManager], headers: dict[str, str]
 ) -> None:

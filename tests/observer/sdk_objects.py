@@ -53,6 +53,7 @@ def make_observer(
     *,
     room: str = "room-1",
     url: str = "ws://127.0.0.1:9",
+    target: RoomTarget | None = None,
     room_queue_max: int = 100,
     max_payload_bytes: int = 1024,
 ) -> RoomObserver:
@@ -65,4 +66,4 @@ def make_observer(
         rejoin_backoff_max_s=0.2,
     )
     limits = PipelineSettings(room_queue_max=room_queue_max, max_payload_bytes=max_payload_bytes)
-    return RoomObserver(RoomTarget(room=room), intake, livekit, limits)
+    return RoomObserver(target or RoomTarget(room=room), intake, livekit, limits)
