@@ -1,0 +1,323 @@
+"""Benchmark: decoded events to Redis acknowledgement, relay vs raw redis-py.
+
+Three ways to write the same entries (each event to two streams, `<prefix>:events` and
+`<prefix>:room:{<room>}`, `XADD ... MAXLEN ~ n * kind room id event`), in one run, on the
+same Redis:
+
+- relay:        Pipeline + RedisStreamsSink, from decoded `Event`s (stamping, buffering,
+                serialization, batching, metrics included);
+- raw pipeline: redis-py `pipeline(transaction=False)` of the prebuilt entries, batches
+                of the same size, no relay code (the JSON is serialized beforehand);
+- awaited:      one awaited XADD per entry (two per event).
+
+Then the CPU the relay's own code spends per event on the event-loop thread, Redis I/O
+excluded: the same pipeline against a sink that builds the commands and sends nothing,
+plus the decode of a LiveAvatar `agent-response` packet. Best of `--repeat` runs each.
+
+    .venv/bin/python bench/pipeline.py [--events 20000] [--rooms 10] [--batch 500]
+
+The last line is machine-readable:
+    relay_eps=N raw_pipeline_eps=N awaited_eps=N ratio=R   (R = raw / relay)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import gc
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from pydantic import SecretStr
+
+from relay.config import PipelineSettings, RedisSettings
+from relay.contract.event import Event, Participant
+from relay.decode import RoomDecoder
+from relay.decode.items import DataItem, RoomContext
+from relay.pipeline import IdMinter, Pipeline
+from relay.redis_client import create_redis, ping
+from relay.sinks import RedisStreamsSink
+from relay.sinks.base import Entry
+
+Command = tuple[Any, ...]
+AVATAR = Participant(identity="liveavatar-agent", sid="PA_avatar", kind="agent", role="avatar")
+SENTENCE = "Sure, I can help with that. Your order shipped this morning and should arrive"
+
+
+def agent_response(room: str, n: int, at: float) -> DataItem:
+    """A LiveAvatar FULL-mode `avatar.transcription` packet, as the SDK delivers it."""
+    payload = {
+        "event_type": "avatar.transcription",
+        "event_id": str(uuid.UUID(int=n)),
+        "session_id": f"sess-{room}",
+        "source_event_id": f"cmd-{n // 4}",
+        "text": f"{SENTENCE} by Thursday ({n}).",
+    }
+    return DataItem(
+        ctx=RoomContext(room=room, room_sid=f"RM_{room}"),
+        sender=AVATAR,
+        topic="agent-response",
+        payload=json.dumps(payload).encode(),
+        reliable=True,
+        received_at=at,
+    )
+
+
+def make_items(count: int, rooms: int) -> list[DataItem]:
+    now = time.time()
+    return [agent_response(f"room-{n % rooms}", n, now + n * 1e-5) for n in range(count)]
+
+
+def decode(items: Sequence[DataItem]) -> list[Event]:
+    decoders: dict[str, RoomDecoder] = {}
+    out: list[Event] = []
+    for item in items:
+        decoder = decoders.setdefault(item.ctx.room, RoomDecoder())
+        out.extend(decoder.decode(item))
+    return out
+
+
+class CommandList:
+    """Stands in for a redis-py pipeline: keeps the commands, sends nothing."""
+
+    def __init__(self) -> None:
+        self.commands: list[Command] = []
+
+    def execute_command(self, *args: Any) -> None:
+        self.commands.append(args)
+
+
+class NoNetworkSink(RedisStreamsSink):
+    """Everything RedisStreamsSink does for a batch except the round trip."""
+
+    async def write(self, batch: Sequence[Entry]) -> None:
+        self.add_commands(CommandList(), batch)
+
+
+def prebuilt_commands(events: Sequence[Event], settings: RedisSettings) -> list[list[Command]]:
+    """The relay's XADDs per event, stamped and serialized ahead of time (the baselines)."""
+    minter, seqs, sink = IdMinter(), dict[str, int](), NoNetworkSink(None, settings)  # type: ignore[arg-type]
+    out = []
+    for event in events:
+        seqs[event.room] = seqs.get(event.room, 0) + 1
+        stamped = event.stamped(minter.mint(event), seqs[event.room])
+        commands = CommandList()
+        sink.add_commands(commands, [stamped])
+        out.append(commands.commands)
+    return out
+
+
+# -- the three writers ---------------------------------------------------------------
+
+
+async def run_relay(
+    events: Sequence[Event], redis: aioredis.Redis, settings: RedisSettings, batch: int
+) -> float:
+    sink = RedisStreamsSink(redis, settings, close_client=False)
+    return await _through_pipeline(events, sink, batch)
+
+
+async def _through_pipeline(events: Sequence[Event], sink: RedisStreamsSink, batch: int) -> float:
+    limits = PipelineSettings(batch_max_events=batch, buffer_max_events=max(len(events), 1))
+    pipeline = Pipeline(limits, [sink])
+    flusher = asyncio.create_task(pipeline.run())
+    started = time.perf_counter()
+    for event in events:
+        await pipeline.submit(event)
+    unwritten = await pipeline.drain(120)
+    elapsed = time.perf_counter() - started
+    await flusher
+    assert unwritten == 0, f"{unwritten} events not written"
+    return elapsed
+
+
+async def run_raw_pipeline(
+    commands: Sequence[Sequence[Command]], redis: aioredis.Redis, batch: int
+) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(commands), batch):
+        pipe = redis.pipeline(transaction=False)
+        for per_event in commands[start : start + batch]:
+            for command in per_event:
+                pipe.execute_command(*command)
+        await pipe.execute()
+    return time.perf_counter() - started
+
+
+async def run_awaited(commands: Sequence[Sequence[Command]], redis: aioredis.Redis) -> float:
+    execute: Callable[..., Awaitable[Any]] = redis.execute_command
+    started = time.perf_counter()
+    for per_event in commands:
+        for command in per_event:
+            await execute(*command)
+    return time.perf_counter() - started
+
+
+# -- CPU on the loop thread ------------------------------------------------------------
+
+
+async def relay_cpu_per_event_us(
+    events: Sequence[Event], settings: RedisSettings, batch: int
+) -> float:
+    started = time.thread_time()
+    await _through_pipeline(events, NoNetworkSink(None, settings), batch)  # type: ignore[arg-type]
+    return (time.thread_time() - started) / len(events) * 1e6
+
+
+def decode_cpu_per_event_us(items: Sequence[DataItem]) -> float:
+    started = time.thread_time()
+    events = decode(items)
+    return (time.thread_time() - started) / len(events) * 1e6
+
+
+def breakdown_us(events: Sequence[Event], settings: RedisSettings) -> dict[str, float]:
+    """Per-event CPU of the relay's steps, one at a time (a guide to where time goes)."""
+    minter, sink = IdMinter(), NoNetworkSink(None, settings)  # type: ignore[arg-type]
+    stamped = [e.stamped(minter.mint(e), 1) for e in events]
+    content = [e.stamped("", 0) for e in events]  # dedupe_key kept: see the hash line below
+    hashed = [
+        Event(e.room, e.protocol, e.kind, e.data, e.received_at, e.participant, e.source)
+        for e in events
+    ]
+    steps: dict[str, Callable[[], object]] = {
+        "id: dedupe_key hash": lambda: [minter.mint(e) for e in content],
+        "id: content hash (no dedupe_key)": lambda: [IdMinter().mint(e) for e in hashed],
+        "stamp (Event.stamped)": lambda: [e.stamped("x", 1) for e in events],
+        "serialize (Event.to_json)": lambda: [e.to_json() for e in stamped],
+        "sink commands (2 XADDs, incl. to_json)": lambda: sink.add_commands(CommandList(), stamped),
+    }
+    out = {}
+    for name, step in steps.items():
+        runs = []
+        for _ in range(5):
+            started = time.thread_time()
+            step()
+            runs.append(time.thread_time() - started)
+        out[name] = min(runs) / len(events) * 1e6
+    return out
+
+
+# -- the run -----------------------------------------------------------------------
+
+
+async def delete_prefix(redis: aioredis.Redis, prefix: str) -> None:
+    async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
+        await redis.unlink(key)
+
+
+async def measure_writes(
+    args: argparse.Namespace, events: Sequence[Event], settings: RedisSettings
+) -> tuple[float, float, float, int]:
+    """Seconds for the relay, the raw pipeline and the awaited XADDs (and the latter's N)."""
+    commands = prebuilt_commands(events, settings)
+    awaited = commands[: args.awaited_events]
+    redis = create_redis(settings)
+    await ping(redis)
+    cleanup = functools.partial(delete_prefix, redis, settings.prefix)
+    relay_s = raw_s = float("inf")
+    try:
+        # Interleaved, best of each: load from other processes hits both alike.
+        for _ in range(args.repeat):
+            relay_s = min(relay_s, await run_relay(events, redis, settings, args.batch))
+            await cleanup()
+            raw_s = min(raw_s, await run_raw_pipeline(commands, redis, args.batch))
+            await cleanup()
+        awaited_s = await run_awaited(awaited, redis)
+    finally:
+        await cleanup()
+        await redis.aclose()
+    return relay_s, raw_s, awaited_s, len(awaited)
+
+
+async def main(args: argparse.Namespace) -> None:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = RedisSettings(url=SecretStr(args.redis_url), prefix=prefix)
+    items = make_items(args.events, args.rooms)
+    events = decode(items)
+    assert len(events) == args.events and all(e.dedupe_key for e in events)
+    # The inputs live for the whole run: keep the collector from rescanning them in every
+    # writer's measurement (a process that relays does not hold 20,000 events at once).
+    gc.collect()
+    gc.freeze()
+    relay_s, raw_s, awaited_s, awaited_n = await measure_writes(args, events, settings)
+    cpu_us = min(
+        [await relay_cpu_per_event_us(events, settings, args.batch) for _ in range(args.repeat)]
+    )
+    decode_us = min(decode_cpu_per_event_us(items) for _ in range(args.repeat))
+    steps = breakdown_us(events, settings)
+    report(args, relay_s, raw_s, awaited_s, awaited_n, cpu_us, decode_us, steps)
+
+
+def report(
+    args: argparse.Namespace,
+    relay_s: float,
+    raw_s: float,
+    awaited_s: float,
+    awaited_n: int,
+    cpu_us: float,
+    decode_us: float,
+    steps: dict[str, float],
+) -> None:
+    relay_eps, raw_eps, awaited_eps = (
+        args.events / relay_s,
+        args.events / raw_s,
+        awaited_n / awaited_s,
+    )
+    print(
+        f"{args.events} events over {args.rooms} rooms, batches of {args.batch}, "
+        f"2 stream entries per event, best of {args.repeat}; Redis {redact(args.redis_url)}"
+    )
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
+    print(f"{'writer':<44}{'events/s':>12}{'us/event':>11}")
+    rows = [
+        ("relay: Pipeline + RedisStreamsSink", relay_eps),
+        ("raw redis-py pipeline, same batches", raw_eps),
+        (f"one awaited XADD per entry ({awaited_n} events)", awaited_eps),
+    ]
+    for name, eps in rows:
+        print(f"{name:<44}{eps:>12,.0f}{1e6 / eps:>11.1f}")
+    print(f"\n{'relay CPU on the loop thread, no Redis I/O':<44}{'us/event':>23}")
+    print(f"{'  pipeline + sink commands (all of it)':<44}{cpu_us:>23.1f}")
+    print(f"{'  decode: LiveAvatar agent-response packet':<44}{decode_us:>23.1f}")
+    print(f"{'  total: decoded packet to commands queued':<44}{cpu_us + decode_us:>23.1f}")
+    print("  of which, measured one step at a time:")
+    for name, us in steps.items():
+        print(f"    {name:<40}{us:>23.1f}")
+    print(
+        f"\nrelay_eps={relay_eps:.0f} raw_pipeline_eps={raw_eps:.0f} "
+        f"awaited_eps={awaited_eps:.0f} ratio={raw_eps / relay_eps:.2f}"
+    )
+
+
+def redact(url: str) -> str:
+    return url.split("@")[-1] if "@" in url else url
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--rooms", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=500, help="events per batch")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per writer, best kept")
+    parser.add_argument(
+        "--awaited-events", type=int, default=20_000, help="events for the awaited baseline"
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    # The pipeline logs each drain at info; the table is the output here.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    asyncio.run(main(parse_args()))

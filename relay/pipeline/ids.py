@@ -1,0 +1,124 @@
+"""Deterministic event ids: the same source event observed twice gets the same id.
+
+Two ways to name an event:
+
+- The decoder sets `Event.dedupe_key` when the source carries its own identity (a
+  LiveAvatar `event_id`, a text stream id, a transcript segment id + state). The id is
+  then a hash of (room, protocol, kind, dedupe_key) and nothing else: a repeat of the key
+  IS the same event seen again (browser retry, replay after a reconnect, a second replica
+  after a lease takeover), so it gets the same id and consumers drop it.
+- Otherwise the id hashes what the event says: (room, protocol, kind, participant
+  identity, canonical JSON of `data` and `source`, the 1-second bucket of `received_at`).
+  Two distinct events can say exactly the same thing in the same second (a user says
+  "yes" twice), so the n-th occurrence of a hash within its bucket gets a suffix:
+  `ev_<hash>`, `ev_<hash>-2`, `ev_<hash>-3`. Two observers that saw the same sequence
+  agree on every id.
+
+Trade-off of the content hash: it only agrees across observers whose receive times fall
+in the same second, and an observer that joins (or reconnects) in the middle of a bucket
+that already held a repeat numbers the later occurrences from 1, so it may give a repeat
+the id the other observer gave the first one. Sources that can carry an identity should
+set `dedupe_key`.
+
+Occurrence counts are kept per room for the current and the previous bucket only, so
+memory follows the event rate, not the uptime; `forget_room` drops a room's state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import OrderedDict
+
+from relay.contract.event import Event
+
+ID_PREFIX = "ev_"
+DIGEST_BYTES = 10  # 20 hex characters: 80 bits, no collision in any realistic stream
+MAX_ROOMS = 10_000  # rooms whose occurrence counts are kept (least recently used go first)
+
+# One encoder for every hash input: sorted keys and fixed separators make the JSON
+# canonical; `repr` keeps a stray non-JSON value from turning minting into a crash.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
+)
+
+
+def _digest(parts: list[object]) -> str:
+    # A JSON array is an unambiguous encoding of the parts (no separator can be forged).
+    raw = _CANONICAL.encode(parts).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(raw, digest_size=DIGEST_BYTES).hexdigest()
+
+
+class _Occurrences:
+    """How often each content hash was minted in a room's latest two 1-second buckets."""
+
+    __slots__ = ("bucket", "current", "previous")
+
+    def __init__(self, bucket: int) -> None:
+        self.bucket = bucket
+        self.current: dict[str, int] = {}
+        self.previous: dict[str, int] = {}
+
+    def count(self, base: str, bucket: int) -> int:
+        """Record one more occurrence of `base` in `bucket`; return its number (1, 2, ...)."""
+        if bucket > self.bucket:
+            self.previous = self.current if bucket == self.bucket + 1 else {}
+            self.current = {}
+            self.bucket = bucket
+        if bucket == self.bucket:
+            seen = self.current
+        elif bucket == self.bucket - 1:
+            seen = self.previous
+        else:
+            # Older than both kept buckets: too late to compare with what came before.
+            return 1
+        occurrence = seen.get(base, 0) + 1
+        seen[base] = occurrence
+        return occurrence
+
+
+class IdMinter:
+    """Mints `Event.id`s for one process. Not thread-safe (one event loop)."""
+
+    def __init__(self, *, max_rooms: int = MAX_ROOMS) -> None:
+        self._max_rooms = max_rooms
+        self._rooms: OrderedDict[str, _Occurrences] = OrderedDict()
+
+    def mint(self, event: Event) -> str:
+        if event.dedupe_key:
+            return ID_PREFIX + _digest([event.room, event.protocol, event.kind, event.dedupe_key])
+        bucket = math.floor(event.received_at)
+        base = _digest(
+            [
+                event.room,
+                event.protocol,
+                event.kind,
+                event.participant.identity,
+                event.data,
+                event.source,
+                bucket,
+            ]
+        )
+        occurrence = self._occurrences(event.room, bucket).count(base, bucket)
+        if occurrence == 1:
+            return ID_PREFIX + base
+        return f"{ID_PREFIX}{base}-{occurrence}"
+
+    def forget_room(self, room: str) -> None:
+        """Drop a room's occurrence counts (the room was left)."""
+        self._rooms.pop(room, None)
+
+    @property
+    def rooms_tracked(self) -> int:
+        return len(self._rooms)
+
+    def _occurrences(self, room: str, bucket: int) -> _Occurrences:
+        state = self._rooms.get(room)
+        if state is None:
+            state = self._rooms[room] = _Occurrences(bucket)
+            if len(self._rooms) > self._max_rooms:
+                self._rooms.popitem(last=False)
+        else:
+            self._rooms.move_to_end(room)
+        return state

@@ -1,0 +1,319 @@
+"""The pipeline: stamp accepted events, buffer them (bounded), write batches to the sinks.
+
+Delivery is at-least-once from `submit()` returning until every sink acknowledged: a
+batch is written to each sink in order and retried, whole and unchanged, with capped
+jittered backoff until it is acknowledged, so per-room order holds across outages and a
+partly written batch is written again with the same ids. An event leaves the buffer (and
+`relay_buffer_events`) only when every sink acknowledged it; a full buffer makes
+`submit()` wait, which is the backpressure. Every drop is counted with a reason on
+`relay_events_dropped_total`:
+
+- `dlq_buffer_full`: a dead letter arrived while the buffer was full (it cannot wait);
+- `shutdown`: submitted after `drain()` began, or still waiting for room when it began;
+- `shutdown_timeout`: accepted but not acknowledged when the drain deadline passed.
+
+See docs/delivery.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import structlog
+
+from relay.config import PipelineSettings
+from relay.contract.event import DeadLetter, Event
+from relay.errors import SinkError
+from relay.metrics import (
+    BUFFER_EVENTS,
+    DEAD_LETTERS,
+    EVENT_LATENCY,
+    EVENTS_DROPPED,
+    EVENTS_WRITTEN,
+    SINK_WRITE_DURATION,
+    SINK_WRITE_FAILURES,
+)
+from relay.pipeline.ids import IdMinter
+from relay.pipeline.slots import Slots
+from relay.sinks.base import Entry, Sink
+
+log = structlog.get_logger(__name__)
+
+# `relay_buffer_events` is read at scrape time from the live pipelines instead of being
+# moved on every event (a locked gauge update per event is a visible share of its cost).
+_LIVE: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+BUFFER_EVENTS.set_function(lambda: float(sum(p.buffered for p in list(_LIVE))))
+
+
+def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
+    """Delay before retry `attempt` (0-based): doubling, capped, jittered to 50-100%.
+
+    The jitter keeps replicas that lost Redis together from coming back in lockstep."""
+    delay: float = min(max_s, initial_s * 2.0 ** min(attempt, 32))
+    return delay * (0.5 + random.random() / 2)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        sinks: Sequence[Sink],
+        *,
+        clock: Callable[[], float] = time.time,
+        minter: IdMinter | None = None,
+    ) -> None:
+        if not sinks:
+            raise ValueError("a pipeline needs at least one sink")
+        self._settings = settings
+        self._sinks = tuple(sinks)
+        self._clock = clock
+        self._ids = minter if minter is not None else IdMinter()
+        self._seqs: dict[str, int] = {}
+        self._slots = Slots(settings.buffer_max_events)
+        self._pending: deque[Entry] = deque()
+        # The batch being written, kept until every sink acknowledged it, so a restarted
+        # run() writes it first; `_sinks_done` sinks have it already.
+        self._batch: list[Entry] = []
+        self._sinks_done = 0
+        self._wake = asyncio.Event()
+        self._wake_at = 1  # pending entries that wake the flusher (batch size while lingering)
+        self._running = False
+        self._closing = False
+        self._deadline: float | None = None  # loop time; set by drain()
+        self._scope: asyncio.Timeout | None = None  # the write or backoff sleep in progress
+        self._finished = asyncio.Event()
+        self._unwritten = 0
+        self._last_error: str | None = None
+        self._failing_since: float | None = None
+        self._written = {sink.name: EVENTS_WRITTEN.labels(sink=sink.name) for sink in sinks}
+        _LIVE.add(self)
+
+    # -- intake ----------------------------------------------------------------------
+
+    async def submit(self, event: Event) -> None:
+        """Stamp `id` and `seq` and buffer the event; waits while the buffer is full.
+
+        After `drain()` began the event is dropped (reason `shutdown`), not raised: the
+        callers are decode loops of rooms being left, which have nowhere else to put it."""
+        # try_acquire first: the common case then costs no coroutine.
+        if not self._slots.try_acquire() and (self._closing or not await self._slots.acquire()):
+            EVENTS_DROPPED.labels(reason="shutdown").inc()
+            return
+        # Stamped only once a slot is ours (no await from here on): a cancelled or refused
+        # submit never burns a seq, so a room's seqs have no gaps.
+        seq = self._seqs.get(event.room, 0) + 1
+        self._seqs[event.room] = seq
+        self._accept(event.stamped(self._ids.mint(event), seq))
+
+    def submit_dead_letter(self, dead_letter: DeadLetter) -> None:
+        """Buffer a dead letter if there is room now; else drop it (`dlq_buffer_full`)."""
+        if self._closing:
+            EVENTS_DROPPED.labels(reason="shutdown").inc()
+        elif not self._slots.try_acquire():
+            EVENTS_DROPPED.labels(reason="dlq_buffer_full").inc()
+        else:
+            self._accept(dead_letter)
+
+    def forget_room(self, room: str) -> None:
+        """Drop a left room's counters. If the room is observed again its seq restarts at
+        1 (after an `observer.joined` event), as it does on another replica."""
+        self._seqs.pop(room, None)
+        self._ids.forget_room(room)
+
+    def _accept(self, entry: Entry) -> None:
+        self._pending.append(entry)
+        if len(self._pending) >= self._wake_at:
+            self._wake.set()
+
+    # -- readiness -------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Entries accepted and not yet acknowledged by every sink."""
+        return len(self._pending) + len(self._batch)
+
+    @property
+    def healthy(self) -> bool:
+        """False from a failed write until the next acknowledged one."""
+        return self._last_error is None
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    @property
+    def failing_since(self) -> float | None:
+        """Clock time of the first failure of the current failing streak."""
+        return self._failing_since
+
+    @property
+    def accepting(self) -> bool:
+        return not self._closing
+
+    # -- the flush loop --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Write batches until `drain()` finished; returns normally after a drain."""
+        if self._running:
+            if not self._closing:
+                raise RuntimeError("Pipeline.run() is already running")
+            await self._finished.wait()  # drain() runs the loop itself; nothing to add
+            return
+        if self._finished.is_set():
+            return
+        self._running = True
+        try:
+            while (batch := await self._next_batch()) is not None:
+                if not await self._deliver(batch):
+                    break
+        finally:
+            self._running = False
+            if self._closing:
+                self._finish()
+
+    async def _next_batch(self) -> list[Entry] | None:
+        """The unacknowledged batch, else the next one; None when draining and done."""
+        if self._batch:
+            return self._batch
+        while not self._pending:
+            if self._closing:
+                return None
+            self._wake_at = 1
+            self._wake.clear()
+            await self._wake.wait()
+        limit = self._settings.batch_max_events
+        if len(self._pending) < limit and not self._closing:
+            await self._linger(limit)
+        take = min(limit, len(self._pending))
+        self._batch = [self._pending.popleft() for _ in range(take)]
+        return self._batch
+
+    async def _linger(self, limit: int) -> None:
+        """Wait up to flush_interval_s for a full batch (or for drain())."""
+        self._wake_at = limit
+        self._wake.clear()
+        try:
+            async with asyncio.timeout(self._settings.flush_interval_s):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._wake_at = 1
+
+    async def _deliver(self, batch: list[Entry]) -> bool:
+        """Write `batch` to every sink in order; False if the drain deadline cut it off."""
+        while self._sinks_done < len(self._sinks):
+            sink = self._sinks[self._sinks_done]
+            if not await self._write_until_acked(sink, batch):
+                return False
+            self._sinks_done += 1
+            self._written[sink.name].inc(sum(1 for e in batch if isinstance(e, Event)))
+        self._acknowledged(batch)
+        return True
+
+    async def _write_until_acked(self, sink: Sink, batch: list[Entry]) -> bool:
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                if not await self._until_deadline(sink.write(batch)):
+                    return False
+            except Exception as exc:  # SinkError; anything else is a sink bug, retried too
+                self._failed(sink, exc, attempt, len(batch))
+                delay = backoff_s(
+                    attempt, self._settings.retry_initial_s, self._settings.retry_max_s
+                )
+                attempt += 1
+                if not await self._until_deadline(asyncio.sleep(delay)):
+                    return False
+                continue
+            SINK_WRITE_DURATION.labels(sink=sink.name).observe(time.perf_counter() - started)
+            if self._last_error is not None:
+                self._recovered(sink, attempt)
+            return True
+
+    async def _until_deadline(self, step: Coroutine[Any, Any, None]) -> bool:
+        """Await `step`; False if the drain deadline passed first (the step is cancelled).
+
+        The scope is kept so that drain() can move the deadline of a step in progress."""
+        scope = asyncio.timeout_at(self._deadline)
+        try:
+            async with scope:
+                self._scope = scope
+                await step
+        except TimeoutError:
+            if scope.expired():
+                return False
+            raise
+        finally:
+            self._scope = None
+        return True
+
+    def _acknowledged(self, batch: list[Entry]) -> None:
+        now = self._clock()
+        observe = EVENT_LATENCY.observe
+        for entry in batch:
+            if isinstance(entry, Event):
+                observe(now - entry.received_at)
+            else:
+                DEAD_LETTERS.labels(reason=entry.reason).inc()
+        self._batch = []
+        self._sinks_done = 0
+        self._slots.release(len(batch))
+
+    def _failed(self, sink: Sink, exc: Exception, attempt: int, size: int) -> None:
+        SINK_WRITE_FAILURES.labels(sink=sink.name).inc()
+        if self._failing_since is None:
+            self._failing_since = self._clock()
+        self._last_error = f"{sink.name}: {exc}"
+        fields = {"sink": sink.name, "attempt": attempt + 1, "batch": size, "error": str(exc)}
+        if not isinstance(exc, SinkError):
+            log.error("sink_write_bug", buffered=self.buffered, exc_info=exc, **fields)
+        else:
+            log.warning("sink_write_failed", buffered=self.buffered, **fields)
+
+    def _recovered(self, sink: Sink, attempts: int) -> None:
+        down_s = self._clock() - (self._failing_since or self._clock())
+        log.info("sink_write_recovered", sink=sink.name, attempts=attempts + 1, down_s=down_s)
+        self._last_error = None
+        self._failing_since = None
+
+    # -- shutdown --------------------------------------------------------------------
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop accepting, flush within `timeout_s`, return the entries not written.
+
+        Those are counted as dropped (`shutdown_timeout`). If run() is not running, the
+        flush loop runs here. Idempotent: a second call waits for the first."""
+        if not self._closing:
+            self._closing = True
+            self._deadline = asyncio.get_running_loop().time() + timeout_s
+            self._slots.close()  # submitters waiting for room give up (reason `shutdown`)
+            self._wake.set()  # end the linger or the idle wait
+            if self._scope is not None:
+                self._scope.reschedule(self._deadline)
+            log.info("pipeline_draining", buffered=self.buffered, timeout_s=timeout_s)
+        if not self._running and not self._finished.is_set():
+            await self.run()
+        await self._finished.wait()
+        return self._unwritten
+
+    def _finish(self) -> None:
+        if self._finished.is_set():
+            return
+        left = len(self._batch) + len(self._pending)
+        self._batch = []
+        self._pending.clear()
+        self._unwritten = left
+        if left:
+            EVENTS_DROPPED.labels(reason="shutdown_timeout").inc(left)
+            log.error("pipeline_drain_timeout", unwritten=left, last_error=self._last_error)
+        else:
+            log.info("pipeline_drained")
+        self._finished.set()

@@ -1,0 +1,7 @@
+"""Sinks: where accepted events are written (Redis Streams; stdout for development)."""
+
+from relay.sinks.base import Entry, Sink
+from relay.sinks.redis_streams import RedisStreamsSink
+from relay.sinks.stdout import StdoutSink
+
+__all__ = ["Entry", "RedisStreamsSink", "Sink", "StdoutSink"]

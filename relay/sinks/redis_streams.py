@@ -1,0 +1,102 @@
+"""Redis Streams sink: one non-transactional pipeline per batch, `XADD ... MAXLEN ~`.
+
+Each event goes to two streams, the all-events stream and its room's stream
+(`{prefix}:room:{<room>}`, the braces a Cluster hash tag), with the fields `kind`, `room`,
+`id`, `event`; each dead letter goes to the DLQ stream with `reason`, `room`, `entry`.
+A pipeline is not atomic: after a failure part of the batch may already be written, and
+the retried batch writes it again, with the same ids, for consumers to drop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from relay import keys, redis_client
+from relay.config import RedisSettings
+from relay.contract.event import Event
+from relay.errors import SinkError
+from relay.sinks.base import Entry, Sink
+
+# Room names -> stream keys; rooms come and go, so the cache is cleared when it is full.
+ROOM_CACHE_MAX = 4096
+
+
+def _xadd_head(key: str, maxlen: int) -> tuple[bytes, ...]:
+    """`XADD key MAXLEN ~ maxlen *`: trimming is approximate (whole radix-tree nodes),
+    which costs next to nothing; the id is Redis's own."""
+    return (b"XADD", key.encode(), b"MAXLEN", b"~", str(maxlen).encode(), b"*")
+
+
+class RedisStreamsSink(Sink):
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: RedisSettings,
+        *,
+        name: str = "redis",
+        close_client: bool = True,
+    ) -> None:
+        self.name = name
+        self._redis = redis
+        self._settings = settings
+        self._close_client = close_client
+        # Commands are built from bytes: redis-py passes bytes through as they are, where
+        # every str or int argument costs it a round of type checks and an encode.
+        self._events_head = _xadd_head(keys.events_key(settings), settings.events_maxlen)
+        self._dlq_head = _xadd_head(keys.dlq_key(settings), settings.dlq_maxlen)
+        self._rooms: dict[str, tuple[tuple[bytes, ...], bytes]] = {}
+
+    def room_key(self, room: str) -> str:
+        return keys.room_key(self._settings, room)
+
+    def _room(self, room: str) -> tuple[tuple[bytes, ...], bytes]:
+        """The XADD head of a room's stream and the room name, as bytes (cached)."""
+        cached = self._rooms.get(room)
+        if cached is None:
+            if len(self._rooms) >= ROOM_CACHE_MAX:
+                self._rooms.clear()
+            head = _xadd_head(self.room_key(room), self._settings.room_maxlen)
+            cached = self._rooms[room] = (head, room.encode())
+        return cached
+
+    def add_commands(self, pipe: Any, batch: Sequence[Entry]) -> None:
+        """Queue the XADDs for `batch` on `pipe` (anything with `execute_command`)."""
+        events_head = self._events_head
+        for entry in batch:
+            if isinstance(entry, Event):
+                room_head, room = self._room(entry.room)
+                fields = (
+                    b"kind", entry.kind.encode(), b"room", room, b"id", entry.id.encode(),
+                    b"event", entry.to_json().encode(),
+                )  # fmt: skip
+                pipe.execute_command(*events_head, *fields)
+                pipe.execute_command(*room_head, *fields)
+            else:
+                pipe.execute_command(
+                    *self._dlq_head, b"reason", entry.reason.encode(), b"room",
+                    entry.room.encode(), b"entry", entry.to_json().encode(),
+                )  # fmt: skip
+
+    async def write(self, batch: Sequence[Entry]) -> None:
+        if not batch:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        self.add_commands(pipe, batch)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise SinkError(f"{len(batch)} entries not written: {exc}") from exc
+
+    async def ping(self) -> bool:
+        try:
+            return await redis_client.ping(self._redis)
+        except (RedisError, OSError):
+            return False
+
+    async def aclose(self) -> None:
+        if self._close_client:
+            await self._redis.aclose()

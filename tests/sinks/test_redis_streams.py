@@ -1,0 +1,111 @@
+"""RedisStreamsSink against a real Redis: exact fields, both streams, MAXLEN, errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from pydantic import SecretStr
+from redis.exceptions import RedisError
+
+from relay.config import RedisSettings
+from relay.contract.event import DeadLetter, Event
+from relay.errors import SinkError
+from relay.redis_client import create_redis, ping
+from relay.sinks import RedisStreamsSink
+from tests.pipeline.support import make_event
+
+# Spaces, braces, a colon, a glob character, non-ASCII: all legal in a LiveKit room name.
+ODD_ROOM = "Lobby {2}: café*?"
+
+
+@pytest.fixture
+async def redis(redis_settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
+    client = create_redis(redis_settings)
+    yield client
+    await client.aclose()
+
+
+def stamped(room: str, n: int) -> Event:
+    return make_event(room, n).stamped(f"ev_{n:020x}", n + 1)
+
+
+async def test_an_event_goes_to_both_streams_with_exact_fields(
+    redis: aioredis.Redis, redis_settings: RedisSettings
+) -> None:
+    sink = RedisStreamsSink(redis, redis_settings, close_client=False)
+    events = [stamped(ODD_ROOM, 0), stamped("plain", 1)]
+    await sink.write(events)
+
+    prefix = redis_settings.prefix
+    everything = await redis.xrange(f"{prefix}:events")
+    assert [fields for _, fields in everything] == [
+        {
+            b"kind": b"transcript.final",
+            b"room": e.room.encode(),
+            b"id": e.id.encode(),
+            b"event": e.to_json().encode(),
+        }
+        for e in events
+    ]
+    odd = await redis.xrange(f"{prefix}:room:{{{ODD_ROOM}}}")
+    assert [fields[b"id"] for _, fields in odd] == [events[0].id.encode()]
+    assert json.loads(odd[0][1][b"event"])["seq"] == 1
+    plain = await redis.xrange(f"{prefix}:room:{{plain}}")
+    assert [fields[b"id"] for _, fields in plain] == [events[1].id.encode()]
+
+
+async def test_a_dead_letter_goes_to_the_dlq(
+    redis: aioredis.Redis, redis_settings: RedisSettings
+) -> None:
+    sink = RedisStreamsSink(redis, redis_settings, close_client=False)
+    letter = DeadLetter(ODD_ROOM, "oversized", time.time(), {"topic": "t", "size": 70_000})
+    await sink.write([letter])
+    entries = await redis.xrange(f"{redis_settings.prefix}:dlq")
+    assert [fields for _, fields in entries] == [
+        {b"reason": b"oversized", b"room": ODD_ROOM.encode(), b"entry": letter.to_json().encode()}
+    ]
+    assert await redis.exists(f"{redis_settings.prefix}:events") == 0
+
+
+async def test_streams_are_trimmed_to_about_maxlen(
+    redis: aioredis.Redis, redis_settings: RedisSettings
+) -> None:
+    settings = redis_settings.model_copy(update={"events_maxlen": 10, "room_maxlen": 5})
+    sink = RedisStreamsSink(redis, settings, close_client=False)
+    for start in range(0, 1000, 100):
+        await sink.write([stamped("r", n) for n in range(start, start + 100)])
+    # `MAXLEN ~` trims whole radix-tree nodes, so up to one node's worth stays above n.
+    config = await redis.config_get("stream-node-max-entries")
+    node = int(config.get(b"stream-node-max-entries", config.get("stream-node-max-entries", 100)))
+    events_len = await redis.xlen(f"{settings.prefix}:events")
+    room_len = await redis.xlen(f"{settings.prefix}:room:{{r}}")
+    assert 10 <= events_len <= 10 + node
+    assert 5 <= room_len <= 5 + node
+    last = await redis.xrevrange(f"{settings.prefix}:events", count=1)
+    assert last[0][1][b"id"] == stamped("r", 999).id.encode()  # trimming keeps the newest
+
+
+async def test_a_redis_error_becomes_a_sink_error(redis_settings: RedisSettings) -> None:
+    # Port 1 on loopback: nothing listens there, the connection is refused at once.
+    down = redis_settings.model_copy(update={"url": SecretStr("redis://127.0.0.1:1/0")})
+    sink = RedisStreamsSink(create_redis(down), down)
+    with pytest.raises(SinkError) as raised:
+        await sink.write([stamped("a", 0)])
+    assert isinstance(raised.value.__cause__, RedisError)
+    assert not await sink.ping()
+    await sink.aclose()
+
+
+async def test_ping_and_aclose_on_a_live_redis(redis_settings: RedisSettings) -> None:
+    client = create_redis(redis_settings)
+    sink = RedisStreamsSink(client, redis_settings)
+    assert await sink.ping()
+    assert await ping(client)
+    await sink.aclose()  # closes the client it was given (close_client=True)
+    pool = client.connection_pool
+    assert pool._available_connections
+    assert not any(conn.is_connected for conn in pool._available_connections)
