@@ -1,2 +1,3 @@
 """relay: LiveKit room events to Redis Streams and Prometheus."""
+
 __version__ = "0.1.0"

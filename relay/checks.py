@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from livekit import api
 
 from relay.config import Settings
-from relay.redis_client import create_redis
+from relay.redis_client import create_redis, ping
 
 CHECK_TIMEOUT_S = 5.0
 
@@ -36,12 +36,14 @@ def summary(settings: Settings) -> dict[str, object]:
 async def check_redis(settings: Settings) -> str | None:
     redis = create_redis(settings.redis)
     try:
-        await redis.ping()
-    except Exception as exc:  # any failure is reported, none is fatal to the check itself
-        return f"redis: {type(exc).__name__}: {exc}"
+        reachable = await ping(redis)
     finally:
         await redis.aclose()
-    return None
+    return (
+        None
+        if reachable
+        else f"redis: no answer at {redact_url(settings.redis.url.get_secret_value())}"
+    )
 
 
 async def check_livekit(settings: Settings) -> str | None:

@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_CONFIG
     if args.command == "devserver":
-        from relay.devserver.__main__ import main as devserver_main
+        from relay.devserver import main as devserver_main
 
         return devserver_main(args.devserver_args)
     try:

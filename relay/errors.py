@@ -1,4 +1,7 @@
-"""The relay's exception types: one base, a few subclasses, library errors wrapped where they enter."""
+"""The relay's exception types: one base, a few subclasses.
+
+Library errors are wrapped where they enter (`raise SinkError(...) from exc`).
+"""
 
 
 class RelayError(Exception):

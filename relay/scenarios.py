@@ -45,7 +45,9 @@ class Credentials:
         return builder.to_jwt()
 
 
-async def join(creds: Credentials, room_name: str, identity: str, kind: str | None = None) -> rtc.Room:
+async def join(
+    creds: Credentials, room_name: str, identity: str, kind: str | None = None
+) -> rtc.Room:
     room = rtc.Room()
     options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=5.0)
     await room.connect(creds.url, creds.token(room_name, identity, kind=kind), options)
@@ -67,8 +69,12 @@ class Sender:
 
 
 def _envelope(session_id: str, event_type: str, **fields: Any) -> dict[str, Any]:
-    return {"event_id": uuid.uuid4().hex[:12], "event_type": event_type,
-            "session_id": session_id, **fields}
+    return {
+        "event_id": uuid.uuid4().hex[:12],
+        "event_type": event_type,
+        "session_id": session_id,
+        **fields,
+    }
 
 
 async def liveavatar_session(
@@ -80,9 +86,10 @@ async def liveavatar_session(
     agent = await join(creds, room_name, f"liveavatar-agent-{session_id}", kind="agent")
     avatar = await join(creds, room_name, "heygen")
     send = Sender(pace_s)
-    respond = lambda event_type, **f: send.publish(  # noqa: E731
-        agent, "agent-response", _envelope(session_id, event_type, **f)
-    )
+
+    async def respond(event_type: str, **fields: Any) -> None:
+        await send.publish(agent, "agent-response", _envelope(session_id, event_type, **fields))
+
     try:
         await asyncio.sleep(pace_s)  # let every participant announce itself
         for turn, (question, answer) in enumerate(zip(USER_LINES, AVATAR_LINES, strict=True)):
@@ -101,8 +108,11 @@ async def liveavatar_session(
                     break
             await respond("avatar.speak_ended")
             await respond("avatar.transcription", text=answer)
-        await send.publish(user, "agent-control", _envelope(
-            session_id, "avatar.speak_text", text="Thanks, that is all."))
+        await send.publish(
+            user,
+            "agent-control",
+            _envelope(session_id, "avatar.speak_text", text="Thanks, that is all."),
+        )
         await respond("session.stopped", end_reason="USER_CLOSED")
     finally:
         for room in (user, agent, avatar):

@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from relay.config import Settings
-from relay.redis_client import create_redis
 from relay.keys import events_key, room_key
+from relay.redis_client import create_redis
 
 BLOCK_MS = 1000
 SUMMARY_MAX = 80

@@ -44,7 +44,11 @@ class Worker:
         if "stdout" in settings.sinks:
             self.sinks.append(StdoutSink(sys.stdout))
         self.pipeline = Pipeline(settings.pipeline, self.sinks)
-        self.rooms = RoomManager(self._make_observer, max_rooms=settings.max_rooms)
+        self.rooms = RoomManager(
+            self._make_observer,
+            max_rooms=settings.max_rooms,
+            on_room_left=self.pipeline.forget_room,
+        )
         app = build_app(self.rooms, self.readiness, settings.http.admin_token.get_secret_value())
         self.http = HttpServer(app, settings.http.host, settings.http.port)
 
@@ -99,7 +103,7 @@ class Worker:
         await self.http.stop()
         for sink in self.sinks:
             await sink.aclose()
-        log.info("relay_stopped", unwritten=unwritten)
+        log.info("relay_stopped", accepted=self.pipeline.accepted, unwritten=unwritten)
         return unwritten
 
 
@@ -109,5 +113,3 @@ def _left(deadline: float) -> float:
 
 async def run_worker(settings: Settings) -> int:
     return await Worker(settings).run()
-
-

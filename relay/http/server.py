@@ -26,7 +26,7 @@ ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 MAX_ADMIN_BODY_BYTES = 64 * 1024
 
 MANAGER_KEY = web.AppKey("manager", RoomManager)
-READINESS_KEY = web.AppKey("readiness", ReadinessCheck)  # type: ignore[type-abstract]
+READINESS_KEY: web.AppKey[ReadinessCheck] = web.AppKey("readiness")
 ADMIN_TOKEN_KEY = web.AppKey("admin_token", str)
 
 

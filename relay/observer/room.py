@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import random
 import time
@@ -202,10 +203,8 @@ class RoomObserver:
             lost.cancel()
 
     async def _sleep_unless_stopped(self, delay_s: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=delay_s)
-        except TimeoutError:
-            pass
 
     def _credentials(self) -> tuple[str, str]:
         url = self.target.url or self._livekit.url

@@ -16,9 +16,7 @@ def next_observer_identity(template: str) -> str:
     return template.format(host=socket.gethostname(), n=next(_identity_counter))
 
 
-def mint_observer_token(
-    api_key: str, api_secret: str, room: str, identity: str, ttl_s: int
-) -> str:
+def mint_observer_token(api_key: str, api_secret: str, room: str, identity: str, ttl_s: int) -> str:
     grants = api.VideoGrants(
         room_join=True,
         room=room,

@@ -35,6 +35,7 @@ from relay.metrics import (
     DEAD_LETTERS,
     EVENT_LATENCY,
     EVENTS_DROPPED,
+    EVENTS_RECEIVED,
     EVENTS_WRITTEN,
     SINK_WRITE_DURATION,
     SINK_WRITE_FAILURES,
@@ -75,6 +76,7 @@ class Pipeline:
         self._clock = clock
         self._ids = minter if minter is not None else IdMinter()
         self._seqs: dict[str, int] = {}
+        self.accepted = 0  # events accepted since start (the shutdown summary reports it)
         self._slots = Slots(settings.buffer_max_events)
         self._pending: deque[Entry] = deque()
         # The batch being written, kept until every sink acknowledged it, so a restarted
@@ -110,6 +112,8 @@ class Pipeline:
         seq = self._seqs.get(event.room, 0) + 1
         self._seqs[event.room] = seq
         self._accept(event.stamped(self._ids.mint(event), seq))
+        self.accepted += 1
+        EVENTS_RECEIVED.labels(event.protocol, event.kind).inc()
 
     def submit_dead_letter(self, dead_letter: DeadLetter) -> None:
         """Buffer a dead letter if there is room now; else drop it (`dlq_buffer_full`)."""

@@ -19,6 +19,7 @@ from relay.observer import RoomObserver, RoomTarget
 log = structlog.get_logger(__name__)
 
 ObserverFactory = Callable[[RoomTarget], RoomObserver]
+RoomLeftCallback = Callable[[str], None]
 
 
 class RoomCapacityError(RelayError):
@@ -26,8 +27,15 @@ class RoomCapacityError(RelayError):
 
 
 class RoomManager:
-    def __init__(self, make_observer: ObserverFactory, *, max_rooms: int) -> None:
+    def __init__(
+        self,
+        make_observer: ObserverFactory,
+        *,
+        max_rooms: int,
+        on_room_left: RoomLeftCallback | None = None,
+    ) -> None:
         self._make_observer = make_observer
+        self._on_room_left = on_room_left
         self._max_rooms = max_rooms
         self._observers: dict[str, RoomObserver] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -68,7 +76,11 @@ class RoomManager:
 
     def describe(self) -> list[dict[str, Any]]:
         return [
-            {"room": name, "state": observer.state, "token_given": observer.target.token is not None}
+            {
+                "room": name,
+                "state": observer.state,
+                "token_given": observer.target.token is not None,
+            }
             for name, observer in sorted(self._observers.items())
         ]
 
@@ -87,6 +99,8 @@ class RoomManager:
         self._observers.pop(room, None)
         self._tasks.pop(room, None)
         self._update_gauges()
+        if self._on_room_left is not None:
+            self._on_room_left(room)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("observer_failed", room=room, error=repr(exc))
 

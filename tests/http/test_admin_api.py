@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from relay.http import build_app
@@ -13,11 +14,12 @@ from relay.rooms import RoomManager
 from tests.observer.sdk_objects import CollectingIntake, make_observer
 
 TOKEN = "admin-token-for-tests"
+Client = TestClient[web.Request, web.Application]
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[tuple[TestClient[object, object], RoomManager]]:
+async def client() -> AsyncIterator[tuple[Client, RoomManager]]:
     intake = CollectingIntake()
 
     def observer_for(target: RoomTarget) -> RoomObserver:
@@ -35,7 +37,7 @@ async def client() -> AsyncIterator[tuple[TestClient[object, object], RoomManage
         await manager.stop_all()
 
 
-async def test_healthz_and_metrics(client: tuple[TestClient[object, object], RoomManager]) -> None:
+async def test_healthz_and_metrics(client: tuple[Client, RoomManager]) -> None:
     http, _ = client
     assert (await http.get("/healthz")).status == 200
     metrics = await (await http.get("/metrics")).text()
@@ -44,7 +46,7 @@ async def test_healthz_and_metrics(client: tuple[TestClient[object, object], Roo
 
 
 async def test_readyz_is_503_until_static_rooms_are_observed(
-    client: tuple[TestClient[object, object], RoomManager],
+    client: tuple[Client, RoomManager],
 ) -> None:
     http, _ = client
     response = await http.get("/readyz")
@@ -56,7 +58,7 @@ async def test_readyz_is_503_until_static_rooms_are_observed(
     "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}]
 )
 async def test_admin_api_rejects_missing_or_wrong_token(
-    client: tuple[TestClient[object, object], RoomManager], headers: dict[str, str]
+    client: tuple[Client, RoomManager], headers: dict[str, str]
 ) -> None:
     http, manager = client
     response = await http.post("/v1/rooms", json={"room": "r1"}, headers=headers)
@@ -64,7 +66,7 @@ async def test_admin_api_rejects_missing_or_wrong_token(
     assert manager.wanted == []
 
 
-async def test_add_list_remove_room(client: tuple[TestClient[object, object], RoomManager]) -> None:
+async def test_add_list_remove_room(client: tuple[Client, RoomManager]) -> None:
     http, manager = client
     response = await http.post("/v1/rooms", json={"room": "r1"}, headers=AUTH)
     assert (response.status, await response.json()) == (201, {"room": "r1", "added": True})
@@ -90,9 +92,7 @@ async def test_add_list_remove_room(client: tuple[TestClient[object, object], Ro
     "body",
     [b"not json", b"[1,2]", b'{"room": ""}', b'{"room": 5}', b'{"room": "r", "url": "ws://x"}'],
 )
-async def test_bad_admin_bodies_get_400(
-    client: tuple[TestClient[object, object], RoomManager], body: bytes
-) -> None:
+async def test_bad_admin_bodies_get_400(client: tuple[Client, RoomManager], body: bytes) -> None:
     http, manager = client
     response = await http.post("/v1/rooms", data=body, headers=AUTH)
     assert response.status == 400

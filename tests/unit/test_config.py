@@ -42,7 +42,7 @@ def test_invalid_value_names_the_environment_variable(monkeypatch: pytest.Monkey
 def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
     config = tmp_path / "relay.toml"
     config.write_text("[redis]\nprefx = 'typo'\n")
-    with pytest.raises(ConfigError, match="redis.prefx"):
+    with pytest.raises(ConfigError, match=r"redis\.prefx"):
         load_settings(config)
 
 
