@@ -117,7 +117,8 @@ def _tail(settings: Settings, args: argparse.Namespace) -> int:
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from relay.demo import run_demo
 
-    return run_demo(settings, seconds=args.seconds)
+    status: int = run_demo(settings, seconds=args.seconds)
+    return status
 
 
 _COMMANDS = {"run": _run, "check": _check, "token": _token, "tail": _tail, "demo": _demo}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,7 +42,7 @@ class Credentials:
             .with_ttl(timedelta(minutes=30))
         )
         if kind is not None:
-            builder = builder.with_kind(kind)
+            builder = builder.with_kind(kind)  # type: ignore[arg-type]
         return builder.to_jwt()
 
 
@@ -133,6 +134,8 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The SDK warns on every connect that the dev server has no /rtc/v1 path.
+    logging.basicConfig(level=logging.ERROR)
     parser = argparse.ArgumentParser(prog="python -m relay.scenarios")
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--url", required=True)

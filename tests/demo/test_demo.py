@@ -1,0 +1,50 @@
+"""`relay demo` as a user runs it: namespace, dev server, conversation, relay, tail."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from relay.config import RedisSettings
+from relay.keys import room_key
+from tests.fixtures.netns import require_netns
+
+
+@pytest.mark.e2e
+def test_demo_shows_a_conversation_and_cleans_up(redis_url: str) -> None:
+    require_netns()
+    before = set(
+        subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env["RELAY_REDIS__URL"] = redis_url
+    done = subprocess.run(
+        [sys.executable, "-m", "relay", "demo", "--seconds", "8"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "writing to the configured Redis" in done.stderr
+    lines = done.stdout.splitlines()
+    kinds = [line.split()[3] for line in lines if len(line.split()) > 3]
+    for kind in ("observer.joined", "session.started", "speech.started", "transcript.partial"):
+        assert kind in kinds, done.stdout
+    assert kinds[-1] == "observer.left"
+
+    # What tail showed is what the relay wrote, in order.
+    client = redis.Redis.from_url(redis_url)
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(  # type: ignore[assignment]
+        room_key(RedisSettings(prefix="relay-demo"), "demo-room")
+    )
+    assert [fields[b"kind"].decode() for _, fields in entries] == kinds
+    client.close()
+    after = set(
+        subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    )
+    assert not {name for name in after - before if name.startswith("relay-demo")}
