@@ -48,10 +48,13 @@ def format_line(event: dict[str, Any]) -> str:
 
 
 def summarize(kind: str, data: dict[str, Any]) -> str:
-    if "text" in data and isinstance(data["text"], str):
+    """The few fields a person reads first: the text, else the scalar fields."""
+    if isinstance(data.get("text"), str):
         text = data["text"].replace("\n", " ")
         if len(text) > SUMMARY_MAX:
             text = text[: SUMMARY_MAX - 1] + "…"
-        return f'"{text}"' + (f" [{data['mode']}]" if data.get("mode") else "")
-    parts = [f"{key}={value}" for key, value in data.items() if key not in ("payload",)]
+        prefix = f"{data['command']} " if data.get("command") else ""
+        suffix = f" [{data['mode']}]" if data.get("mode") else ""
+        return f'{prefix}"{text}"{suffix}'
+    parts = [f"{key}={value}" for key, value in data.items() if key != "payload"]
     return " ".join(parts)
