@@ -9,6 +9,7 @@ import json
 from urllib.parse import urlsplit, urlunsplit
 
 from livekit import api
+from redis.exceptions import RedisError
 
 from relay.config import Settings
 from relay.redis_client import create_redis, ping
@@ -35,15 +36,14 @@ def summary(settings: Settings) -> dict[str, object]:
 
 async def check_redis(settings: Settings) -> str | None:
     redis = create_redis(settings.redis)
+    where = redact_url(settings.redis.url.get_secret_value())
     try:
-        reachable = await ping(redis)
+        await ping(redis)
+    except (RedisError, OSError) as exc:
+        return f"redis: no answer at {where}: {type(exc).__name__}: {exc}"
     finally:
         await redis.aclose()
-    return (
-        None
-        if reachable
-        else f"redis: no answer at {redact_url(settings.redis.url.get_secret_value())}"
-    )
+    return None
 
 
 async def check_livekit(settings: Settings) -> str | None:
