@@ -279,6 +279,8 @@ class RoomObserver:
         known = self._present.get(participant.identity)
         if known is not None and known.sid == participant.sid:
             return  # reconnect churn: already reported as present
+        if known is not None:  # same identity, new sid: the old one left while we were away
+            self._report_left(participant.identity, "while_disconnected")
         who = to_participant(participant)
         self._present[participant.identity] = who
         now = self._clock()

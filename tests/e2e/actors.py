@@ -1,0 +1,168 @@
+"""Participants the e2e tests run INSIDE the namespace (real `livekit` SDK), one per process.
+
+    python tests/e2e/actors.py liveavatar --url U --room R [--session-id S] [--pace-s P]
+    python tests/e2e/actors.py garbage --url U --room R --count N [--oversized-sizes ...]
+    python tests/e2e/actors.py ticker --url U --room R [--interval-s P]
+
+API key and secret come from LIVEKIT_API_KEY / LIVEKIT_API_SECRET (argv is visible to
+every user). Each prints one JSON line on stdout when done: what it sent, so the tests
+derive their expectations from it rather than from constants.
+
+- `liveavatar`: `relay.scenarios.liveavatar_session` (user browser, agent, avatar).
+- `garbage`: one participant publishes `count` malformed packets on `agent-response`
+  (random bytes, invalid UTF-8, malformed JSON, cycling), paced in bursts, oversized
+  payloads among them, then reports and stays until its stdin closes.
+- `ticker`: publishes `{"event_type": "tick", "n": i}` on `agent-response` every
+  `interval_s` until its stdin closes (or SIGTERM), then leaves and reports the count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from relay.scenarios import Credentials, join, liveavatar_session
+
+GARBAGE_KINDS = ("random_bytes", "invalid_utf8", "malformed_json")
+GARBAGE_TOPIC = "agent-response"
+HOLD_MAX_S = 60.0
+
+
+def garbage_payload(kind: str, n: int, rng: random.Random) -> bytes:
+    """The `n`-th malformed packet of `kind`; never a JSON object a decoder could accept."""
+    if kind == "random_bytes":
+        # A leading 0xff is never valid UTF-8, so the rest may be anything.
+        return b"\xff" + rng.randbytes(rng.randint(1, 200))
+    if kind == "invalid_utf8":
+        return b'{"event_type": "user.transcription", "text": "caf\xe9 ' + str(n).encode() + b'"}'
+    return f'{{"event_type": "user.transcription", "text": "unterminated {n}'.encode()
+
+
+def report(result: dict[str, Any]) -> None:
+    print(json.dumps({"result": result}), flush=True)
+
+
+async def stdin_closed(timeout_s: float) -> None:
+    """Return when stdin reaches EOF (the test closed it), or after `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while await reader.readline():
+                pass
+    except TimeoutError:
+        pass
+
+
+async def play_liveavatar(creds: Credentials, args: argparse.Namespace) -> dict[str, Any]:
+    sent = await liveavatar_session(
+        creds, args.room, session_id=args.session_id, pace_s=args.pace_s
+    )
+    return {"sent": sent}
+
+
+async def play_garbage(creds: Credentials, args: argparse.Namespace) -> None:
+    """Garbage in bursts; every `oversized_every` packets, one payload of each of
+    `oversized_sizes` (the SDK may refuse some: reported, not raised); then a text stream
+    of `stream_bytes`; then a marker packet on topic `marker`."""
+    rng = random.Random(args.seed)
+    room = await join(creds, args.room, args.identity)
+    local = room.local_participant
+    counts = dict.fromkeys(GARBAGE_KINDS, 0)
+    oversized: list[dict[str, Any]] = []
+    try:
+        for n in range(args.count):
+            kind = GARBAGE_KINDS[n % len(GARBAGE_KINDS)]
+            await local.publish_data(garbage_payload(kind, n, rng), topic=GARBAGE_TOPIC)
+            counts[kind] += 1
+            if (n + 1) % args.oversized_every == 0:
+                for size in args.oversized_sizes:
+                    oversized.append(await _try_publish(local, b"x" * size))
+            if (n + 1) % args.burst == 0:
+                await asyncio.sleep(args.pace_s)
+        if args.stream_bytes:
+            await local.send_text("y" * args.stream_bytes, topic="lk.chat")
+        # Reliable and ordered: once this marker arrives, everything before it did.
+        await local.publish_data(b"done", topic="marker")
+        report({"counts": counts, "oversized": oversized, "stream_bytes": args.stream_bytes})
+        # Stay until the test saw the marker: a packet that arrives after its sender left
+        # has no sender in the SDK (`DataPacket.participant` is None).
+        await stdin_closed(HOLD_MAX_S)
+    finally:
+        await room.disconnect()
+
+
+async def _try_publish(local: Any, payload: bytes) -> dict[str, Any]:
+    try:
+        await local.publish_data(payload, topic=GARBAGE_TOPIC)
+    except Exception as exc:  # the SDK's refusal is what the test reports
+        return {"size": len(payload), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    return {"size": len(payload), "ok": True, "error": None}
+
+
+async def play_ticker(creds: Credentials, args: argparse.Namespace) -> dict[str, Any]:
+    """Publishes until stdin closes (or SIGTERM), then reports how many it sent."""
+    room = await join(creds, args.room, args.identity)
+    print(json.dumps({"ready": True}), flush=True)
+    stop = asyncio.create_task(stdin_closed(HOLD_MAX_S))
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.cancel)
+    sent = 0
+    try:
+        while not stop.done():
+            message = {"event_type": "tick", "event_id": f"tick-{sent}", "n": sent}
+            payload = json.dumps(message).encode()
+            await room.local_participant.publish_data(payload, topic=GARBAGE_TOPIC)
+            sent += 1
+            await asyncio.wait({stop}, timeout=args.interval_s)
+    finally:
+        await room.disconnect()
+    return {"sent": sent}
+
+
+ACTORS = {"liveavatar": play_liveavatar, "garbage": play_garbage, "ticker": play_ticker}
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(size) for size in text.split(",") if size]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tests.e2e.actors")
+    parser.add_argument("actor", choices=sorted(ACTORS))
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--room", required=True)
+    parser.add_argument("--identity", default="mallory")
+    parser.add_argument("--session-id")
+    parser.add_argument("--pace-s", type=float, default=0.02)
+    parser.add_argument("--count", type=int, default=0)
+    parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--oversized-every", type=int, default=1 << 30)
+    parser.add_argument("--oversized-sizes", type=_sizes, default=[])
+    parser.add_argument("--stream-bytes", type=int, default=0)
+    parser.add_argument("--interval-s", type=float, default=0.01)
+    return parser
+
+
+async def _main(args: argparse.Namespace) -> int:
+    key, secret = os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"]
+    result = await ACTORS[args.actor](Credentials(args.url, key, secret), args)
+    if result is not None:
+        report(result)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return asyncio.run(_main(_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

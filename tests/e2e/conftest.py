@@ -1,0 +1,99 @@
+"""End-to-end fixtures: one namespace, dev server and Redis for the whole e2e session.
+
+Each test gets its own Redis key prefix (`streams`) and its own room names, and starts its
+relays with `start_relay`, which stops them by PID at teardown (also when the test
+failed, printing the end of their logs for the report). A test that breaks the shared dev
+server (reconnects) starts a dev server of its own instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator, Sequence
+
+import pytest
+import redis.asyncio as aioredis
+
+from relay.devserver.netns import (
+    DevServer,
+    NetNS,
+    NetNSUnavailable,
+    RedisServer,
+    create_netns,
+    start_devserver,
+    start_redis,
+)
+from tests.e2e.support import RelayProcess, StartRelay, Streams, relay_env, unique
+from tests.fixtures.netns import require_netns
+
+LOG_TAIL_LINES = 40
+
+
+@pytest.fixture(scope="session")
+def e2e_ns() -> Iterator[NetNS]:
+    """One namespace for every e2e test (skip, or fail when CI=true, if impossible)."""
+    require_netns()
+    try:
+        ns = create_netns()
+    except NetNSUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    try:
+        yield ns
+    finally:
+        ns.close()
+
+
+@pytest.fixture(scope="session")
+def e2e_devserver(e2e_ns: NetNS) -> Iterator[DevServer]:
+    server = start_devserver(e2e_ns, extra_args=["--departure-timeout", "0.5"])
+    try:
+        yield server
+    finally:
+        server.proc.stop()
+
+
+@pytest.fixture(scope="session")
+def e2e_redis(e2e_ns: NetNS) -> Iterator[RedisServer]:
+    server = start_redis(e2e_ns)
+    try:
+        yield server
+    finally:
+        server.proc.stop()
+
+
+@pytest.fixture
+async def streams(e2e_redis: RedisServer) -> AsyncIterator[Streams]:
+    """The relay's streams under a prefix of this test's own."""
+    client = aioredis.Redis.from_url(e2e_redis.url, socket_timeout=5)
+    try:
+        yield Streams(client, unique("e2e"))
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def start_relay(
+    e2e_ns: NetNS, e2e_devserver: DevServer, e2e_redis: RedisServer, streams: Streams
+) -> AsyncIterator[StartRelay]:
+    """`start_relay(rooms=[...], server=..., **env)`: a relay of this test, observing the
+    shared dev server (or `server`) and writing under `streams.prefix`; stopped after."""
+    started: list[RelayProcess] = []
+
+    def start(
+        rooms: Sequence[str] = (), server: DevServer | None = None, **env: str
+    ) -> RelayProcess:
+        base = relay_env(server or e2e_devserver, e2e_redis.url, streams.prefix, rooms)
+        relay = RelayProcess.start(e2e_ns, {**base, **env})
+        started.append(relay)
+        return relay
+
+    try:
+        yield start
+    finally:
+        for relay in started:
+            await relay.stop()
+            if relay.proc.popen.returncode not in (0, None):
+                print(f"relay exited {relay.proc.popen.returncode}")
+            print("\n".join(relay.text[-LOG_TAIL_LINES:]))

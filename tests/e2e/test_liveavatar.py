@@ -1,0 +1,66 @@
+"""A LiveAvatar FULL-mode session, played by real SDK clients, relayed to Redis exactly."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from relay.devserver.netns import DevServer, NetNS
+from tests.e2e.liveavatar import assert_segments, session_events, summary
+from tests.e2e.support import StartRelay, Streams, actor, assert_seq_contiguous, unique
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_liveavatar_full_session(
+    e2e_ns: NetNS, e2e_devserver: DevServer, streams: Streams, start_relay: StartRelay
+) -> None:
+    room, session_id = unique("liveavatar"), uuid.uuid4().hex[:8]
+    agent = f"liveavatar-agent-{session_id}"
+    relay = start_relay(rooms=[room])
+    await relay.wait_ready()
+
+    args = ["--room", room, "--session-id", session_id, "--pace-s", "0.02"]
+    async with actor(e2e_ns, e2e_devserver, "liveavatar", *args) as scenario:
+        sent: list[dict[str, Any]] = (await scenario.result())["sent"]
+    assert {m["topic"] for m in sent} == {"agent-control", "agent-response"}
+
+    await streams.wait_room(
+        room, lambda evs: sum(e["kind"] == "participant.left" for e in evs) == 3, what="3 leaves"
+    )
+    stopped = await relay.stop()
+    assert stopped.returncode == 0
+    events = await streams.room_events(room)
+
+    assert [summary(e) for e in events] == [
+        ("observer.joined", "", {}),
+        *session_events(sent, session_id),
+        ("observer.left", "", {"reason": "stopped"}),
+    ]
+    assert_seq_contiguous(events)
+    assert stopped.log("relay_stopped")["accepted"] == len(events)
+
+    # Who sent what, with which role; protocols; the session id from the agent's join on.
+    roles = {"user-browser": "user", agent: "agent", "heygen": "avatar", "": "observer"}
+    for event in events:
+        who = event["participant"]
+        assert who["role"] == roles[who["identity"]], event
+        assert (who["sid"] or "PA_").startswith("PA_"), event
+        assert event["room_sid"].startswith("RM_"), event
+    session_ids = [e["session_id"] for e in events]
+    assert session_ids == [None, None] + [session_id] * (len(events) - 2)
+    protocols = {e["kind"]: e["protocol"] for e in events}
+    assert protocols["session.started"] == protocols["command"] == "liveavatar"
+    assert protocols["participant.joined"] == "livekit"
+    assert protocols["observer.joined"] == "relay"
+
+    # Each message's source names it: topic, event_type, event_id (none for the interrupt).
+    relayed = [e for e in events if e["source"].get("topic")]
+    assert len(relayed) == len(sent)
+    for event, message in zip(relayed, sent, strict=True):
+        source = event["source"]
+        assert (source["topic"], source["event_type"]) == (message["topic"], message["event_type"])
+        assert source.get("event_id") == message.get("event_id")
+    assert_segments(relayed, sent)

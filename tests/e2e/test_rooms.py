@@ -1,0 +1,92 @@
+"""Which rooms: the static list (and /readyz), and rooms added over the admin API."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from relay.devserver.netns import DevServer, NetNS, start_devserver
+from tests.e2e.support import StartRelay, Streams, has, unique
+from tests.fixtures.lk_client import LkProcess
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_TOKEN = "e2e-admin-token-0123456789"
+
+
+async def test_static_rooms_ready_once_observed(
+    e2e_ns: NetNS, streams: Streams, start_relay: StartRelay
+) -> None:
+    """Not ready while LiveKit is unreachable; ready once every static room is observed."""
+    rooms = [unique("static-a"), unique("static-b")]
+    port = e2e_ns.free_port()  # nothing listens there yet
+    relay = start_relay(
+        rooms=rooms,
+        RELAY_LIVEKIT__URL=f"ws://{e2e_ns.addr}:{port}",
+        RELAY_LIVEKIT__REJOIN_BACKOFF_INITIAL_S="0.2",
+        RELAY_LIVEKIT__REJOIN_BACKOFF_MAX_S="0.5",
+    )
+    await relay.wait_listening()
+    status, body = await relay.get("/readyz")
+    assert status == 503, body
+    assert json.loads(body)["checks"] == {"rooms": False, "redis": True}
+    assert (await relay.get("/healthz"))[0] == 200
+
+    server = start_devserver(e2e_ns, port=port)
+    try:
+        answers = await relay.wait_ready()
+        assert json.loads(answers[-1][1]) == {
+            "ready": True,
+            "checks": {"rooms": True, "redis": True},
+        }
+        for room in rooms:
+            await streams.wait_room(room, has("observer.joined"))
+        metrics = await relay.metrics()
+        assert metrics[("relay_rooms_observed", frozenset())] == len(rooms)
+        assert metrics[("relay_rooms_wanted", frozenset())] == len(rooms)
+        stopped = await relay.stop()
+    finally:
+        server.proc.stop()
+    assert stopped.returncode == 0
+    for room in rooms:
+        events = await streams.room_events(room)
+        assert [e["kind"] for e in events] == ["observer.joined", "observer.left"]
+
+
+async def test_admin_api_adds_a_room_at_runtime(
+    e2e_ns: NetNS, e2e_devserver: DevServer, streams: Streams, start_relay: StartRelay
+) -> None:
+    room, server = unique("admin"), e2e_devserver
+    relay = start_relay(RELAY_HTTP__ADMIN_TOKEN=ADMIN_TOKEN)
+    await relay.wait_ready()  # no static room: ready at once
+
+    assert (await relay.request("POST", "/v1/rooms", body={"room": room}, token="wrong"))[0] == 401
+    assert (await relay.request("POST", "/v1/rooms", body={"room": room}))[0] == 401
+    status, body = await relay.request("POST", "/v1/rooms", body={"room": room}, token=ADMIN_TOKEN)
+    assert (status, json.loads(body)) == (201, {"room": room, "added": True})
+    status, body = await relay.request("POST", "/v1/rooms", body={"room": room}, token=ADMIN_TOKEN)
+    assert (status, json.loads(body)) == (200, {"room": room, "added": False})
+    await streams.wait_room(room, has("observer.joined"))
+    status, body = await relay.get("/v1/rooms", token=ADMIN_TOKEN)
+    assert json.loads(body) == {
+        "rooms": [{"room": room, "state": "connected", "token_given": False}]
+    }
+
+    async with LkProcess.start(e2e_ns) as lk:
+        await lk.connect("user", server.ws_url, server.token("user", room))
+        command = {"event_type": "avatar.speak_text", "event_id": "cmd-1", "text": "hello"}
+        await lk.publish_data("user", json.dumps(command), topic="agent-control")
+        await streams.wait_room(room, has("command", command="avatar.speak_text", text="hello"))
+
+        status, body = await relay.request("DELETE", f"/v1/rooms/{room}", token=ADMIN_TOKEN)
+        assert (status, json.loads(body)) == (200, {"room": room, "removed": True})
+        events = await streams.wait_room(room, has("observer.left"))
+        assert json.loads((await relay.get("/v1/rooms", token=ADMIN_TOKEN))[1]) == {"rooms": []}
+    assert [e["kind"] for e in events] == [
+        "observer.joined",
+        "participant.joined",
+        "command",
+        "observer.left",
+    ]
+    assert (await relay.stop()).returncode == 0
