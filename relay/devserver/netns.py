@@ -102,9 +102,10 @@ class NsProcess:
         return self.popen.poll() is None
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
-        """SIGTERM the process group led by `pid`, SIGKILL after `grace_s`."""
+        """SIGTERM the command (once, through `timeout`), SIGKILL its group after `grace_s`."""
         if self.popen.poll() is None:
-            _signal_group(self.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
             try:
                 self.popen.wait(grace_s)
             except subprocess.TimeoutExpired:
@@ -138,8 +139,13 @@ class NetNS:
     def exec_argv(
         self, argv: Sequence[str], timeout_s: float = DEFAULT_PROC_TIMEOUT_S
     ) -> list[str]:
-        """`argv` run inside the namespace, killed by `timeout` after `timeout_s`."""
-        return ["ip", "netns", "exec", self.name, "timeout", "-k", "5", str(timeout_s), *argv]
+        """`argv` run inside the namespace, killed by `timeout` after `timeout_s`.
+
+        `--foreground`: a signal to `timeout` reaches the command once. Without it, timeout
+        also re-sends it to its whole process group, so the command would get it twice
+        (and the relay takes a second SIGTERM as "exit now")."""
+        timeout = ["timeout", "--foreground", "-k", "5", str(timeout_s)]
+        return ["ip", "netns", "exec", self.name, *timeout, *argv]
 
     def spawn(
         self,

@@ -201,3 +201,18 @@ async def test_initial_attributes_report_the_starting_agent_state(
     events = await intake.wait_for(2)
     assert [e.kind for e in events] == ["participant.joined", "agent.state"]
     assert events[1].data == {"state": "idle", "previous": None}
+
+
+async def test_same_identity_with_a_new_sid_reports_the_old_session_left(
+    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+) -> None:
+    _, room, intake = observed
+    room.emit("participant_connected", remote_participant("user-1", sid="PA_old"))
+    room.emit("participant_connected", remote_participant("user-1", sid="PA_new"))
+    events = await intake.wait_for(3)
+    assert [(e.kind, e.participant.sid) for e in events] == [
+        ("participant.joined", "PA_old"),
+        ("participant.left", "PA_old"),
+        ("participant.joined", "PA_new"),
+    ]
+    assert events[1].data["reason"] == "while_disconnected"
