@@ -13,7 +13,6 @@ mid-connect, awaited to its end and then left.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import random
@@ -38,15 +37,20 @@ from relay.decode.items import (
     SpeakersItem,
     TextStreamItem,
     TranscriptionItem,
-    TranscriptionSegment,
 )
-from relay.decode.roles import classify_role, participant_kind_name
+from relay.decode.roles import classify_role
+from relay.observer.convert import (
+    enum_name,
+    oversized_detail,
+    text_stream_detail,
+    to_participant,
+    to_segment,
+)
 from relay.observer.token import mint_observer_token, next_observer_identity
 
 log = structlog.get_logger(__name__)
 
 TEXT_STREAM_TOPICS = ("lk.transcription", "lk.chat")
-DEAD_LETTER_PREVIEW_BYTES = 256
 ObserverState = Literal["idle", "connecting", "connected", "reconnecting", "stopped"]
 ObserverChange = Literal["joined", "reconnecting", "resumed", "left"]
 
@@ -270,7 +274,7 @@ class RoomObserver:
         sender = to_participant(packet.participant)
         topic = packet.topic or ""
         if len(packet.data) > self._limits.max_payload_bytes:
-            self._dead_letter("oversized", now, sender, topic, packet.data)
+            self._dead_letter("oversized", now, oversized_detail(sender, topic, packet.data))
             return
         reliable = packet.kind == rtc.DataPacketKind.KIND_RELIABLE
         self._enqueue(DataItem(self._ctx, sender, topic, packet.data, reliable, now))
@@ -294,7 +298,7 @@ class RoomObserver:
     def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
         if self.state == "reconnecting":
             return  # reconnect churn: reconciled once the connection is back
-        reason = _enum_name(rtc.DisconnectReason, participant.disconnect_reason)
+        reason = enum_name(rtc.DisconnectReason, participant.disconnect_reason)
         self._report_left(participant.identity, reason)
 
     def _report_left(self, identity: str, reason: str | None) -> None:
@@ -317,10 +321,7 @@ class RoomObserver:
         participant: rtc.Participant | None,
         publication: rtc.TrackPublication | None,
     ) -> None:
-        converted = [
-            TranscriptionSegment(s.id, s.text, s.final, s.language, s.start_time, s.end_time)
-            for s in segments
-        ]
+        converted = [to_segment(segment) for segment in segments]
         track_sid = publication.sid if publication is not None else None
         sender = to_participant(participant)
         self._enqueue(TranscriptionItem(self._ctx, sender, track_sid, converted, self._clock()))
@@ -336,10 +337,7 @@ class RoomObserver:
             text = await reader.read_all()
         except rtc.StreamError as exc:  # aborted, oversized, or the room went away
             detail = text_stream_detail(info, sender_identity, str(exc))
-            self._intake.submit_dead_letter(
-                DeadLetter(self.target.room, "text_stream_error", self._clock(), detail)
-            )
-            metrics.EVENTS_DROPPED.labels(reason="text_stream_error").inc()
+            self._dead_letter("text_stream_error", self._clock(), detail)
             return
         sender = self._participant_by_identity(sender_identity)
         attributes = dict(info.attributes or {})
@@ -361,7 +359,7 @@ class RoomObserver:
             self._lost_at = None
 
     def _on_disconnected(self, reason: rtc.DisconnectReason.ValueType) -> None:
-        self._disconnect_reason = _enum_name(rtc.DisconnectReason, reason) or "unknown"
+        self._disconnect_reason = enum_name(rtc.DisconnectReason, reason) or "unknown"
         self._disconnected.set()
 
     # -- helpers -----------------------------------------------------------------------
@@ -391,39 +389,6 @@ class RoomObserver:
         self._log.info("observer_" + change, reason=reason, gap_ms=gap_ms)
         self._enqueue(ObserverItem(self._ctx, change, reason, gap_ms, self._clock()))
 
-    def _dead_letter(
-        self, reason: str, now: float, sender: Participant, topic: str, payload: bytes
-    ) -> None:
+    def _dead_letter(self, reason: str, now: float, detail: dict[str, object]) -> None:
         metrics.EVENTS_DROPPED.labels(reason=reason).inc()
-        preview = base64.b64encode(payload[:DEAD_LETTER_PREVIEW_BYTES]).decode("ascii")
-        detail = {
-            "topic": topic,
-            "sender": sender.identity,
-            "size": len(payload),
-            "preview_base64": preview,
-        }
         self._intake.submit_dead_letter(DeadLetter(self.target.room, reason, now, detail))
-
-
-def to_participant(participant: rtc.Participant | None) -> Participant:
-    """The contract's participant from the SDK's; a server-sent packet has none."""
-    if participant is None:
-        return Participant(identity="", role="unknown")
-    kind = participant_kind_name(int(participant.kind))
-    attributes = dict(participant.attributes)
-    role = classify_role(participant.identity, kind, attributes)
-    return Participant(identity=participant.identity, sid=participant.sid, kind=kind, role=role)
-
-
-def text_stream_detail(info: rtc.TextStreamInfo, sender: str, error: str) -> dict[str, object]:
-    return {"topic": info.topic, "stream_id": info.stream_id, "sender": sender, "error": error}
-
-
-def _enum_name(enum: object, value: int | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        name: str = enum.Name(value)  # type: ignore[attr-defined]
-    except ValueError:
-        return None
-    return name
