@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from relay.observer import RoomTarget
-from relay.rooms import RoomCapacityError, RoomManager
+from relay.rooms import RoomCapacityError, RoomManager, ShuttingDownError
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +80,8 @@ async def add_room(request: web.Request) -> web.Response:
         added = request.app[MANAGER_KEY].want(target)
     except RoomCapacityError as exc:
         raise _error(web.HTTPTooManyRequests, str(exc)) from None
+    except ShuttingDownError as exc:
+        raise _error(web.HTTPServiceUnavailable, str(exc)) from None
     log.info("admin_room_added", room=target.room, added=added)
     return web.json_response({"room": target.room, "added": added}, status=201 if added else 200)
 

@@ -1,5 +1,5 @@
 """Which rooms this process observes: the wanted set and one observer task per room."""
 
-from relay.rooms.manager import RoomCapacityError, RoomManager
+from relay.rooms.manager import RoomCapacityError, RoomManager, ShuttingDownError
 
-__all__ = ["RoomCapacityError", "RoomManager"]
+__all__ = ["RoomCapacityError", "RoomManager", "ShuttingDownError"]

@@ -26,6 +26,10 @@ class RoomCapacityError(RelayError):
     """The process already observes its maximum number of rooms."""
 
 
+class ShuttingDownError(RelayError):
+    """The process is shutting down and takes no more rooms."""
+
+
 class RoomManager:
     def __init__(
         self,
@@ -44,7 +48,7 @@ class RoomManager:
     def want(self, target: RoomTarget) -> bool:
         """Start observing `target.room`; False if it is already observed."""
         if self._closed:
-            raise RelayError("the room manager is shutting down")
+            raise ShuttingDownError("the relay is shutting down and takes no more rooms")
         if target.room in self._observers:
             return False
         if len(self._observers) >= self._max_rooms:

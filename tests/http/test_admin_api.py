@@ -98,3 +98,12 @@ async def test_bad_admin_bodies_get_400(client: tuple[Client, RoomManager], body
     assert response.status == 400
     assert "error" in await response.json()
     assert manager.wanted == []
+
+
+async def test_no_new_rooms_once_shutdown_began(client: tuple[Client, RoomManager]) -> None:
+    http, manager = client
+    await manager.stop_all()
+    response = await http.post("/v1/rooms", json={"room": "late"}, headers=AUTH)
+    assert response.status == 503
+    assert "shutting down" in (await response.json())["error"]
+    assert manager.wanted == []
