@@ -18,6 +18,7 @@ pytest fixtures). Needs Linux, root (CAP_NET_ADMIN) and iproute2.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import itertools
@@ -186,6 +187,25 @@ class NetNS:
         code = "import socket;s=socket.socket();s.bind(('%s',0));print(s.getsockname()[1])"
         out = self.run([sys.executable, "-c", code % self.addr]).stdout.strip()
         return int(out)
+
+    async def spawn_async(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        timeout_s: float = DEFAULT_PROC_TIMEOUT_S,
+    ) -> asyncio.subprocess.Process:
+        """`spawn` for asyncio callers: stdin/stdout piped, in a new session, its process
+        group killed on `close()` unless `untrack_pid` says it was reaped."""
+        proc = await asyncio.create_subprocess_exec(
+            *self.exec_argv(argv, timeout_s),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        self.track_pid(proc.pid)
+        return proc
 
     def track_pid(self, pid: int) -> None:
         """Kill this process group on `close()` unless `untrack_pid` says it was reaped."""

@@ -8,7 +8,6 @@ server (reconnects) starts a dev server of its own instead.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 
 import pytest
@@ -17,14 +16,12 @@ import redis.asyncio as aioredis
 from relay.devserver.netns import (
     DevServer,
     NetNS,
-    NetNSUnavailable,
     RedisServer,
-    create_netns,
     start_devserver,
     start_redis,
 )
 from tests.e2e.support import RelayProcess, StartRelay, Streams, relay_env, unique
-from tests.fixtures.netns import require_netns
+from tests.fixtures.netns import create_netns_or_skip
 
 LOG_TAIL_LINES = 40
 
@@ -32,13 +29,7 @@ LOG_TAIL_LINES = 40
 @pytest.fixture(scope="session")
 def e2e_ns() -> Iterator[NetNS]:
     """One namespace for every e2e test (skip, or fail when CI=true, if impossible)."""
-    require_netns()
-    try:
-        ns = create_netns()
-    except NetNSUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+    ns = create_netns_or_skip()
     try:
         yield ns
     finally:

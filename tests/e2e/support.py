@@ -366,15 +366,7 @@ async def actor(
     """Run `actors.py name --url <server> args...` inside `ns`; reaped (by PID) on exit."""
     env = {**os.environ, "LIVEKIT_API_KEY": server.api_key, "LIVEKIT_API_SECRET": server.api_secret}
     script = [sys.executable, str(ACTORS_SCRIPT), name, "--url", server.ws_url, *args]
-    argv = ns.exec_argv(script, timeout_s)
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    )
-    ns.track_pid(proc.pid)
+    proc = await ns.spawn_async(script, env=env, timeout_s=timeout_s)
     running = Actor(proc, ns)
     try:
         yield running
