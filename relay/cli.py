@@ -22,15 +22,20 @@ EXIT_CONFIG = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["devserver"]:
+        # The dev server has its own options (and --help): hand it everything after.
+        from relay.devserver import main as devserver_main
+
+        return devserver_main(words[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     if args.command is None:
         parser.print_help()
         return EXIT_CONFIG
-    if args.command == "devserver":
-        from relay.devserver import main as devserver_main
-
-        return devserver_main(args.devserver_args)
+    if args.command == "devserver":  # reached only with options before it (--config)
+        print("relay: use `relay devserver [options]`; it takes no --config", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         settings = load_settings(args.config, **_overrides(args))
     except ConfigError as exc:
@@ -66,8 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="everything on one machine: dev server, avatar, relay")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
 
-    devserver = sub.add_parser("devserver", help="the LiveKit-protocol dev server (testing only)")
-    devserver.add_argument("devserver_args", nargs=argparse.REMAINDER)
+    # Listed for --help only: main() hands `relay devserver ...` to relay.devserver.
+    sub.add_parser("devserver", help="the LiveKit-protocol dev server (testing only)")
     return parser
 
 
