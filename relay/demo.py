@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -48,6 +49,7 @@ STOP_TIMEOUT_S = 30.0
 
 
 def run_demo(settings: Settings, *, seconds: float = 0) -> int:
+    _stop_on_signals()
     reason = unavailable_reason()
     if reason is not None:
         print(f"relay demo: cannot create the network namespace: {reason}", file=sys.stderr)
@@ -58,6 +60,23 @@ def run_demo(settings: Settings, *, seconds: float = 0) -> int:
     except NetNSUnavailable as exc:
         print(f"relay demo: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a signal during set-up: the namespace is gone already
+        say("stopped during set-up")
+        return 130
+
+
+def _stop_on_signals() -> None:
+    """SIGINT (Ctrl-C) and SIGTERM start the ordered stop; later ones cannot cut it short.
+
+    Set explicitly: a shell starting the demo in the background leaves SIGINT ignored."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
 
 
 @contextlib.contextmanager
@@ -99,7 +118,7 @@ def _run_in(ns: NetNS, settings: Settings, seconds: float) -> int:
     try:
         _wait(seconds, relay)
     except KeyboardInterrupt:
-        say("Ctrl-C: stopping")
+        say("stopping (signal)")
     finally:
         conversation.stop()
         status = _stop(relay)

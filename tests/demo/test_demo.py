@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -48,3 +49,29 @@ def test_demo_shows_a_conversation_and_cleans_up(redis_url: str) -> None:
         subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     )
     assert not {name for name in after - before if name.startswith("relay-demo")}
+
+
+@pytest.mark.e2e
+def test_demo_stops_cleanly_on_a_signal(redis_url: str) -> None:
+    """What Ctrl-C does: SIGINT stops the conversation, the relay (flushed), tail, the namespace."""
+    require_netns()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env["RELAY_REDIS__URL"] = redis_url
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "relay", "demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert demo.stdout is not None
+    for line in demo.stdout:  # wait until the conversation is under way
+        if "speech.started" in line:
+            break
+    demo.send_signal(signal.SIGINT)
+    out, err = demo.communicate(timeout=60)
+    assert demo.returncode == 0, err[-2000:]
+    assert "relay exited with status 0" in err
+    assert "observer.left" in out
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"relay-demo-{demo.pid}-" not in names
