@@ -46,6 +46,7 @@ from relay.observer.convert import (
     to_participant,
     to_segment,
 )
+from relay.observer.sdk_room import ObserverRoom
 from relay.observer.token import mint_observer_token, next_observer_identity
 
 log = structlog.get_logger(__name__)
@@ -248,7 +249,7 @@ class RoomObserver:
     # -- LiveKit handlers: synchronous, tiny -------------------------------------------
 
     def _new_room(self) -> rtc.Room:
-        room = rtc.Room()
+        room = ObserverRoom()
         room.on("data_received", self._on_data)
         room.on("participant_connected", self._on_participant_connected)
         room.on("participant_disconnected", self._on_participant_disconnected)

@@ -1,0 +1,72 @@
+"""ObserverRoom through the SDK's own dispatch (`Room._on_room_event`), fed native events
+built offline: a packet that arrives after its sender's leave still names the sender."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+
+from livekit import rtc
+from livekit.rtc._proto import participant_pb2, room_pb2
+
+from relay.observer.sdk_room import DEPARTED_MAX, ObserverRoom
+
+
+def joined(identity: str, sid: str) -> room_pb2.RoomEvent:
+    info = participant_pb2.OwnedParticipant()
+    info.info.identity, info.info.sid = identity, sid
+    return room_pb2.RoomEvent(participant_connected=room_pb2.ParticipantConnected(info=info))
+
+
+def left(identity: str) -> room_pb2.RoomEvent:
+    event = room_pb2.ParticipantDisconnected(participant_identity=identity)
+    return room_pb2.RoomEvent(participant_disconnected=event)
+
+
+def deliver(room: rtc.Room, identity: str, payload: bytes, topic: str) -> None:
+    """A user data packet as the native side hands it over (handle 0: nothing to free)."""
+    buffer = ctypes.create_string_buffer(payload, len(payload))
+    packet = room_pb2.DataPacketReceived(participant_identity=identity)
+    packet.user.topic = topic
+    packet.user.data.data.data_ptr = ctypes.addressof(buffer)
+    packet.user.data.data.data_len = len(payload)
+    room._on_room_event(room_pb2.RoomEvent(data_packet_received=packet))
+
+
+def received_senders(room: rtc.Room) -> list[tuple[str | None, bytes]]:
+    got: list[tuple[str | None, bytes]] = []
+
+    def on_data(packet: rtc.DataPacket) -> None:
+        sender = packet.participant.identity if packet.participant else None
+        got.append((sender, packet.data))
+
+    room.on("data_received", on_data)
+    return got
+
+
+async def test_a_packet_after_its_senders_leave_still_names_the_sender() -> None:
+    body = json.dumps({"event_type": "avatar.interrupt"}).encode()
+    for room, expected_sender in ((rtc.Room(), None), (ObserverRoom(), "user-1")):
+        got = received_senders(room)
+        room._on_room_event(joined("user-1", "PA_u"))
+        deliver(room, "user-1", body, "agent-control")
+        room._on_room_event(left("user-1"))
+        deliver(room, "user-1", body, "agent-control")  # overtaken by the leave
+        # The plain SDK room loses the late packet's sender; the observer's keeps it.
+        assert got == [("user-1", body), (expected_sender, body)]
+        assert "user-1" not in room.remote_participants
+
+
+async def test_a_present_participant_wins_over_a_departed_one_and_memory_is_bounded() -> None:
+    room = ObserverRoom()
+    room._on_room_event(joined("user-1", "PA_old"))
+    room._on_room_event(left("user-1"))
+    room._on_room_event(joined("user-1", "PA_new"))
+    assert room._retrieve_remote_participant("user-1").sid == "PA_new"  # type: ignore[union-attr]
+
+    for n in range(DEPARTED_MAX + 1):
+        room._on_room_event(joined(f"p{n}", f"PA_{n}"))
+        room._on_room_event(left(f"p{n}"))
+    assert room._retrieve_remote_participant("p0") is None  # the oldest is forgotten
+    assert room._retrieve_remote_participant(f"p{DEPARTED_MAX}") is not None
+    assert room._retrieve_remote_participant("nobody") is None
