@@ -5,8 +5,10 @@ Secrets are masked in the summary; the exit status is 0 only when every check pa
 
 from __future__ import annotations
 
+import asyncio
 import json
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from livekit import api
 from redis.exceptions import RedisError
@@ -14,18 +16,24 @@ from redis.exceptions import RedisError
 from relay.config import Settings
 from relay.redis_client import create_redis, ping
 
+# Each check gets this long: a server that accepts and never answers is a failure too.
 CHECK_TIMEOUT_S = 5.0
+Check = Callable[[Settings], Awaitable[str | None]]
 
 
 def redact_url(url: str) -> str:
-    """Mask the password in `redis://user:pass@host/0`."""
+    """Mask the password in `redis://user:pass@host/0` and in `?password=...`."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        parts = parts._replace(netloc=netloc)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key.lower() == "password" for key, _ in query):
+        masked = [(k, "***" if k.lower() == "password" else v) for k, v in query]
+        parts = parts._replace(query=urlencode(masked, safe="*"))
+    return urlunsplit(parts)
 
 
 def summary(settings: Settings) -> dict[str, object]:
@@ -48,7 +56,7 @@ async def check_redis(settings: Settings) -> str | None:
 
 async def check_livekit(settings: Settings) -> str | None:
     lk = settings.livekit
-    if not lk.api_key or not lk.api_secret.get_secret_value():
+    if not lk.can_mint_tokens:
         return "livekit: no API key/secret (RELAY_LIVEKIT__API_KEY, RELAY_LIVEKIT__API_SECRET)"
     http_url = lk.url.replace("wss://", "https://").replace("ws://", "http://")
     client = api.LiveKitAPI(http_url, lk.api_key, lk.api_secret.get_secret_value())
@@ -61,13 +69,21 @@ async def check_livekit(settings: Settings) -> str | None:
     return None
 
 
+async def bounded(name: str, check: Check, settings: Settings) -> str | None:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            return await check(settings)
+    except TimeoutError:
+        return f"{name}: no answer within {CHECK_TIMEOUT_S:g} s"
+
+
 async def run_checks(settings: Settings) -> int:
     print(json.dumps(summary(settings), indent=2))
     problems = []
     if "redis" in settings.sinks:
-        problems.append(await check_redis(settings))
+        problems.append(await bounded("redis", check_redis, settings))
     if settings.rooms or settings.livekit.api_key:
-        problems.append(await check_livekit(settings))
+        problems.append(await bounded("livekit", check_livekit, settings))
     failed = [problem for problem in problems if problem]
     for problem in failed:
         print(f"FAIL {problem}")

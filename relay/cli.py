@@ -100,8 +100,9 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
 def _token(settings: Settings, args: argparse.Namespace) -> int:
     from relay.observer.token import mint_observer_token, next_observer_identity
 
-    if not settings.livekit.api_key or not settings.livekit.api_secret.get_secret_value():
-        print("relay: RELAY_LIVEKIT__API_KEY and RELAY_LIVEKIT__API_SECRET are required")
+    if not settings.livekit.can_mint_tokens:
+        message = "RELAY_LIVEKIT__API_KEY and RELAY_LIVEKIT__API_SECRET are required"
+        print(f"relay: {message}", file=sys.stderr)
         return EXIT_CONFIG
     identity = args.identity or next_observer_identity(settings.livekit.observer_identity)
     secret = settings.livekit.api_secret.get_secret_value()

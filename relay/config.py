@@ -7,7 +7,7 @@ RELAY_LIVEKIT__API_SECRET. Lists take JSON: RELAY_ROOMS='["a","b"]'.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
@@ -38,6 +38,11 @@ class LiveKitSettings(_Section):
     # After the SDK gives up reconnecting, the relay re-joins with capped backoff.
     rejoin_backoff_initial_s: float = Field(default=0.5, gt=0)
     rejoin_backoff_max_s: float = Field(default=30.0, gt=0)
+
+    @property
+    def can_mint_tokens(self) -> bool:
+        """With the API key and secret the observer mints its own tokens."""
+        return bool(self.api_key and self.api_secret.get_secret_value())
 
 
 class RedisSettings(_Section):
@@ -95,8 +100,8 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
     # Rooms observed from start (names; tokens are minted with the API key/secret).
-    rooms: tuple[str, ...] = ()
-    sinks: tuple[Literal["redis", "stdout"], ...] = ("redis",)
+    rooms: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    sinks: tuple[Literal["redis", "stdout"], ...] = Field(default=("redis",), min_length=1)
     # Rooms one process observes at most: the SDK's per-event cost grows with rooms per
     # process (bench/rooms.py), so scale out with processes, not rooms.
     max_rooms: int = Field(default=50, gt=0)
@@ -129,20 +134,62 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(f"config file not found: {config_file}")
     _TOML_FILE["path"] = config_file
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        problems = [f"{_name(*error['loc'])}: {error['msg']}" for error in exc.errors()]
+        raise ConfigError(_describe(problems)) from None
     finally:
         _TOML_FILE["path"] = None
+    if problems := _inconsistencies(settings):
+        raise ConfigError(_describe(problems))
+    return settings
 
 
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        path = [str(part) for part in error["loc"]]
-        env_name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(path).upper()
-        lines.append(f"{env_name} (toml: {'.'.join(path)}): {error['msg']}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+def _describe(problems: list[str]) -> str:
+    return "invalid configuration:\n  " + "\n  ".join(problems)
+
+
+def _name(*path: str | int) -> str:
+    """A setting as the user writes it: `RELAY_REDIS__URL (toml: redis.url)`."""
+    keys = [part for part in path if isinstance(part, str)]
+    toml = ".".join(keys) + "".join(f"[{part}]" for part in path if isinstance(part, int))
+    return f"{ENV_PREFIX}{ENV_NESTED_DELIMITER.join(keys).upper()} (toml: {toml})"
+
+
+# Key and identity templates with the fields each may use, checked with sample values.
+_TEMPLATES = {
+    ("livekit", "observer_identity"): {"host": "h", "n": 1},
+    ("redis", "events_key"): {"prefix": "p"},
+    ("redis", "room_key"): {"prefix": "p", "room": "r"},
+    ("redis", "dlq_key"): {"prefix": "p"},
+}
+
+
+def _inconsistencies(s: Settings) -> list[str]:
+    """What no single field can check: settings that contradict each other."""
+    problems = []
+    lk, pipeline = s.livekit, s.pipeline
+    if s.rooms and not lk.can_mint_tokens:
+        problems.append(
+            f"{_name('livekit', 'api_key')} and {_name('livekit', 'api_secret')}: required "
+            f"to observe {_name('rooms')} (the relay mints its own tokens with them)"
+        )
+    if len(set(s.rooms)) > s.max_rooms:
+        problems.append(f"{_name('rooms')}: more rooms than {_name('max_rooms')} = {s.max_rooms}")
+    if lk.rejoin_backoff_max_s < lk.rejoin_backoff_initial_s:
+        problems.append(
+            f"{_name('livekit', 'rejoin_backoff_max_s')}: below rejoin_backoff_initial_s"
+        )
+    if pipeline.retry_max_s < pipeline.retry_initial_s:
+        problems.append(f"{_name('pipeline', 'retry_max_s')}: below retry_initial_s")
+    for (section, key), fields in _TEMPLATES.items():
+        template: str = getattr(getattr(s, section), key)
+        try:
+            template.format(**fields)
+        except (KeyError, IndexError, ValueError) as exc:
+            allowed = ", ".join("{" + field + "}" for field in fields)
+            problems.append(f"{_name(section, key)}: bad template ({exc!r}); it may use {allowed}")
+    return problems
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

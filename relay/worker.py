@@ -49,7 +49,12 @@ class Worker:
             max_rooms=settings.max_rooms,
             on_room_left=self.pipeline.forget_room,
         )
-        app = build_app(self.rooms, self.readiness, settings.http.admin_token.get_secret_value())
+        app = build_app(
+            self.rooms,
+            self.readiness,
+            settings.http.admin_token.get_secret_value(),
+            mints_tokens=settings.livekit.can_mint_tokens,
+        )
         self.http = HttpServer(app, settings.http.host, settings.http.port)
 
     def _make_observer(self, target: RoomTarget) -> RoomObserver:

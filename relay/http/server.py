@@ -28,13 +28,19 @@ MAX_ADMIN_BODY_BYTES = 64 * 1024
 MANAGER_KEY = web.AppKey("manager", RoomManager)
 READINESS_KEY: web.AppKey[ReadinessCheck] = web.AppKey("readiness")
 ADMIN_TOKEN_KEY = web.AppKey("admin_token", str)
+MINTS_TOKENS_KEY = web.AppKey("mints_tokens", bool)
 
 
-def build_app(manager: RoomManager, readiness: ReadinessCheck, admin_token: str) -> web.Application:
+def build_app(
+    manager: RoomManager, readiness: ReadinessCheck, admin_token: str, *, mints_tokens: bool
+) -> web.Application:
+    """`mints_tokens`: the relay has the LiveKit API key and secret, so a room may come
+    without a url+token pair."""
     app = web.Application(client_max_size=MAX_ADMIN_BODY_BYTES)
     app[MANAGER_KEY] = manager
     app[READINESS_KEY] = readiness
     app[ADMIN_TOKEN_KEY] = admin_token
+    app[MINTS_TOKENS_KEY] = mints_tokens
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -76,6 +82,9 @@ async def list_rooms(request: web.Request) -> web.Response:
 async def add_room(request: web.Request) -> web.Response:
     _authorized(request)
     target = _parse_target(await _json_body(request))
+    if target.token is None and not request.app[MINTS_TOKENS_KEY]:
+        message = "this relay has no LiveKit API key/secret to mint a token: give 'url' and 'token'"
+        raise _error(web.HTTPBadRequest, message)
     try:
         added = request.app[MANAGER_KEY].want(target)
     except RoomCapacityError as exc:

@@ -18,8 +18,8 @@ Client = TestClient[web.Request, web.Application]
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[tuple[Client, RoomManager]]:
+@pytest.fixture(params=[True], ids=["mints_tokens"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Client, RoomManager]]:
     intake = CollectingIntake()
 
     def observer_for(target: RoomTarget) -> RoomObserver:
@@ -31,7 +31,7 @@ async def client() -> AsyncIterator[tuple[Client, RoomManager]]:
     async def readiness() -> dict[str, bool]:
         return {"rooms": manager.all_connected(["static-room"]), "redis": True}
 
-    app = build_app(manager, readiness, TOKEN)
+    app = build_app(manager, readiness, TOKEN, mints_tokens=request.param)
     async with TestClient(TestServer(app)) as test_client:
         yield test_client, manager
         await manager.stop_all()
@@ -107,3 +107,16 @@ async def test_no_new_rooms_once_shutdown_began(client: tuple[Client, RoomManage
     assert response.status == 503
     assert "shutting down" in (await response.json())["error"]
     assert manager.wanted == []
+
+
+@pytest.mark.parametrize("client", [False], indirect=True, ids=["no_api_key"])
+async def test_without_api_credentials_a_room_needs_its_own_url_and_token(
+    client: tuple[Client, RoomManager],
+) -> None:
+    http, manager = client
+    response = await http.post("/v1/rooms", json={"room": "r1"}, headers=AUTH)
+    assert response.status == 400
+    assert "'url' and 'token'" in (await response.json())["error"]
+    with_token = {"room": "r2", "url": "ws://127.0.0.1:9", "token": "given"}
+    assert (await http.post("/v1/rooms", json=with_token, headers=AUTH)).status == 201
+    assert manager.wanted == ["r2"]

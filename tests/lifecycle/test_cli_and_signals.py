@@ -138,6 +138,21 @@ def test_check_reaches_redis_and_masks_secrets(redis_url: str) -> None:
     assert summary["livekit"]["api_secret"] == "**********"
 
 
+def test_check_gives_up_on_a_livekit_that_never_answers(
+    redis_url: str, silent_livekit: str
+) -> None:
+    env = relay_env(RELAY_REDIS__URL=redis_url, RELAY_LIVEKIT__URL=silent_livekit)
+    done = subprocess.run(  # a hung check would raise TimeoutExpired here
+        [sys.executable, "-m", "relay", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert "FAIL livekit: no answer within 5 s" in done.stdout
+
+
 def test_check_fails_when_redis_is_unreachable() -> None:
     env = relay_env(RELAY_REDIS__URL=f"redis://:pw-s3cr3t@127.0.0.1:{free_port()}/0")
     env["RELAY_LIVEKIT__API_KEY"] = ""

@@ -25,7 +25,10 @@ def test_shipped_default_file_matches_the_code_defaults() -> None:
 
 def test_environment_wins_over_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "relay.toml"
-    config.write_text('rooms = ["from-file"]\n[redis]\nprefix = "file"\nroom_maxlen = 7\n')
+    config.write_text(
+        'rooms = ["from-file"]\n[redis]\nprefix = "file"\nroom_maxlen = 7\n'
+        '[livekit]\napi_key = "k"\napi_secret = "s"\n'
+    )
     monkeypatch.setenv("RELAY_REDIS__PREFIX", "env")
     settings = load_settings(config)
     assert settings.redis.prefix == "env"
@@ -37,6 +40,46 @@ def test_invalid_value_names_the_environment_variable(monkeypatch: pytest.Monkey
     monkeypatch.setenv("RELAY_PIPELINE__BATCH_MAX_EVENTS", "-3")
     with pytest.raises(ConfigError, match="RELAY_PIPELINE__BATCH_MAX_EVENTS"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        # Static rooms need the API key and secret: the observer mints its tokens.
+        (
+            {"RELAY_ROOMS": '["r1"]'},
+            ["RELAY_LIVEKIT__API_KEY", "RELAY_LIVEKIT__API_SECRET", "RELAY_ROOMS"],
+        ),
+        ({"RELAY_ROOMS": '["r1", ""]'}, ["RELAY_ROOMS (toml: rooms[1])"]),
+        ({"RELAY_SINKS": "[]"}, ["RELAY_SINKS"]),
+        ({"RELAY_SINKS": '["kafka"]'}, ["RELAY_SINKS (toml: sinks[0])"]),
+        (
+            {"RELAY_ROOMS": '["a", "b", "c"]', "RELAY_MAX_ROOMS": "2"},
+            ["RELAY_ROOMS", "RELAY_MAX_ROOMS"],
+        ),
+        ({"RELAY_LIVEKIT__REJOIN_BACKOFF_MAX_S": "0.1"}, ["RELAY_LIVEKIT__REJOIN_BACKOFF_MAX_S"]),
+        ({"RELAY_PIPELINE__RETRY_MAX_S": "0.01"}, ["RELAY_PIPELINE__RETRY_MAX_S"]),
+        ({"RELAY_LIVEKIT__OBSERVER_IDENTITY": "obs-{pod}"}, ["OBSERVER_IDENTITY", "{host}"]),
+        ({"RELAY_REDIS__ROOM_KEY": "x:{room"}, ["RELAY_REDIS__ROOM_KEY", "{prefix}, {room}"]),
+    ],
+)
+def test_contradictory_or_unusable_settings_name_their_variables(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], names: list[str]
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    for name in names:
+        assert name in str(raised.value)
+
+
+def test_static_rooms_with_credentials_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_ROOMS", '["a", "b"]')
+    monkeypatch.setenv("RELAY_LIVEKIT__API_KEY", "k")
+    monkeypatch.setenv("RELAY_LIVEKIT__API_SECRET", "s")
+    monkeypatch.setenv("RELAY_MAX_ROOMS", "2")
+    assert load_settings().rooms == ("a", "b")
 
 
 def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
@@ -63,3 +106,10 @@ def test_secrets_never_appear_in_the_summary(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_redact_url_leaves_passwordless_urls_alone() -> None:
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert redact_url("redis://h:6379/0?db=2") == "redis://h:6379/0?db=2"
+
+
+def test_redact_url_masks_a_password_given_as_a_query_parameter() -> None:
+    masked = redact_url("rediss://h:6380/0?ssl_cert_reqs=none&password=s3cr3t")
+    assert masked == "rediss://h:6380/0?ssl_cert_reqs=none&password=***"
+    assert redact_url("redis://:pw@h/0?Password=pw") == "redis://:***@h/0?Password=***"
