@@ -157,7 +157,7 @@ def _name(*path: str | int) -> str:
 
 
 # Key and identity templates with the fields each may use, checked with sample values.
-_TEMPLATES = {
+_TEMPLATES: dict[tuple[str, str], dict[str, object]] = {
     ("livekit", "observer_identity"): {"host": "h", "n": 1},
     ("redis", "events_key"): {"prefix": "p"},
     ("redis", "room_key"): {"prefix": "p", "room": "r"},
