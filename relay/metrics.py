@@ -35,6 +35,9 @@ BUFFER_EVENTS = Gauge("relay_buffer_events", "Events accepted and not yet acknow
 ROOMS_OBSERVED = Gauge("relay_rooms_observed", "Rooms this process is connected to.")
 ROOMS_WANTED = Gauge("relay_rooms_wanted", "Rooms this process should observe.")
 ROOM_RECONNECTS = Counter("relay_room_reconnects_total", "Observer reconnects (SDK or relay).")
+ROOM_CONNECT_FAILURES = Counter(
+    "relay_room_connect_failures_total", "room.connect() attempts that failed (retried)."
+)
 ROOM_CONNECT_DURATION = Histogram(
     "relay_room_connect_duration_seconds",
     "Time for room.connect() to return.",

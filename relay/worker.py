@@ -47,6 +47,7 @@ class Worker:
         self.rooms = RoomManager(
             self._make_observer,
             max_rooms=settings.max_rooms,
+            static_rooms=settings.rooms,
             on_room_left=self.pipeline.forget_room,
         )
         app = build_app(
@@ -62,7 +63,7 @@ class Worker:
         return RoomObserver(target, self.pipeline, s.livekit, s.pipeline)
 
     async def readiness(self) -> dict[str, bool]:
-        checks = {"rooms": self.rooms.all_connected(self.settings.rooms)}
+        checks = {"rooms": self.rooms.static_rooms_ready()}
         for sink in self.sinks:
             checks[sink.name] = await sink.ping()
         return checks

@@ -23,6 +23,11 @@ def to_participant(participant: rtc.Participant | None) -> Participant:
     return Participant(identity=participant.identity, sid=participant.sid, kind=kind, role=role)
 
 
+def identified_only(identity: str) -> Participant:
+    """A sender known by identity alone (a text stream's, once it left the room)."""
+    return Participant(identity=identity, role=classify_role(identity, "unknown", {}))
+
+
 def to_segment(segment: rtc.TranscriptionSegment) -> TranscriptionSegment:
     s = segment
     return TranscriptionSegment(s.id, s.text, s.final, s.language, s.start_time, s.end_time)

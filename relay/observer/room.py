@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import random
 import time
 from collections.abc import Callable
 from typing import Literal, Protocol
@@ -24,8 +22,9 @@ import structlog
 from livekit import rtc
 
 from relay import metrics
+from relay.backoff import backoff_s
 from relay.config import LiveKitSettings, PipelineSettings
-from relay.contract.event import DeadLetter, Event, Participant
+from relay.contract.event import DeadLetter, Event
 from relay.decode import RoomDecoder
 from relay.decode.items import (
     AttributesItem,
@@ -38,22 +37,29 @@ from relay.decode.items import (
     TextStreamItem,
     TranscriptionItem,
 )
-from relay.decode.roles import classify_role
 from relay.observer.convert import (
     enum_name,
+    identified_only,
     oversized_detail,
     text_stream_detail,
     to_participant,
     to_segment,
 )
+from relay.observer.presence import Presence, PresenceChange
 from relay.observer.sdk_room import ObserverRoom
-from relay.observer.token import mint_observer_token, next_observer_identity
+from relay.observer.token import RoomTarget, next_observer_identity
 
 log = structlog.get_logger(__name__)
 
 TEXT_STREAM_TOPICS = ("lk.transcription", "lk.chat")
 ObserverState = Literal["idle", "connecting", "connected", "reconnecting", "stopped"]
 ObserverChange = Literal["joined", "reconnecting", "resumed", "left"]
+# Disconnects that end the observation: re-joining would re-create a deleted room (LiveKit
+# creates rooms on join) or undo an operator's removal of the observer.
+FINAL_DISCONNECTS = frozenset({"ROOM_DELETED", "ROOM_CLOSED", "PARTICIPANT_REMOVED"})
+# A connection that held this long resets the re-join backoff; one dropped sooner (a room
+# that refuses us at once) keeps backing off instead of looping.
+STABLE_CONNECTION_S = 30.0
 
 
 class EventIntake(Protocol):
@@ -62,15 +68,6 @@ class EventIntake(Protocol):
     async def submit(self, event: Event) -> None: ...
 
     def submit_dead_letter(self, dead_letter: DeadLetter) -> None: ...
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RoomTarget:
-    """A room to observe. `url`/`token` are set for rooms whose tokens come from elsewhere."""
-
-    room: str
-    url: str | None = None
-    token: str | None = None
 
 
 class RoomObserver:
@@ -85,6 +82,8 @@ class RoomObserver:
     ) -> None:
         self.target = target
         self.state: ObserverState = "idle"
+        # Why the observation ended on its own (a FINAL_DISCONNECTS reason), else None.
+        self.ended_by: str | None = None
         self._intake = intake
         self._livekit = livekit
         self._limits = pipeline
@@ -95,10 +94,8 @@ class RoomObserver:
         self._stop = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._stream_tasks: set[asyncio.Task[None]] = set()
-        self._room: rtc.Room | None = None
-        # Who is in the room as last reported: the SDK's reconnect churn (everyone leaves
-        # and re-joins) is reconciled against it instead of reported.
-        self._present: dict[str, Participant] = {}
+        self._room: ObserverRoom | None = None
+        self._presence = Presence()
         self._joined_once = False
         # When the connection was lost (SDK reconnecting or gave up), for observer.resumed.
         self._lost_at: float | None = None
@@ -125,32 +122,51 @@ class RoomObserver:
         return self.state == "connected"
 
     async def _observe(self) -> None:
-        backoff_s = self._livekit.rejoin_backoff_initial_s
+        failures = 0  # connects failed or dropped before STABLE_CONNECTION_S, in a row
         while not self._stop.is_set():
             room = self._new_room()
             if not await self._connect(room):
-                await self._sleep_unless_stopped(backoff_s * random.uniform(0.8, 1.2))
-                backoff_s = min(backoff_s * 2, self._livekit.rejoin_backoff_max_s)
+                metrics.ROOM_CONNECT_FAILURES.inc()
+                await self._back_off(failures)
+                failures += 1
                 continue
-            backoff_s = self._livekit.rejoin_backoff_initial_s
+            joined_at = time.monotonic()
             self._room = room
             self._announce_joined()
-            self._reconcile_participants(room)
+            self._report(self._presence.reconcile(room.remote_participants))
             await self._wait_until_lost_or_stopped()
             self._room = None
             if self._stop.is_set():
                 await room.disconnect()
                 break
+            if self._disconnect_reason in FINAL_DISCONNECTS:
+                self.ended_by = self._disconnect_reason
+                self._log.info("room_ended", reason=self.ended_by)
+                break
             # The SDK gave up reconnecting: the relay re-joins with a fresh Room.
             self._mark_lost(self._disconnect_reason)
+            if time.monotonic() - joined_at >= STABLE_CONNECTION_S:
+                failures = 0  # it held: re-join at once
+            else:
+                await self._back_off(failures)
+                failures += 1
         if self._joined_once:
-            self._emit_observer("left", "stopped")
+            self._emit_observer("left", (self.ended_by or "stopped").lower())
+
+    async def _back_off(self, attempt: int) -> None:
+        lk = self._livekit
+        delay_s = backoff_s(attempt, lk.rejoin_backoff_initial_s, lk.rejoin_backoff_max_s)
+        await self._sleep_unless_stopped(delay_s)
 
     def _announce_joined(self) -> None:
         if not self._joined_once:
             self._joined_once = True
             self._emit_observer("joined", None)
-        elif self._lost_at is not None:
+        else:
+            self._announce_resumed()
+
+    def _announce_resumed(self) -> None:
+        if self._lost_at is not None:
             metrics.ROOM_RECONNECTS.inc()
             self._emit_observer("resumed", None, gap_ms=self._gap_ms(self._lost_at))
             self._lost_at = None
@@ -161,8 +177,8 @@ class RoomObserver:
             self._lost_at = self._clock()
             self._emit_observer("reconnecting", reason)
 
-    async def _connect(self, room: rtc.Room) -> bool:
-        url, token = self._credentials()
+    async def _connect(self, room: ObserverRoom) -> bool:
+        url, token = self.target.credentials(self._livekit, self._identity)
         options = rtc.RoomOptions(
             auto_subscribe=False,
             connect_timeout=self._livekit.connect_timeout_s,
@@ -191,12 +207,13 @@ class RoomObserver:
         return True
 
     async def _leave_after_connect(self, connect: asyncio.Future[None], room: rtc.Room) -> None:
-        """Cancelled mid-connect: let the connect finish, then leave the room."""
-        try:
-            await connect
-        except rtc.ConnectError:
-            return
-        await room.disconnect()
+        """Cancelled mid-connect: let the connect finish, then leave the room. Further
+        cancellations wait too (the caller re-raises the first one)."""
+        while not connect.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({connect})  # never cancels `connect`, never raises its error
+        if connect.exception() is None:
+            await room.disconnect()
 
     async def _wait_until_lost_or_stopped(self) -> None:
         stop = asyncio.create_task(self._stop.wait())
@@ -211,19 +228,6 @@ class RoomObserver:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=delay_s)
 
-    def _credentials(self) -> tuple[str, str]:
-        url = self.target.url or self._livekit.url
-        if self.target.token:
-            return url, self.target.token
-        token = mint_observer_token(
-            self._livekit.api_key,
-            self._livekit.api_secret.get_secret_value(),
-            self.target.room,
-            self._identity,
-            self._livekit.observer_token_ttl_s,
-        )
-        return url, token
-
     def _gap_ms(self, lost_at: float) -> int:
         return int((self._clock() - lost_at) * 1000)
 
@@ -232,8 +236,13 @@ class RoomObserver:
     async def _decode_loop(self) -> None:
         while True:
             item = await self._queue.get()
-            for event in self._decoder.decode(item):
-                await self._intake.submit(event)
+            events = self._decoder.decode(item)
+            for n, event in enumerate(events):
+                try:
+                    await self._intake.submit(event)  # backpressure: waits for room
+                except asyncio.CancelledError:  # shutdown ran out of time
+                    metrics.EVENTS_DROPPED.labels(reason="shutdown_timeout").inc(len(events) - n)
+                    raise
             self._queue.task_done()
 
     async def _drain_queue(self, decode_task: asyncio.Task[None]) -> None:
@@ -242,13 +251,16 @@ class RoomObserver:
             task.cancel()
         try:
             await self._queue.join()
+        except asyncio.CancelledError:  # shutdown ran out of time: what is left is lost
+            metrics.EVENTS_DROPPED.labels(reason="shutdown_timeout").inc(self._queue.qsize())
+            raise
         finally:
             decode_task.cancel()
             await asyncio.gather(decode_task, *self._stream_tasks, return_exceptions=True)
 
     # -- LiveKit handlers: synchronous, tiny -------------------------------------------
 
-    def _new_room(self) -> rtc.Room:
+    def _new_room(self) -> ObserverRoom:
         room = ObserverRoom()
         room.on("data_received", self._on_data)
         room.on("participant_connected", self._on_participant_connected)
@@ -281,31 +293,20 @@ class RoomObserver:
         self._enqueue(DataItem(self._ctx, sender, topic, packet.data, reliable, now))
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
-        known = self._present.get(participant.identity)
-        if known is not None and known.sid == participant.sid:
-            return  # reconnect churn: already reported as present
-        if known is not None:  # same identity, new sid: the old one left while we were away
-            self._report_left(participant.identity, "while_disconnected")
-        who = to_participant(participant)
-        self._present[participant.identity] = who
-        now = self._clock()
-        self._enqueue(ParticipantItem(self._ctx, who, "joined", None, now))
-        if participant.attributes:
-            # Attributes only raise events when they change: report the starting values
-            # (e.g. lk.agent.state) as a change from nothing.
-            attributes = dict(participant.attributes)
-            self._enqueue(AttributesItem(self._ctx, who, attributes, attributes, now))
+        self._report(self._presence.connected(participant))
 
     def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
         if self.state == "reconnecting":
             return  # reconnect churn: reconciled once the connection is back
         reason = enum_name(rtc.DisconnectReason, participant.disconnect_reason)
-        self._report_left(participant.identity, reason)
+        self._report(self._presence.left(participant.identity, reason))
 
-    def _report_left(self, identity: str, reason: str | None) -> None:
-        who = self._present.pop(identity, None)
-        if who is not None:
-            self._enqueue(ParticipantItem(self._ctx, who, "left", reason, self._clock()))
+    def _report(self, changes: list[PresenceChange]) -> None:
+        now = self._clock()
+        for c in changes:
+            self._enqueue(ParticipantItem(self._ctx, c.who, c.change, c.reason, now))
+            if c.attributes:
+                self._enqueue(AttributesItem(self._ctx, c.who, c.attributes, c.attributes, now))
 
     def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         who = to_participant(participant)
@@ -340,7 +341,13 @@ class RoomObserver:
             detail = text_stream_detail(info, sender_identity, str(exc))
             self._dead_letter("text_stream_error", self._clock(), detail)
             return
-        sender = self._participant_by_identity(sender_identity)
+        except asyncio.CancelledError:  # the room was left before the stream ended
+            metrics.EVENTS_DROPPED.labels(reason="text_stream_unfinished").inc()
+            raise
+        finally:
+            reader.close()  # else its SDK subscription lives as long as the process
+        known = self._room.participant(sender_identity) if self._room else None
+        sender = to_participant(known) if known else identified_only(sender_identity)
         attributes = dict(info.attributes or {})
         item = TextStreamItem(
             self._ctx, sender, info.topic, info.stream_id, text, attributes, self._clock()
@@ -353,36 +360,14 @@ class RoomObserver:
     def _on_reconnected(self) -> None:
         self.state = "connected"
         if self._room is not None:
-            self._reconcile_participants(self._room)
-        if self._lost_at is not None:
-            metrics.ROOM_RECONNECTS.inc()
-            self._emit_observer("resumed", None, gap_ms=self._gap_ms(self._lost_at))
-            self._lost_at = None
+            self._report(self._presence.reconcile(self._room.remote_participants))
+        self._announce_resumed()
 
     def _on_disconnected(self, reason: rtc.DisconnectReason.ValueType) -> None:
         self._disconnect_reason = enum_name(rtc.DisconnectReason, reason) or "unknown"
         self._disconnected.set()
 
     # -- helpers -----------------------------------------------------------------------
-
-    def _reconcile_participants(self, room: rtc.Room) -> None:
-        """After a join or reconnect, report who left and who came while we were away.
-
-        Participants already present get no participant_connected from the SDK.
-        """
-        current = room.remote_participants
-        for identity, known in list(self._present.items()):
-            if identity not in current or current[identity].sid != known.sid:
-                self._report_left(identity, "while_disconnected")
-        for participant in current.values():
-            self._on_participant_connected(participant)
-
-    def _participant_by_identity(self, identity: str) -> Participant:
-        """Text streams name only the sender's identity: look the rest up in the room."""
-        known = self._room.remote_participants.get(identity) if self._room else None
-        if known is not None:
-            return to_participant(known)
-        return Participant(identity=identity, role=classify_role(identity, "unknown", {}))
 
     def _emit_observer(
         self, change: ObserverChange, reason: str | None, gap_ms: int | None = None

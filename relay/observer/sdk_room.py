@@ -29,8 +29,10 @@ class ObserverRoom(rtc.Room):
         if len(self._departed) > DEPARTED_MAX:
             self._departed.popitem(last=False)
 
+    def participant(self, identity: str) -> rtc.RemoteParticipant | None:
+        """The participant with this identity: present, else recently departed."""
+        return self.remote_participants.get(identity) or self._departed.get(identity)
+
     def _retrieve_remote_participant(self, identity: str) -> rtc.RemoteParticipant | None:
-        # The SDK resolves the sender of data packets and transcriptions here; a present
-        # participant wins over a departed one with the same identity.
-        present: rtc.RemoteParticipant | None = super()._retrieve_remote_participant(identity)
-        return present or self._departed.get(identity)
+        # The SDK resolves the sender of data packets and transcriptions here.
+        return self.participant(identity)

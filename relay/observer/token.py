@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import socket
 from datetime import timedelta
 
 from livekit import api
+
+from relay.config import LiveKitSettings
 
 _identity_counter = itertools.count(1)
 
@@ -35,3 +38,21 @@ def mint_observer_token(api_key: str, api_secret: str, room: str, identity: str,
         .with_ttl(timedelta(seconds=ttl_s))
         .to_jwt()
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoomTarget:
+    """A room to observe. `url`/`token` are set for rooms whose tokens come from elsewhere."""
+
+    room: str
+    url: str | None = None
+    token: str | None = None
+
+    def credentials(self, livekit: LiveKitSettings, identity: str) -> tuple[str, str]:
+        """The url and token to join with: the given pair, else a token minted here."""
+        url = self.url or livekit.url
+        if self.token:
+            return url, self.token
+        secret = livekit.api_secret.get_secret_value()
+        ttl_s = livekit.observer_token_ttl_s
+        return url, mint_observer_token(livekit.api_key, secret, self.room, identity, ttl_s)

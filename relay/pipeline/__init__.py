@@ -2,6 +2,6 @@
 written in batches to the sinks, retried until acknowledged (see docs/delivery.md)."""
 
 from relay.pipeline.ids import IdMinter
-from relay.pipeline.pipeline import Pipeline, backoff_s
+from relay.pipeline.pipeline import Pipeline
 
-__all__ = ["IdMinter", "Pipeline", "backoff_s"]
+__all__ = ["IdMinter", "Pipeline"]

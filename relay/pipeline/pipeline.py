@@ -18,7 +18,6 @@ See docs/delivery.md.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import weakref
 from collections import deque
@@ -27,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from relay.backoff import backoff_s
 from relay.config import PipelineSettings
 from relay.contract.event import DeadLetter, Event
 from relay.errors import SinkError
@@ -50,14 +50,6 @@ log = structlog.get_logger(__name__)
 # moved on every event (a locked gauge update per event is a visible share of its cost).
 _LIVE: weakref.WeakSet[Pipeline] = weakref.WeakSet()
 BUFFER_EVENTS.set_function(lambda: float(sum(p.buffered for p in list(_LIVE))))
-
-
-def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
-    """Delay before retry `attempt` (0-based): doubling, capped, jittered to 50-100%.
-
-    The jitter keeps replicas that lost Redis together from coming back in lockstep."""
-    delay: float = min(max_s, initial_s * 2.0 ** min(attempt, 32))
-    return delay * (0.5 + random.random() / 2)
 
 
 class Pipeline:

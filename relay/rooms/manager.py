@@ -7,7 +7,7 @@ only call `want()` and `unwant()`. The manager owns the observer tasks and their
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import structlog
@@ -36,13 +36,18 @@ class RoomManager:
         make_observer: ObserverFactory,
         *,
         max_rooms: int,
+        static_rooms: Collection[str] = (),
         on_room_left: RoomLeftCallback | None = None,
     ) -> None:
         self._make_observer = make_observer
         self._on_room_left = on_room_left
         self._max_rooms = max_rooms
+        self._static_rooms = frozenset(static_rooms)
         self._observers: dict[str, RoomObserver] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Static rooms whose observation ended on its own (room deleted, observer removed):
+        # done, not failing, until wanted again.
+        self._static_ended: set[str] = set()
         self._closed = False
 
     def want(self, target: RoomTarget) -> bool:
@@ -54,6 +59,7 @@ class RoomManager:
         if len(self._observers) >= self._max_rooms:
             raise RoomCapacityError(f"this process observes its maximum of {self._max_rooms}")
         observer = self._make_observer(target)
+        self._static_ended.discard(target.room)
         task = asyncio.create_task(observer.run(), name=f"observer:{target.room}")
         task.add_done_callback(self._on_observer_done)
         self._observers[target.room] = observer
@@ -92,15 +98,21 @@ class RoomManager:
     def wanted(self) -> list[str]:
         return list(self._observers)
 
-    def all_connected(self, rooms: list[str] | tuple[str, ...]) -> bool:
+    def static_rooms_ready(self) -> bool:
+        """Every static room is observed, or its room ended (nothing left to observe)."""
         return all(
-            (observer := self._observers.get(room)) is not None and observer.connected
-            for room in rooms
+            room in self._static_ended
+            or ((observer := self._observers.get(room)) is not None and observer.connected)
+            for room in self._static_rooms
         )
 
     def _on_observer_done(self, task: asyncio.Task[None]) -> None:
         room = task.get_name().removeprefix("observer:")
-        self._observers.pop(room, None)
+        observer = self._observers.pop(room, None)
+        if observer is not None and observer.ended_by is not None:
+            log.info("room_observation_ended", room=room, reason=observer.ended_by)
+            if room in self._static_rooms:
+                self._static_ended.add(room)
         self._tasks.pop(room, None)
         self._update_gauges()
         if self._on_room_left is not None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+from livekit import api
 
 from relay.devserver.netns import DevServer, NetNS, start_devserver
 from tests.e2e.support import StartRelay, Streams, has, unique
@@ -90,3 +92,50 @@ async def test_admin_api_adds_a_room_at_runtime(
         "observer.left",
     ]
     assert (await relay.stop()).returncode == 0
+
+
+async def test_a_deleted_room_ends_its_observation_and_is_not_recreated(
+    e2e_ns: NetNS, e2e_devserver: DevServer, streams: Streams, start_relay: StartRelay
+) -> None:
+    """LiveKit creates a room on join: an observer that re-joined a deleted room would keep
+    it alive forever. The relay ends the observation instead; a static room that ended
+    leaves the relay ready. Removing the observer (RemoveParticipant) is respected too."""
+    deleted, removed = unique("deleted"), unique("removed")
+    relay = start_relay(
+        rooms=[deleted, removed],
+        RELAY_HTTP__ADMIN_TOKEN=ADMIN_TOKEN,
+        RELAY_LIVEKIT__REJOIN_BACKOFF_INITIAL_S="0.1",
+    )
+    await relay.wait_ready()
+    server = e2e_devserver
+    lkapi = api.LiveKitAPI(server.http_url, server.api_key, server.api_secret)
+    try:
+        await lkapi.room.delete_room(api.DeleteRoomRequest(room=deleted))
+        listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=removed))
+        [observer] = listed.participants
+        assert observer.identity.startswith("relay-")
+        await lkapi.room.remove_participant(
+            api.RoomParticipantIdentity(room=removed, identity=observer.identity)
+        )
+        gone = await streams.wait_room(deleted, has("observer.left"))
+        kicked = await streams.wait_room(removed, has("observer.left"))
+        await asyncio.sleep(1.0)  # ten re-join backoffs: a re-join would have happened
+        rooms = await lkapi.room.list_rooms(api.ListRoomsRequest(names=[deleted, removed]))
+        participants = {r.name: r.num_participants for r in rooms.rooms}
+    finally:
+        await lkapi.aclose()
+    assert deleted not in participants  # not re-created
+    assert participants.get(removed, 0) == 0  # the observer stayed out
+    assert [(e["kind"], e["data"]) for e in gone] == [
+        ("observer.joined", {}),
+        ("observer.left", {"reason": "room_deleted"}),
+    ]
+    assert [(e["kind"], e["data"]) for e in kicked] == [
+        ("observer.joined", {}),
+        ("observer.left", {"reason": "participant_removed"}),
+    ]
+    status, body = await relay.get("/readyz")
+    assert (status, json.loads(body)["checks"]) == (200, {"rooms": True, "redis": True})
+    assert json.loads((await relay.get("/v1/rooms", token=ADMIN_TOKEN))[1]) == {"rooms": []}
+    assert (await relay.stop()).returncode == 0
+    assert await streams.room_events(deleted) == gone  # nothing after the end

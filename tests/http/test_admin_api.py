@@ -26,10 +26,10 @@ async def client(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Client, 
         # Real observers aimed at a closed loopback port: they stay "connecting".
         return make_observer(intake, target=target)
 
-    manager = RoomManager(observer_for, max_rooms=2)
+    manager = RoomManager(observer_for, max_rooms=2, static_rooms=["static-room"])
 
     async def readiness() -> dict[str, bool]:
-        return {"rooms": manager.all_connected(["static-room"]), "redis": True}
+        return {"rooms": manager.static_rooms_ready(), "redis": True}
 
     app = build_app(manager, readiness, TOKEN, mints_tokens=request.param)
     async with TestClient(TestServer(app)) as test_client:

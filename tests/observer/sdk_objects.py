@@ -56,12 +56,13 @@ def make_observer(
     target: RoomTarget | None = None,
     room_queue_max: int = 100,
     max_payload_bytes: int = 1024,
+    connect_timeout_s: float = 1.0,
 ) -> RoomObserver:
     livekit = LiveKitSettings(
         url=url,
         api_key="devkey",
         api_secret="devsecret-devsecret-devsecret-000",  # type: ignore[arg-type]
-        connect_timeout_s=1.0,
+        connect_timeout_s=connect_timeout_s,
         rejoin_backoff_initial_s=0.05,
         rejoin_backoff_max_s=0.2,
     )

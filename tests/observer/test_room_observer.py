@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from relay.observer import RoomObserver
 from relay.observer.room import TEXT_STREAM_TOPICS
+from relay.observer.sdk_room import ObserverRoom
 from tests.observer.sdk_objects import CollectingIntake, make_observer, remote_participant
 
 RELIABLE = rtc.DataPacketKind.KIND_RELIABLE
@@ -28,7 +29,7 @@ def dropped(reason: str) -> float:
 
 
 @pytest.fixture
-async def observed() -> AsyncIterator[tuple[RoomObserver, rtc.Room, CollectingIntake]]:
+async def observed() -> AsyncIterator[tuple[RoomObserver, ObserverRoom, CollectingIntake]]:
     """An observer's room with its handlers attached and its decode task running."""
     intake = CollectingIntake()
     observer = make_observer(intake)
@@ -40,7 +41,7 @@ async def observed() -> AsyncIterator[tuple[RoomObserver, rtc.Room, CollectingIn
 
 
 async def test_data_packet_becomes_contract_event_with_sender_role(
-    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
 ) -> None:
     _, room, intake = observed
     avatar_agent = remote_participant("liveavatar-agent-s1", sid="PA_agent")
@@ -59,7 +60,7 @@ async def test_data_packet_becomes_contract_event_with_sender_role(
 
 
 async def test_oversized_payload_goes_to_dead_letters_not_events(
-    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
 ) -> None:
     _, room, intake = observed
     before = dropped("oversized")
@@ -100,7 +101,7 @@ async def test_text_stream_handlers_are_registered_before_connect() -> None:
 
 
 async def test_participants_attributes_and_speakers(
-    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
 ) -> None:
     _, room, intake = observed
     agent = remote_participant("agent-1", sid="PA_a", kind=4)
@@ -124,7 +125,7 @@ async def test_participants_attributes_and_speakers(
 
 
 async def test_reconnecting_then_reconnected_reports_the_gap(
-    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
 ) -> None:
     _, room, intake = observed
     room.emit("reconnecting")
@@ -136,7 +137,7 @@ async def test_reconnecting_then_reconnected_reports_the_gap(
 
 
 async def test_legacy_transcription_segments(
-    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
 ) -> None:
     _, room, intake = observed
     agent = remote_participant("agent-1", sid="PA_a", kind=4)
@@ -153,8 +154,13 @@ async def test_legacy_transcription_segments(
 async def test_unreachable_server_retries_and_stops_without_cancelling_connect() -> None:
     intake = CollectingIntake()
     observer = make_observer(intake, url="ws://127.0.0.1:9")  # nothing listens on port 9
+    failures_before = REGISTRY.get_sample_value("relay_room_connect_failures_total") or 0.0
     task = asyncio.create_task(observer.run())
-    await asyncio.sleep(1.5)  # at least one failed attempt and a retry
+    async with asyncio.timeout(10):  # failed attempts, retried with backoff
+        while (REGISTRY.get_sample_value("relay_room_connect_failures_total") or 0) < (
+            failures_before + 2
+        ):
+            await asyncio.sleep(0.05)
     assert observer.state == "connecting"  # never joined, still trying
     assert not task.done()
     observer.stop()
@@ -166,7 +172,7 @@ async def test_unreachable_server_retries_and_stops_without_cancelling_connect()
 
 
 async def test_reconnect_churn_is_not_reported_but_real_changes_are(
-    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
 ) -> None:
     observer, room, intake = observed
     user = remote_participant("user-1", sid="PA_u")
@@ -193,7 +199,7 @@ async def test_reconnect_churn_is_not_reported_but_real_changes_are(
 
 
 async def test_initial_attributes_report_the_starting_agent_state(
-    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
 ) -> None:
     _, room, intake = observed
     agent = remote_participant("agent-1", sid="PA_a", kind=4, attributes={"lk.agent.state": "idle"})
@@ -204,7 +210,7 @@ async def test_initial_attributes_report_the_starting_agent_state(
 
 
 async def test_same_identity_with_a_new_sid_reports_the_old_session_left(
-    observed: tuple[RoomObserver, rtc.Room, CollectingIntake],
+    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
 ) -> None:
     _, room, intake = observed
     room.emit("participant_connected", remote_participant("user-1", sid="PA_old"))

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from relay.backoff import backoff_s
 from relay.config import PipelineSettings
 from relay.contract.event import DeadLetter
-from relay.pipeline import Pipeline, backoff_s
+from relay.pipeline import Pipeline
 from relay.sinks import StdoutSink
 from tests.pipeline.support import MemorySink, make_event, metric, seqs_by_room, wait_until
 
