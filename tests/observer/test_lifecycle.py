@@ -43,7 +43,7 @@ class DroppedObserver(RoomObserver):
         self.connects += 1
         self.state = "connected"
         self._disconnected.clear()
-        reason = rtc.DisconnectReason.Value(self.reasons.pop(0))  # type: ignore[arg-type]
+        reason = rtc.DisconnectReason.Value(self.reasons.pop(0))
         asyncio.get_running_loop().call_soon(self._on_disconnected, reason)
         return True
 
