@@ -5,12 +5,15 @@
 #                                      10.213.INDEX.1/30, namespace end 10.213.INDEX.2/30
 #                                      (INDEX 0-255, default 1), lo up, IPv6 off
 #   scripts/netns.sh exec NAME CMD...  run CMD inside NAME
-#   scripts/netns.sh down NAME         delete NAME and its link (idempotent)
+#   scripts/netns.sh down NAME         stop every process inside NAME by PID (TERM, then
+#                                      KILL after 5 s), delete NAME and its link
+#                                      (idempotent)
 #
-# Needs root (CAP_NET_ADMIN) and iproute2. Nothing is routed beyond the link.
+# Needs root (CAP_NET_ADMIN) and iproute2. Nothing is routed beyond the link. The Python
+# harness (relay/devserver/netns.py) does the same for the tests and the demo.
 set -euo pipefail
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 link_names() { # NAME -> host and namespace interface names (at most 15 characters)
     local tag
@@ -36,9 +39,22 @@ up() {
     echo "namespace $name: address 10.213.${index}.2 (host end 10.213.${index}.1)"
 }
 
+ns_pids() { ip netns pids "$1" 2>/dev/null || true; }
+
+stop_processes() { # deleting a namespace does not end what runs in it
+    local name=$1 pids tries=50
+    pids=$(ns_pids "$name")
+    [[ -n $pids ]] || return 0
+    kill -TERM $pids 2>/dev/null || true
+    while [[ -n $(ns_pids "$name") && $tries -gt 0 ]]; do sleep 0.1; tries=$((tries - 1)); done
+    pids=$(ns_pids "$name")
+    [[ -z $pids ]] || kill -KILL $pids 2>/dev/null || true
+}
+
 down() {
     local name=$1 host_if ns_if
     read -r host_if ns_if < <(link_names "$name")
+    stop_processes "$name"
     ip netns del "$name" 2>/dev/null || true
     ip link del "$host_if" 2>/dev/null || true
 }

@@ -7,6 +7,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 
+from relay.devserver.peer import check_bind_address
 from relay.devserver.server import DEFAULT_HOST, DEFAULT_PORT, serve
 from relay.logs import configure_logging
 
@@ -54,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not args.api_key or not args.api_secret:
         parser().error("--api-key and --api-secret (or LIVEKIT_API_KEY/SECRET) are required")
+    try:
+        check_bind_address(args.host)
+    except ValueError as exc:
+        parser().error(str(exc))
     configure_logging(args.log_level)
     asyncio.run(
         serve(

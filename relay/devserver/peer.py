@@ -10,11 +10,13 @@ description, so its candidates travel inside the SDP; the client's arrive by tri
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import aioice.ice
 import structlog
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
@@ -33,6 +35,27 @@ PENDING_MAX = 1000
 
 StateCallback = Callable[[str], None]
 PacketCallback = Callable[[Kind, bytes], None]
+
+
+def check_bind_address(host: str) -> None:
+    """The dev server serves on one specific address (the namespace's), never on all."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"--host must be an IP address, not {host!r}") from None
+    if address.is_unspecified:
+        raise ValueError(f"--host {host} would bind every interface: give the one to serve on")
+
+
+def pin_ice_address(host: str) -> None:
+    """Gather ICE candidates on `host` only (none on loopback, which WebRTC cannot use).
+
+    aioice binds and advertises a candidate on every address of every interface; run
+    outside its namespace, the dev server would bind and announce host interface
+    addresses. aioice takes no address filter, so its address lookup is replaced for this
+    process (the dev server's own)."""
+    addresses = [] if ipaddress.ip_address(host).is_loopback else [host]
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(addresses)
 
 
 def new_peer_connection() -> RTCPeerConnection:

@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from relay.devserver.auth import Authenticator
+from relay.devserver.peer import check_bind_address, pin_ice_address
 from relay.devserver.room import RoomManager
 from relay.devserver.signal import SignalHandler
 from relay.devserver.twirp import RoomService
@@ -48,6 +49,7 @@ class DevServer:
     def __init__(self, config: DevServerConfig) -> None:
         if not config.api_key or not config.api_secret:
             raise ValueError("the dev server needs an API key and secret")
+        check_bind_address(config.host)
         self.config = config
         self.auth = Authenticator(config.api_key, config.api_secret)
         self.webhooks = WebhookNotifier(config.webhook_urls, self.auth)
@@ -79,6 +81,7 @@ class DevServer:
 
     async def start(self) -> None:
         """Bind and serve; with port 0, `port` is the one the kernel chose."""
+        pin_ice_address(self.config.host)
         self.webhooks.start()
         self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
         await self._runner.setup()
