@@ -33,6 +33,7 @@ from relay.devserver.netns import (
     DEV_API_SECRET,
     NetNS,
     NetNSUnavailable,
+    NsProcess,
     create_netns,
     free_host_port,
     start_devserver,
@@ -89,39 +90,34 @@ def _namespace() -> Iterator[NetNS]:
 
 
 def _run_in(ns: NetNS, settings: Settings, seconds: float) -> int:
+    """Start the parts, wait, stop them in order. Processes outside the namespace (the
+    relay, tail) are stopped here whatever happens; the namespace's own go with it."""
     devserver = start_devserver(ns)
     say(f"dev server (LiveKit protocol, testing only) at {devserver.ws_url} in namespace {ns.name}")
     redis_url = _choose_redis(ns, settings)
     env = _relay_env(settings, devserver.ws_url, redis_url)
     if redis_url is not None:
         _clear_demo_room(redis_url)
-    relay = _spawn_host([sys.executable, "-m", "relay", "run"], env, stdout=subprocess.PIPE)
-    tail = None
-    if redis_url is not None:
-        tail_argv = [sys.executable, "-m", "relay", "tail", "--room", DEMO_ROOM, "--from-start"]
-        tail = _spawn_host(tail_argv, env, stdout=None)
-    else:
-        _print_stdout_sink(relay)
-    say(f"relay observing room {DEMO_ROOM!r}; a simulated LiveAvatar session starts now")
-    scenario_argv = [
-        *(sys.executable, "-m", "relay.scenarios", "liveavatar", "--url", devserver.ws_url),
-        *("--api-key", DEV_API_KEY, "--api-secret", DEV_API_SECRET, "--room", DEMO_ROOM),
-        *("--pace-s", str(PACE_S), "--repeat", "1000"),
-    ]
-    conversation = ns.spawn(
-        scenario_argv,
-        name="conversation",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout_s=seconds + 60 if seconds else 24 * 3600,
-    )
+    relay = tail = None
+    status = 1
     try:
-        _wait(seconds, relay)
+        relay = _spawn_host([sys.executable, "-m", "relay", "run"], env, stdout=subprocess.PIPE)
+        if redis_url is not None:
+            argv = [sys.executable, "-m", "relay", "tail", "--room", DEMO_ROOM, "--from-start"]
+            tail = _spawn_host(argv, env, stdout=None)
+        else:
+            _print_stdout_sink(relay)
+        say(f"relay observing room {DEMO_ROOM!r}; a simulated LiveAvatar session starts now")
+        conversation = _start_conversation(ns, devserver.ws_url, seconds)
+        try:
+            _wait(seconds, relay)
+        finally:
+            conversation.stop()
     except KeyboardInterrupt:
         say("stopping (signal)")
     finally:
-        conversation.stop()
-        status = _stop(relay)
+        if relay is not None:
+            status = _stop(relay)
         if tail is not None:
             time.sleep(1.0)  # let tail print the last events (observer.left)
             _stop(tail)
@@ -129,9 +125,28 @@ def _run_in(ns: NetNS, settings: Settings, seconds: float) -> int:
     return 0 if status == 0 else 1
 
 
+def _start_conversation(ns: NetNS, livekit_url: str, seconds: float) -> NsProcess:
+    argv = [
+        *(sys.executable, "-m", "relay.scenarios", "liveavatar", "--url", livekit_url),
+        *("--api-key", DEV_API_KEY, "--api-secret", DEV_API_SECRET, "--room", DEMO_ROOM),
+        *("--pace-s", str(PACE_S), "--repeat", "1000"),
+    ]
+    return ns.spawn(
+        argv,
+        name="conversation",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout_s=seconds + 60 if seconds else 24 * 3600,
+    )
+
+
 def _choose_redis(ns: NetNS, settings: Settings) -> str | None:
+    """The configured Redis, else a private one, else None (the stdout sink)."""
+    if "redis" not in settings.sinks:
+        say("sinks without redis: the relay prints its events (stdout sink)")
+        return None
     configured = settings.redis.url.get_secret_value()
-    if "redis" in settings.sinks and _redis_answers(configured):
+    if _redis_answers(configured):
         say(f"writing to the configured Redis, prefix {DEMO_PREFIX!r}")
         return configured
     try:

@@ -14,7 +14,3 @@ class ConfigError(RelayError):
 
 class SinkError(RelayError):
     """A sink could not write a batch (the batch is kept and retried)."""
-
-
-class ObserverError(RelayError):
-    """A room observer could not join or stay in its room."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -49,6 +50,45 @@ def test_demo_shows_a_conversation_and_cleans_up(redis_url: str) -> None:
         subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     )
     assert not {name for name in after - before if name.startswith("relay-demo")}
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        # The configured Redis does not answer: a private redis-server in the namespace.
+        ("RELAY_REDIS__URL", "writing to a private redis-server"),
+        # Sinks without redis: the relay's own stdout, printed readably.
+        ("RELAY_SINKS", "stdout sink"),
+    ],
+)
+def test_demo_falls_back_and_says_where_it_writes(setting: str, said: str) -> None:
+    require_netns()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env["RELAY_REDIS__URL"] = f"redis://127.0.0.1:{closed_port()}/0"
+    if setting == "RELAY_SINKS":
+        env["RELAY_SINKS"] = '["stdout"]'
+    done = subprocess.run(
+        [sys.executable, "-m", "relay", "demo", "--seconds", "6"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert said in done.stderr
+    kinds = [line.split()[3] for line in done.stdout.splitlines() if len(line.split()) > 3]
+    assert kinds[0] == "observer.joined", done.stdout
+    for kind in ("session.started", "speech.started", "transcript.partial"):
+        assert kind in kinds, done.stdout
+    assert kinds[-1] == "observer.left"
 
 
 @pytest.mark.e2e
