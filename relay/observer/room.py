@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Literal
 
 import structlog
 from livekit import rtc
@@ -24,8 +24,7 @@ from livekit import rtc
 from relay import metrics
 from relay.backoff import backoff_s
 from relay.config import LiveKitSettings, PipelineSettings
-from relay.contract.event import DeadLetter, Event
-from relay.decode import RoomDecoder
+from relay.contract.event import DeadLetter
 from relay.decode.items import (
     AttributesItem,
     DataItem,
@@ -45,6 +44,7 @@ from relay.observer.convert import (
     to_participant,
     to_segment,
 )
+from relay.observer.inbox import EventIntake, RoomInbox
 from relay.observer.presence import Presence, PresenceChange
 from relay.observer.sdk_room import ObserverRoom
 from relay.observer.token import RoomTarget, next_observer_identity
@@ -60,14 +60,6 @@ FINAL_DISCONNECTS = frozenset({"ROOM_DELETED", "ROOM_CLOSED", "PARTICIPANT_REMOV
 # A connection that held this long resets the re-join backoff; one dropped sooner (a room
 # that refuses us at once) keeps backing off instead of looping.
 STABLE_CONNECTION_S = 30.0
-
-
-class EventIntake(Protocol):
-    """What an observer hands its events to (the pipeline)."""
-
-    async def submit(self, event: Event) -> None: ...
-
-    def submit_dead_letter(self, dead_letter: DeadLetter) -> None: ...
 
 
 class RoomObserver:
@@ -88,8 +80,7 @@ class RoomObserver:
         self._livekit = livekit
         self._limits = pipeline
         self._clock = clock
-        self._decoder = RoomDecoder()
-        self._queue: asyncio.Queue[RawItem] = asyncio.Queue(maxsize=pipeline.room_queue_max)
+        self._inbox = RoomInbox(target.room, pipeline.room_queue_max, intake)
         self._ctx = RoomContext(room=target.room)
         self._stop = asyncio.Event()
         self._disconnected = asyncio.Event()
@@ -107,12 +98,15 @@ class RoomObserver:
 
     async def run(self) -> None:
         """Observe until `stop()`: join, re-join after the SDK gives up, leave, drain."""
-        decode_task = asyncio.create_task(self._decode_loop(), name=f"decode:{self.target.room}")
+        self._inbox.start()
         try:
             await self._observe()
         finally:
             self.state = "stopped"
-            await self._drain_queue(decode_task)
+            for task in list(self._stream_tasks):
+                task.cancel()
+            await asyncio.gather(*self._stream_tasks, return_exceptions=True)
+            await self._inbox.drain()
 
     def stop(self) -> None:
         self._stop.set()
@@ -125,7 +119,8 @@ class RoomObserver:
         failures = 0  # connects failed or dropped before STABLE_CONNECTION_S, in a row
         while not self._stop.is_set():
             room = self._new_room()
-            if not await self._connect(room):
+            held = await self._connect_holding(room)
+            if held is None:
                 metrics.ROOM_CONNECT_FAILURES.inc()
                 await self._back_off(failures)
                 failures += 1
@@ -133,6 +128,8 @@ class RoomObserver:
             joined_at = time.monotonic()
             self._room = room
             self._announce_joined()
+            for item in held:
+                self._inbox.put(item)
             self._report(self._presence.reconcile(room.remote_participants))
             await self._wait_until_lost_or_stopped()
             self._room = None
@@ -176,6 +173,16 @@ class RoomObserver:
         if self._lost_at is None:
             self._lost_at = self._clock()
             self._emit_observer("reconnecting", reason)
+
+    async def _connect_holding(self, room: ObserverRoom) -> list[RawItem] | None:
+        """connect(), holding what arrives meanwhile: the held items once joined, else None."""
+        self._inbox.hold()
+        connected = await self._connect(room)  # cancelled: the inbox's drain counts the held
+        held = self._inbox.release()
+        if not connected:
+            metrics.EVENTS_DROPPED.labels(reason="connect_failed").inc(len(held))
+            return None
+        return held
 
     async def _connect(self, room: ObserverRoom) -> bool:
         url, token = self.target.credentials(self._livekit, self._identity)
@@ -231,33 +238,6 @@ class RoomObserver:
     def _gap_ms(self, lost_at: float) -> int:
         return int((self._clock() - lost_at) * 1000)
 
-    # -- the decode task -------------------------------------------------------------
-
-    async def _decode_loop(self) -> None:
-        while True:
-            item = await self._queue.get()
-            events = self._decoder.decode(item)
-            for n, event in enumerate(events):
-                try:
-                    await self._intake.submit(event)  # backpressure: waits for room
-                except asyncio.CancelledError:  # shutdown ran out of time
-                    metrics.EVENTS_DROPPED.labels(reason="shutdown_timeout").inc(len(events) - n)
-                    raise
-            self._queue.task_done()
-
-    async def _drain_queue(self, decode_task: asyncio.Task[None]) -> None:
-        """Hand what the room already received to the pipeline, then end the decode task."""
-        for task in list(self._stream_tasks):
-            task.cancel()
-        try:
-            await self._queue.join()
-        except asyncio.CancelledError:  # shutdown ran out of time: what is left is lost
-            metrics.EVENTS_DROPPED.labels(reason="shutdown_timeout").inc(self._queue.qsize())
-            raise
-        finally:
-            decode_task.cancel()
-            await asyncio.gather(decode_task, *self._stream_tasks, return_exceptions=True)
-
     # -- LiveKit handlers: synchronous, tiny -------------------------------------------
 
     def _new_room(self) -> ObserverRoom:
@@ -276,12 +256,6 @@ class RoomObserver:
             room.register_text_stream_handler(topic, self._on_text_stream)
         return room
 
-    def _enqueue(self, item: RawItem) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            metrics.EVENTS_DROPPED.labels(reason="room_queue_full").inc()
-
     def _on_data(self, packet: rtc.DataPacket) -> None:
         now = self._clock()
         sender = to_participant(packet.participant)
@@ -290,7 +264,7 @@ class RoomObserver:
             self._dead_letter("oversized", now, oversized_detail(sender, topic, packet.data))
             return
         reliable = packet.kind == rtc.DataPacketKind.KIND_RELIABLE
-        self._enqueue(DataItem(self._ctx, sender, topic, packet.data, reliable, now))
+        self._inbox.put(DataItem(self._ctx, sender, topic, packet.data, reliable, now))
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
         self._report(self._presence.connected(participant))
@@ -304,18 +278,18 @@ class RoomObserver:
     def _report(self, changes: list[PresenceChange]) -> None:
         now = self._clock()
         for c in changes:
-            self._enqueue(ParticipantItem(self._ctx, c.who, c.change, c.reason, now))
+            self._inbox.put(ParticipantItem(self._ctx, c.who, c.change, c.reason, now))
             if c.attributes:
-                self._enqueue(AttributesItem(self._ctx, c.who, c.attributes, c.attributes, now))
+                self._inbox.put(AttributesItem(self._ctx, c.who, c.attributes, c.attributes, now))
 
     def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         who = to_participant(participant)
         attrs = dict(participant.attributes)
-        self._enqueue(AttributesItem(self._ctx, who, dict(changed), attrs, self._clock()))
+        self._inbox.put(AttributesItem(self._ctx, who, dict(changed), attrs, self._clock()))
 
     def _on_active_speakers(self, speakers: list[rtc.Participant]) -> None:
         identities = [speaker.identity for speaker in speakers]
-        self._enqueue(SpeakersItem(self._ctx, identities, self._clock()))
+        self._inbox.put(SpeakersItem(self._ctx, identities, self._clock()))
 
     def _on_transcription(
         self,
@@ -326,7 +300,7 @@ class RoomObserver:
         converted = [to_segment(segment) for segment in segments]
         track_sid = publication.sid if publication is not None else None
         sender = to_participant(participant)
-        self._enqueue(TranscriptionItem(self._ctx, sender, track_sid, converted, self._clock()))
+        self._inbox.put(TranscriptionItem(self._ctx, sender, track_sid, converted, self._clock()))
 
     def _on_text_stream(self, reader: rtc.TextStreamReader, sender_identity: str) -> None:
         task = asyncio.create_task(self._read_text_stream(reader, sender_identity))
@@ -352,7 +326,7 @@ class RoomObserver:
         item = TextStreamItem(
             self._ctx, sender, info.topic, info.stream_id, text, attributes, self._clock()
         )
-        self._enqueue(item)
+        self._inbox.put(item)
 
     def _on_reconnecting(self) -> None:
         self._mark_lost("signal_lost")
@@ -373,7 +347,7 @@ class RoomObserver:
         self, change: ObserverChange, reason: str | None, gap_ms: int | None = None
     ) -> None:
         self._log.info("observer_" + change, reason=reason, gap_ms=gap_ms)
-        self._enqueue(ObserverItem(self._ctx, change, reason, gap_ms, self._clock()))
+        self._inbox.put(ObserverItem(self._ctx, change, reason, gap_ms, self._clock()))
 
     def _dead_letter(self, reason: str, now: float, detail: dict[str, object]) -> None:
         metrics.EVENTS_DROPPED.labels(reason=reason).inc()

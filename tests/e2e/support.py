@@ -103,6 +103,7 @@ class Stopped:
     returncode: int | None
     stop_s: float
     logs: list[dict[str, Any]]
+    text: list[str]  # every line it wrote to stderr, JSON or not
 
     def log(self, event: str) -> dict[str, Any]:
         matches = [line for line in self.logs if line.get("event") == event]
@@ -216,7 +217,7 @@ class RelayProcess:
                 await asyncio.to_thread(self.proc.popen.wait, timeout_s)
         stop_s = time.monotonic() - started
         self.close()
-        return Stopped(self.proc.popen.returncode, stop_s, list(self.logs))
+        return Stopped(self.proc.popen.returncode, stop_s, list(self.logs), list(self.text))
 
     def close(self) -> None:
         """Kill whatever is left (by process group), after the log reader saw EOF."""

@@ -139,3 +139,34 @@ async def test_a_deleted_room_ends_its_observation_and_is_not_recreated(
     assert json.loads((await relay.get("/v1/rooms", token=ADMIN_TOKEN))[1]) == {"rooms": []}
     assert (await relay.stop()).returncode == 0
     assert await streams.room_events(deleted) == gone  # nothing after the end
+
+
+async def test_secrets_never_reach_the_logs_and_a_given_token_is_used_as_is(
+    e2e_ns: NetNS, e2e_devserver: DevServer, streams: Streams, start_relay: StartRelay
+) -> None:
+    """At debug level, with a minted token (static room) and a given one (admin API): no
+    API secret, admin token or join token in anything the relay prints."""
+    minted, given = unique("minted"), unique("given")
+    server = e2e_devserver
+    given_token = server.token("given-observer", given, hidden=True, can_publish=False)
+    relay = start_relay(
+        rooms=[minted], RELAY_HTTP__ADMIN_TOKEN=ADMIN_TOKEN, RELAY_LOG__LEVEL="debug"
+    )
+    await relay.wait_ready()
+    body = {"room": given, "url": server.ws_url, "token": given_token}
+    assert (await relay.request("POST", "/v1/rooms", body=body, token=ADMIN_TOKEN))[0] == 201
+    await streams.wait_room(given, has("observer.joined"))
+    lkapi = api.LiveKitAPI(server.http_url, server.api_key, server.api_secret)
+    try:
+        listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=given))
+    finally:
+        await lkapi.aclose()
+    assert [p.identity for p in listed.participants] == ["given-observer"]
+    stopped = await relay.stop()
+    assert stopped.returncode == 0
+
+    printed = "\n".join(stopped.text)
+    assert "room_joined" in printed  # the logs are there, at debug level
+    for secret in (server.api_secret, ADMIN_TOKEN, given_token):
+        assert secret not in printed
+    assert "eyJ" not in printed  # no JWT at all: neither given nor minted

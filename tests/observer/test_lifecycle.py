@@ -18,6 +18,8 @@ from relay.observer.room import RoomObserver
 from relay.observer.sdk_room import ObserverRoom
 from tests.observer.sdk_objects import CollectingIntake, make_observer, remote_participant
 
+RELIABLE = rtc.DataPacketKind.KIND_RELIABLE
+
 
 def dropped(reason: str) -> float:
     value = REGISTRY.get_sample_value("relay_events_dropped_total", {"reason": reason})
@@ -54,10 +56,8 @@ class DroppedObserver(RoomObserver):
 async def run_to_end(observer: RoomObserver) -> list[Event]:
     intake = observer._intake
     assert isinstance(intake, CollectingIntake)
-    decode = asyncio.create_task(observer._decode_loop())
     async with asyncio.timeout(5):
         await observer.run()
-    decode.cancel()
     return intake.events
 
 
@@ -145,9 +145,41 @@ async def test_shutdown_timeout_counts_what_the_room_still_held() -> None:
         body = json.dumps({"type": "user_message", "text": f"m{n}"}).encode()
         room.emit("data_received", rtc.DataPacket(body, rtc.DataPacketKind.KIND_RELIABLE, user))
     before = dropped("shutdown_timeout")
-    decode = asyncio.create_task(observer._decode_loop())
-    drain = asyncio.create_task(observer._drain_queue(decode))
+    observer._inbox.start()
+    drain = asyncio.create_task(observer._inbox.drain())
     await asyncio.sleep(0.1)  # one event in hand (blocked in submit), two queued
     drain.cancel()  # the shutdown's deadline
     await asyncio.gather(drain, return_exceptions=True)
     assert dropped("shutdown_timeout") == before + 3
+
+
+class EarlyArrivals(DroppedObserver):
+    """Participants join and speak while connect() is still running, as they do when the
+    observer joins a busy room: the SDK already dispatches their events."""
+
+    async def _connect(self, room: ObserverRoom) -> bool:
+        early = remote_participant("early-user", sid="PA_e")
+        room._remote_participants[early.identity] = early
+        room.emit("participant_connected", early)
+        body = json.dumps({"event_type": "avatar.interrupt"}).encode()
+        room.emit("data_received", rtc.DataPacket(body, RELIABLE, early, "agent-control"))
+        return await super()._connect(room)
+
+
+async def test_what_arrives_during_connect_follows_observer_joined() -> None:
+    observer = EarlyArrivals(CollectingIntake(), ["ROOM_DELETED"])
+    events = await run_to_end(observer)
+    assert [(e.kind, e.participant.identity) for e in events] == [
+        ("observer.joined", ""),
+        ("participant.joined", "early-user"),
+        ("command", "early-user"),
+        ("observer.left", ""),
+    ]
+
+
+async def test_what_arrived_during_a_failed_connect_is_counted() -> None:
+    observer = EarlyArrivals(CollectingIntake(), [])  # no reason left: the connect fails
+    before = dropped("connect_failed")
+    events = await run_to_end(observer)
+    assert events == []
+    assert dropped("connect_failed") == before + 2

@@ -38,10 +38,9 @@ async def observed() -> AsyncIterator[tuple[RoomObserver, ObserverRoom, Collecti
     intake = CollectingIntake()
     observer = make_observer(intake)
     room = observer._new_room()
-    decode = asyncio.create_task(observer._decode_loop())
+    observer._inbox.start()
     yield observer, room, intake
-    decode.cancel()
-    await asyncio.gather(decode, return_exceptions=True)
+    await observer._inbox.drain()
 
 
 async def test_data_packet_becomes_contract_event_with_sender_role(
@@ -91,9 +90,9 @@ async def test_full_room_queue_drops_with_reason_and_keeps_the_rest() -> None:
         room.emit("data_received", rtc.DataPacket(body, RELIABLE, user, ""))
     assert dropped("room_queue_full") == before + 3
 
-    decode = asyncio.create_task(observer._decode_loop())
+    observer._inbox.start()
     events = await intake.wait_for(5)
-    decode.cancel()
+    await observer._inbox.drain()
     assert [event.data.get("text") for event in events] == [f"m{n}" for n in range(5)]
 
 
