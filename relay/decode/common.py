@@ -323,9 +323,10 @@ class Turns:
         self._open: dict[str, Turn] = {}
 
     def current(self, key: str, received_at: float, segment_id: str | None = None) -> Turn:
-        """The open turn of `key`, opened now (named `segment_id` if given) when none is."""
+        """The open turn of `key`, opened now (named `segment_id` if given) when none is, or
+        when the sender names another segment (the open one's end never came)."""
         turn = self._open.get(key)
-        if turn is None:
+        if turn is None or (segment_id is not None and segment_id != turn.segment_id):
             turn = Turn(segment_id or _derived_id(key, received_at))
             self._open[key] = turn
         return turn

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from relay.contract.event import Event
 from relay.decode import RoomDecoder
 from tests.decode.conftest import (
     LA_AGENT,
@@ -355,6 +356,21 @@ def test_streaming_avatar_messages_are_deltas_closed_by_end_message() -> None:
     ]
     assert final.kind == "transcript.final"
     assert final.data == {"role": "avatar", "text": "Hello there!", "segment_id": "t1"}
+
+
+def test_a_new_task_id_opens_a_new_turn_when_the_old_end_never_came() -> None:
+    decoder = RoomDecoder()
+
+    def chunk(task_id: str, text: str) -> Event:
+        body = {"type": "avatar_talking_message", "task_id": task_id, "message": text}
+        return decode_one(data_item("", body), decoder)
+
+    first = chunk("t1", "Hello")  # t1's avatar_end_message is lost
+    second = [chunk("t2", "Next"), chunk("t2", " one")]
+    final = decode_one(data_item("", {"type": "avatar_end_message", "task_id": "t2"}), decoder)
+    assert first.data["segment_id"] == "t1"
+    assert [p.data["segment_id"] for p in second] == ["t2", "t2"]
+    assert final.data == {"role": "avatar", "text": "Next one", "segment_id": "t2"}
 
 
 def test_streaming_user_message_without_task_id_gets_a_derived_segment() -> None:
