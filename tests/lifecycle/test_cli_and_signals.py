@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -97,6 +99,29 @@ def test_sigterm_with_nothing_buffered_exits_0_and_says_so(
     assert relay.returncode == 0
     stopped = [line for line in log_lines(stderr) if line.get("event") == "relay_stopped"]
     assert stopped == [stopped[0]] and stopped[0]["unwritten"] == 0
+
+
+def get(port: str, path: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_readyz_fails_while_redis_is_unreachable_and_healthz_does_not() -> None:
+    env = relay_env(RELAY_REDIS__URL=f"redis://127.0.0.1:{free_port()}/0")
+    relay = start_relay(env)
+    try:
+        wait_for_log(relay, "relay_started")
+        port = env["RELAY_HTTP__PORT"]
+        assert get(port, "/healthz") == (200, {"status": "ok"})
+        status, body = get(port, "/readyz")
+        assert (status, body) == (503, {"ready": False, "checks": {"rooms": True, "redis": False}})
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        relay.communicate(timeout=30)
+    assert relay.returncode == 0  # nothing was accepted, so nothing is owed to Redis
 
 
 def test_second_signal_forces_exit_while_a_connect_is_in_flight(
