@@ -68,7 +68,7 @@ async def test_ping_is_answered_and_leave_closes(
     assert pong.last_ping_timestamp == 12345
     assert pong.timestamp > 0
 
-    leave = rtc.LeaveRequest(reason=0, action=rtc.LeaveRequest.Action.DISCONNECT)
+    leave = rtc.LeaveRequest(action=rtc.LeaveRequest.Action.DISCONNECT)
     await send(signal_ws, rtc.SignalRequest(leave=leave))
     message = await signal_ws.receive(timeout=10)
     assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
