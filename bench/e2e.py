@@ -12,8 +12,8 @@ on this machine, so they share one clock.
 
 - relay latency: the Redis stream entry id's time (Redis's clock when it ran the
   relay's XADD, in whole milliseconds) minus `sent_at`. Millisecond resolution, truncated:
-  it reads up to 1 ms low (0.5 ms on average). The relay's flush interval (50 ms by
-  default) is part of it: a batch waits that long for company unless it fills up.
+  it reads up to 1 ms low (0.5 ms on average). The relay's flush interval (2 ms by
+  default) is part of it: a partial batch waits that long for company.
 - relay SDK receive: the event's `ts` (the relay's SDK callback, ms) minus `sent_at`.
 - floor latency: `time.time()` in the floor subscriber's `data_received` callback minus
   `sent_at`.
