@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from typing import Any
 
 import pytest
 
 from relay.devserver.netns import DevServer, NetNS
 from tests.e2e.liveavatar import assert_segments, assert_session
-from tests.e2e.support import StartRelay, Streams, actor, assert_seq_contiguous, unique
+from tests.e2e.support import Event, StartRelay, Streams, actor, assert_seq_contiguous, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +31,7 @@ async def test_liveavatar_full_session(
     await streams.wait_room(
         room, lambda evs: sum(e["kind"] == "participant.left" for e in evs) == 3, what="3 leaves"
     )
+    metrics = await relay.metrics()
     stopped = await relay.stop()
     assert stopped.returncode == 0
     events = await streams.room_events(room)
@@ -37,6 +39,7 @@ async def test_liveavatar_full_session(
     assert_session(events, sent, session_id)
     assert_seq_contiguous(events)
     assert stopped.log("relay_stopped")["accepted"] == len(events)
+    assert_metrics_match(metrics, events)
 
     # Who sent what, with which role; protocols; the session id from the agent's join on.
     roles = {"user-browser": "user", agent: "agent", "heygen": "avatar", "": "observer"}
@@ -60,3 +63,23 @@ async def test_liveavatar_full_session(
         assert (source["topic"], source["event_type"]) == (message["topic"], message["event_type"])
         assert source.get("event_id") == message.get("event_id")
     assert_segments(relayed, sent)
+
+
+def assert_metrics_match(
+    metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], events: list[Event]
+) -> None:
+    """What /metrics said before the stop is what reached Redis (observer.left came later)."""
+    received = Counter((e["protocol"], e["kind"]) for e in events if e["kind"] != "observer.left")
+    counted = {
+        (labels["protocol"], labels["kind"]): value
+        for (name, label_set), value in metrics.items()
+        if name == "relay_events_received_total" and value
+        for labels in [dict(label_set)]
+    }
+    assert counted == received
+    assert metrics[("relay_room_connect_duration_seconds_count", frozenset())] == 1
+    written = metrics[("relay_events_written_total", frozenset({("sink", "redis")}))]
+    assert written == len(events) - 1
+    batches = metrics[("relay_sink_write_duration_seconds_count", frozenset({("sink", "redis")}))]
+    assert 1 <= batches <= written
+    assert metrics[("relay_event_latency_seconds_count", frozenset())] == written
