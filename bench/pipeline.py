@@ -46,7 +46,7 @@ from relay.decode.items import DataItem, RoomContext
 from relay.pipeline import IdMinter, Pipeline
 from relay.redis_client import create_redis, ping
 from relay.sinks import RedisStreamsSink
-from relay.sinks.base import Entry
+from relay.sinks.base import Entry, Rejected
 
 Command = tuple[Any, ...]
 AVATAR = Participant(identity="liveavatar-agent", sid="PA_avatar", kind="agent", role="avatar")
@@ -99,8 +99,9 @@ class CommandList:
 class NoNetworkSink(RedisStreamsSink):
     """Everything RedisStreamsSink does for a batch except the round trip."""
 
-    async def write(self, batch: Sequence[Entry]) -> None:
+    async def write(self, batch: Sequence[Entry]) -> list[Rejected]:
         self.add_commands(CommandList(), batch)
+        return []
 
 
 def prebuilt_commands(events: Sequence[Event], settings: RedisSettings) -> list[list[Command]]:

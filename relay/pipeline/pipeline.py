@@ -75,6 +75,8 @@ class Pipeline:
         # run() writes it first; `_sinks_done` sinks have it already.
         self._batch: list[Entry] = []
         self._sinks_done = 0
+        # Entries of the batch a sink refused for good: (sink name, entry, error).
+        self._rejected: list[tuple[str, Entry, str]] = []
         self._wake = asyncio.Event()
         self._wake_at = 1  # pending entries that wake the flusher (batch size while lingering)
         self._running = False
@@ -209,16 +211,38 @@ class Pipeline:
             if not await self._write_until_acked(sink, batch):
                 return False
             self._sinks_done += 1
-            self._written[sink.name].inc(sum(1 for e in batch if isinstance(e, Event)))
+            refused = sum(
+                1 for s, e, _ in self._rejected if s == sink.name and isinstance(e, Event)
+            )
+            self._written[sink.name].inc(sum(1 for e in batch if isinstance(e, Event)) - refused)
         self._acknowledged(batch)
+        self._dead_letter_rejected()
         return True
+
+    async def _write(self, sink: Sink, batch: list[Entry]) -> None:
+        for entry, error in await sink.write(batch):
+            self._rejected.append((sink.name, entry, error))
+
+    def _dead_letter_rejected(self) -> None:
+        """What a sink refused for good goes to the DLQ (the whole event: nothing else
+        holds it); a refused dead letter can only be counted."""
+        for sink, entry, error in self._rejected:
+            log.error("sink_rejected_entry", sink=sink, room=entry.room, error=error)
+            if isinstance(entry, DeadLetter):
+                EVENTS_DROPPED.labels(reason="dead_letter_rejected").inc()
+                continue
+            detail = {"sink": sink, "error": error, "event": entry.to_dict()}
+            # The event's buffer slot passes to its dead letter (kept by _acknowledged), so
+            # it is taken also while draining, and the drain writes it too.
+            self._accept(DeadLetter(entry.room, "write_rejected", self._clock(), detail))
+        self._rejected = []
 
     async def _write_until_acked(self, sink: Sink, batch: list[Entry]) -> bool:
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                if not await self._until_deadline(sink.write(batch)):
+                if not await self._until_deadline(self._write(sink, batch)):
                     return False
             except Exception as exc:  # SinkError; anything else is a sink bug, retried too
                 self._failed(sink, exc, attempt, len(batch))
@@ -254,14 +278,18 @@ class Pipeline:
     def _acknowledged(self, batch: list[Entry]) -> None:
         now = self._clock()
         observe = EVENT_LATENCY.observe
+        refused = {id(entry) for _, entry, _ in self._rejected}
+        kept = sum(1 for _, entry, _ in self._rejected if isinstance(entry, Event))
         for entry in batch:
+            if refused and id(entry) in refused:
+                continue  # not written: no latency, no dead letter written
             if isinstance(entry, Event):
                 observe(now - entry.received_at)
             else:
                 DEAD_LETTERS.labels(reason=entry.reason).inc()
         self._batch = []
         self._sinks_done = 0
-        self._slots.release(len(batch))
+        self._slots.release(len(batch) - kept)  # a rejected event's slot goes to its letter
 
     def _failed(self, sink: Sink, exc: Exception, attempt: int, size: int) -> None:
         SINK_WRITE_FAILURES.labels(sink=sink.name).inc()

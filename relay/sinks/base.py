@@ -2,7 +2,9 @@
 
 A sink writes a whole batch or raises `SinkError` (wrapping the library's error with
 `from exc`); the pipeline then retries the same batch, unchanged, so a sink never sees
-events out of order. Sinks call `to_json()` and never look inside `data`.
+events out of order. An entry the sink's backend refuses for good (a Redis key of the
+wrong type) is returned as rejected instead, so that one bad key cannot stall every
+room: the pipeline dead-letters it. Sinks call `to_json()` and never look inside `data`.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from collections.abc import Sequence
 from relay.contract.event import DeadLetter, Event
 
 Entry = Event | DeadLetter
+Rejected = tuple[Entry, str]  # an entry the backend refused for good, and its error
 
 
 class Sink(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    async def write(self, batch: Sequence[Entry]) -> None:
-        """Write every entry, in order, or raise SinkError. May be called again with the
-        same batch after a failure, so a partly written batch is written twice."""
+    async def write(self, batch: Sequence[Entry]) -> list[Rejected]:
+        """Write every entry, in order, or raise SinkError (then the same batch comes again,
+        so a partly written batch is written twice). Returns the entries refused for good
+        (written nowhere by this sink, never retried); usually none."""
 
     async def ping(self) -> bool:
         """True when the sink can take writes now (readiness)."""

@@ -5,6 +5,11 @@ Each event goes to two streams, the all-events stream and its room's stream
 `id`, `event`; each dead letter goes to the DLQ stream with `reason`, `room`, `entry`.
 A pipeline is not atomic: after a failure part of the batch may already be written, and
 the retried batch writes it again, with the same ids, for consumers to drop.
+
+Replies are read one by one: an error that passes (out of memory, a replica promoted,
+a cluster resharding) fails the batch, which is retried; one that does not (`WRONGTYPE`:
+a key taken by something else) rejects only the entries it hit, for the pipeline to
+dead-letter, so one bad key cannot stall every room.
 """
 
 from __future__ import annotations
@@ -13,16 +18,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from relay import keys, redis_client
 from relay.config import RedisSettings
 from relay.contract.event import Event
 from relay.errors import SinkError
-from relay.sinks.base import Entry, Sink
+from relay.sinks.base import Entry, Rejected, Sink
 
 # Room names -> stream keys; rooms come and go, so the cache is cleared when it is full.
 ROOM_CACHE_MAX = 4096
+# Error replies that pass: the batch is retried. Any other error reply rejects its entry.
+TRANSIENT_ERRORS = (
+    "OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN",
+    "NOREPLICAS", "MOVED", "ASK",
+)  # fmt: skip
 
 
 def _xadd_head(key: str, maxlen: int) -> tuple[bytes, ...]:
@@ -81,15 +91,18 @@ class RedisStreamsSink(Sink):
                     entry.room.encode(), b"entry", entry.to_json().encode(),
                 )  # fmt: skip
 
-    async def write(self, batch: Sequence[Entry]) -> None:
+    async def write(self, batch: Sequence[Entry]) -> list[Rejected]:
         if not batch:
-            return
+            return []
         pipe = self._redis.pipeline(transaction=False)
         self.add_commands(pipe, batch)
         try:
-            await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
             raise SinkError(f"{len(batch)} entries not written: {exc}") from exc
+        if not any(isinstance(reply, Exception) for reply in replies):
+            return []
+        return _rejected(batch, replies)
 
     async def ping(self) -> bool:
         try:
@@ -100,3 +113,21 @@ class RedisStreamsSink(Sink):
     async def aclose(self) -> None:
         if self._close_client:
             await self._redis.aclose()
+
+
+def _rejected(batch: Sequence[Entry], replies: Sequence[Any]) -> list[Rejected]:
+    """The entries whose XADDs got an error reply (two XADDs an event, one a dead letter);
+    raises SinkError if any error is one that passes."""
+    rejected: list[Rejected] = []
+    position = 0
+    for entry in batch:
+        width = 2 if isinstance(entry, Event) else 1
+        errors = [r for r in replies[position : position + width] if isinstance(r, Exception)]
+        position += width
+        if not errors:
+            continue
+        error = errors[0]
+        if not isinstance(error, ResponseError) or str(error).startswith(TRANSIENT_ERRORS):
+            raise SinkError(f"{len(batch)} entries not written: {error}") from error
+        rejected.append((entry, str(error)))
+    return rejected

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from relay.errors import SinkError
-from relay.sinks.base import Entry, Sink
+from relay.sinks.base import Entry, Rejected, Sink
 
 
 class StdoutSink(Sink):
@@ -21,7 +21,7 @@ class StdoutSink(Sink):
         # None: whatever sys.stdout is at write time (it may be replaced, e.g. by pytest).
         self._stream = stream
 
-    async def write(self, batch: Sequence[Entry]) -> None:
+    async def write(self, batch: Sequence[Entry]) -> list[Rejected]:
         stream = self._stream if self._stream is not None else sys.stdout
         lines = "".join(entry.to_json() + "\n" for entry in batch)
         try:
@@ -29,6 +29,7 @@ class StdoutSink(Sink):
             stream.flush()
         except (OSError, ValueError) as exc:  # ValueError: the stream was closed
             raise SinkError(f"{len(batch)} entries not written: {exc}") from exc
+        return []
 
     async def ping(self) -> bool:
         stream = self._stream if self._stream is not None else sys.stdout

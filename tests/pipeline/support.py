@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from relay.contract.event import Event, Participant
 from relay.errors import SinkError
-from relay.sinks.base import Entry, Sink
+from relay.sinks.base import Entry, Rejected, Sink
 
 
 def make_event(room: str, n: int, *, at: float | None = None) -> Event:
@@ -54,13 +54,14 @@ class MemorySink(Sink):
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def write(self, batch: Sequence[Entry]) -> None:
+    async def write(self, batch: Sequence[Entry]) -> list[Rejected]:
         self.attempts.append(list(batch))
         await self.gate.wait()
         if self.down or self.fail_next > 0:
             self.fail_next = max(0, self.fail_next - 1)
             raise self.error
         self.batches.append(list(batch))
+        return []
 
     @property
     def entries(self) -> list[Entry]:

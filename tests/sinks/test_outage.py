@@ -18,7 +18,7 @@ from relay.errors import SinkError
 from relay.pipeline import Pipeline
 from relay.redis_client import create_redis
 from relay.sinks import RedisStreamsSink, Sink
-from relay.sinks.base import Entry
+from relay.sinks.base import Entry, Rejected
 from tests.fixtures.redis_server import RedisServer
 from tests.pipeline.support import make_event, metric, wait_until
 
@@ -114,11 +114,12 @@ class LostAcknowledgement(Sink):
         self.inner = inner
         self.lose = 1
 
-    async def write(self, batch: Sequence[Entry]) -> None:
-        await self.inner.write(batch)
+    async def write(self, batch: Sequence[Entry]) -> list[Rejected]:
+        rejected = await self.inner.write(batch)
         if self.lose:
             self.lose -= 1
             raise SinkError("connection reset before the reply")
+        return rejected
 
 
 async def test_a_rewritten_batch_carries_the_same_ids(redis_settings: RedisSettings) -> None:

@@ -1,0 +1,100 @@
+"""A key taken by something else (WRONGTYPE) must not stall every room: the sink rejects
+only the entries it hit, the pipeline dead-letters them whole, the rest flows on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+from redis.exceptions import ResponseError
+
+from relay.config import PipelineSettings, RedisSettings
+from relay.contract.event import DeadLetter
+from relay.errors import SinkError
+from relay.pipeline import Pipeline
+from relay.redis_client import create_redis
+from relay.sinks import RedisStreamsSink
+from relay.sinks.redis_streams import _rejected
+from tests.pipeline.support import make_event
+
+QUICK = PipelineSettings(batch_max_events=10, retry_initial_s=0.01, retry_max_s=0.05)
+
+
+@pytest.fixture
+async def redis(redis_settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
+    client = create_redis(redis_settings)
+    yield client
+    await client.aclose()
+
+
+def dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("relay_events_dropped_total", {"reason": reason}) or 0.0
+
+
+async def test_the_sink_rejects_only_entries_whose_key_has_the_wrong_type(
+    redis: aioredis.Redis, redis_settings: RedisSettings
+) -> None:
+    sink = RedisStreamsSink(redis, redis_settings, close_client=False)
+    await redis.set(sink.room_key("taken"), "not a stream")
+    bad, good = make_event("taken", 0).stamped("ev_bad", 1), make_event("ok", 1).stamped("ev_ok", 1)
+    letter = DeadLetter("ok", "oversized", 0.0, {"size": 1})
+
+    rejected = await sink.write([bad, good, letter])
+
+    assert [(entry, error.split()[0]) for entry, error in rejected] == [(bad, "WRONGTYPE")]
+    ok = await redis.xrange(sink.room_key("ok"))
+    assert [fields[b"id"] for _, fields in ok] == [b"ev_ok"]
+    assert len(await redis.xrange(f"{redis_settings.prefix}:dlq")) == 1
+
+
+async def test_the_pipeline_dead_letters_rejected_events_and_keeps_going(
+    redis: aioredis.Redis, redis_settings: RedisSettings
+) -> None:
+    sink = RedisStreamsSink(redis, redis_settings, close_client=False)
+    await redis.set(sink.room_key("taken"), "not a stream")
+    pipeline = Pipeline(QUICK, [sink])
+    for n in range(3):
+        for room in ("taken", "ok"):
+            await pipeline.submit(make_event(room, n))
+
+    assert await pipeline.drain(5.0) == 0  # not stalled: nothing left unwritten
+
+    ok = await redis.xrange(sink.room_key("ok"))
+    assert [json.loads(f[b"event"])["seq"] for _, f in ok] == [1, 2, 3]
+    letters = [
+        json.loads(f[b"entry"]) for _, f in await redis.xrange(f"{redis_settings.prefix}:dlq")
+    ]
+    assert [letter["reason"] for letter in letters] == ["write_rejected"] * 3
+    for n, letter in enumerate(letters):
+        detail = letter["detail"]
+        assert detail["sink"] == "redis"
+        assert detail["error"].startswith("WRONGTYPE")
+        # The whole event, ready to be replayed: nothing else holds it.
+        assert (detail["event"]["room"], detail["event"]["seq"]) == ("taken", n + 1)
+        assert detail["event"]["data"]["text"] == f"utterance {n}"
+
+
+async def test_a_rejected_dead_letter_is_counted_not_retried_forever(
+    redis: aioredis.Redis, redis_settings: RedisSettings
+) -> None:
+    sink = RedisStreamsSink(redis, redis_settings, close_client=False)
+    await redis.set(sink.room_key("taken"), "not a stream")
+    await redis.set(f"{redis_settings.prefix}:dlq", "not a stream either")
+    pipeline = Pipeline(QUICK, [sink])
+    before = dropped("dead_letter_rejected")
+    await pipeline.submit(make_event("taken", 0))
+    assert await pipeline.drain(5.0) == 0
+    assert dropped("dead_letter_rejected") == before + 1
+
+
+def test_an_error_that_passes_fails_the_batch_for_a_retry() -> None:
+    event = make_event("r", 0).stamped("ev_1", 1)
+    oom = ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+    with pytest.raises(SinkError, match="OOM"):
+        _rejected([event], [b"1-0", oom])
+    with pytest.raises(SinkError, match="reset"):
+        _rejected([event], [ConnectionResetError("reset"), b"1-0"])
+    assert _rejected([event], [b"1-0", ResponseError("WRONGTYPE x")]) == [(event, "WRONGTYPE x")]
