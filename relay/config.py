@@ -185,10 +185,13 @@ def _inconsistencies(s: Settings) -> list[str]:
     for (section, key), fields in _TEMPLATES.items():
         template: str = getattr(getattr(s, section), key)
         try:
-            template.format(**fields)
-        except (KeyError, IndexError, ValueError) as exc:
+            filled = template.format(**fields)
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
             allowed = ", ".join("{" + field + "}" for field in fields)
             problems.append(f"{_name(section, key)}: bad template ({exc!r}); it may use {allowed}")
+            continue
+        if key == "room_key" and filled == template.format(**{**fields, "room": "other"}):
+            problems.append(f"{_name(section, key)}: must use {{room}} (one stream a room)")
     return problems
 
 

@@ -92,7 +92,7 @@ def _namespace() -> Iterator[NetNS]:
 def _run_in(ns: NetNS, settings: Settings, seconds: float) -> int:
     """Start the parts, wait, stop them in order. Processes outside the namespace (the
     relay, tail) are stopped here whatever happens; the namespace's own go with it."""
-    devserver = start_devserver(ns)
+    devserver = start_devserver(ns, extra_args=["--log-level", "warning"])  # the events speak
     say(f"dev server (LiveKit protocol, testing only) at {devserver.ws_url} in namespace {ns.name}")
     redis_url = _choose_redis(ns, settings)
     env = _relay_env(settings, devserver.ws_url, redis_url)

@@ -120,8 +120,8 @@ def _parse_target(body: dict[str, Any]) -> RoomTarget:
         raise _error(web.HTTPBadRequest, "'room' must be a non-empty string")
     if (url is None) != (token is None):
         raise _error(web.HTTPBadRequest, "'url' and 'token' go together")
-    if url is not None and (not isinstance(url, str) or not isinstance(token, str)):
-        raise _error(web.HTTPBadRequest, "'url' and 'token' must be strings")
+    if url is not None and not (isinstance(url, str) and url and isinstance(token, str) and token):
+        raise _error(web.HTTPBadRequest, "'url' and 'token' must be non-empty strings")
     return RoomTarget(room=room, url=url, token=token)
 
 

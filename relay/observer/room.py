@@ -172,7 +172,7 @@ class RoomObserver:
         self.state = "reconnecting"
         if self._lost_at is None:
             self._lost_at = self._clock()
-            self._emit_observer("reconnecting", reason)
+            self._emit_observer("reconnecting", reason.lower())
 
     async def _connect_holding(self, room: ObserverRoom) -> list[RawItem] | None:
         """connect(), holding what arrives meanwhile: the held items once joined, else None."""
@@ -305,7 +305,13 @@ class RoomObserver:
     def _on_text_stream(self, reader: rtc.TextStreamReader, sender_identity: str) -> None:
         task = asyncio.create_task(self._read_text_stream(reader, sender_identity))
         self._stream_tasks.add(task)
-        task.add_done_callback(self._stream_tasks.discard)
+        task.add_done_callback(lambda done: self._text_stream_done(done, reader))
+
+    def _text_stream_done(self, task: asyncio.Task[None], reader: rtc.TextStreamReader) -> None:
+        self._stream_tasks.discard(task)
+        reader.close()  # else its SDK subscription lives as long as the process
+        if task.cancelled():  # the room was left before the stream ended
+            metrics.EVENTS_DROPPED.labels(reason="text_stream_unfinished").inc()
 
     async def _read_text_stream(self, reader: rtc.TextStreamReader, sender_identity: str) -> None:
         info = reader.info
@@ -315,11 +321,6 @@ class RoomObserver:
             detail = text_stream_detail(info, sender_identity, str(exc))
             self._dead_letter("text_stream_error", self._clock(), detail)
             return
-        except asyncio.CancelledError:  # the room was left before the stream ended
-            metrics.EVENTS_DROPPED.labels(reason="text_stream_unfinished").inc()
-            raise
-        finally:
-            reader.close()  # else its SDK subscription lives as long as the process
         known = self._room.participant(sender_identity) if self._room else None
         sender = to_participant(known) if known else identified_only(sender_identity)
         attributes = dict(info.attributes or {})
@@ -333,9 +334,9 @@ class RoomObserver:
 
     def _on_reconnected(self) -> None:
         self.state = "connected"
+        self._announce_resumed()  # first, as after a re-join: then what changed meanwhile
         if self._room is not None:
             self._report(self._presence.reconcile(self._room.remote_participants))
-        self._announce_resumed()
 
     def _on_disconnected(self, reason: rtc.DisconnectReason.ValueType) -> None:
         self._disconnect_reason = enum_name(rtc.DisconnectReason, reason) or "unknown"

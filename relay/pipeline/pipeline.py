@@ -10,9 +10,11 @@ partly written batch is written again with the same ids. An event leaves the buf
 
 - `dlq_buffer_full`: a dead letter arrived while the buffer was full (it cannot wait);
 - `shutdown`: submitted after `drain()` began, or still waiting for room when it began;
-- `shutdown_timeout`: accepted but not acknowledged when the drain deadline passed.
+- `shutdown_timeout`: accepted but not acknowledged when the drain deadline passed;
+- `dead_letter_rejected`: a dead letter a sink refused for good.
 
-See docs/delivery.md.
+An event a sink refuses for good (a key of the wrong type) becomes a `write_rejected`
+dead letter holding the whole event. See docs/delivery.md.
 """
 
 from __future__ import annotations
@@ -211,23 +213,27 @@ class Pipeline:
             if not await self._write_until_acked(sink, batch):
                 return False
             self._sinks_done += 1
-            refused = sum(
-                1 for s, e, _ in self._rejected if s == sink.name and isinstance(e, Event)
-            )
-            self._written[sink.name].inc(sum(1 for e in batch if isinstance(e, Event)) - refused)
         self._acknowledged(batch)
         self._dead_letter_rejected()
         return True
 
     async def _write(self, sink: Sink, batch: list[Entry]) -> None:
-        for entry, error in await sink.write(batch):
-            self._rejected.append((sink.name, entry, error))
+        rejected = await sink.write(batch)
+        self._rejected += [(sink.name, entry, error) for entry, error in rejected]
+        refused = sum(1 for entry, _ in rejected if isinstance(entry, Event))
+        self._written[sink.name].inc(sum(1 for e in batch if isinstance(e, Event)) - refused)
 
     def _dead_letter_rejected(self) -> None:
         """What a sink refused for good goes to the DLQ (the whole event: nothing else
-        holds it); a refused dead letter can only be counted."""
+        holds it); a refused dead letter can only be counted. One log line a batch."""
+        if self._rejected:
+            sink, _, error = self._rejected[0]
+            rooms = sorted({entry.room for _, entry, _ in self._rejected})
+            count = len(self._rejected)
+            log.error(
+                "sink_rejected_entries", sink=sink, count=count, rooms=rooms[:10], error=error
+            )
         for sink, entry, error in self._rejected:
-            log.error("sink_rejected_entry", sink=sink, room=entry.room, error=error)
             if isinstance(entry, DeadLetter):
                 EVENTS_DROPPED.labels(reason="dead_letter_rejected").inc()
                 continue

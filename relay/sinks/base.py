@@ -25,7 +25,8 @@ class Sink(abc.ABC):
     async def write(self, batch: Sequence[Entry]) -> list[Rejected]:
         """Write every entry, in order, or raise SinkError (then the same batch comes again,
         so a partly written batch is written twice). Returns the entries refused for good
-        (written nowhere by this sink, never retried); usually none."""
+        (never retried; an event may be partly written, e.g. to one of two streams);
+        usually none."""
 
     async def ping(self) -> bool:
         """True when the sink can take writes now (readiness)."""

@@ -6,10 +6,11 @@ Each event goes to two streams, the all-events stream and its room's stream
 A pipeline is not atomic: after a failure part of the batch may already be written, and
 the retried batch writes it again, with the same ids, for consumers to drop.
 
-Replies are read one by one: an error that passes (out of memory, a replica promoted,
-a cluster resharding) fails the batch, which is retried; one that does not (`WRONGTYPE`:
-a key taken by something else) rejects only the entries it hit, for the pipeline to
-dead-letter, so one bad key cannot stall every room.
+Replies are read one by one. An error that cannot pass by waiting (`WRONGTYPE`: a key
+taken by something else; `NOPERM`: an ACL that refuses a key) rejects only the entries
+it hit, for the pipeline to dead-letter, so one bad key cannot stall every room. Any
+other error (out of memory, a replica promoted, a cluster resharding, a lost connection)
+fails the batch, which is retried.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from relay import keys, redis_client
 from relay.config import RedisSettings
@@ -28,11 +29,6 @@ from relay.sinks.base import Entry, Rejected, Sink
 
 # Room names -> stream keys; rooms come and go, so the cache is cleared when it is full.
 ROOM_CACHE_MAX = 4096
-# Error replies that pass: the batch is retried. Any other error reply rejects its entry.
-TRANSIENT_ERRORS = (
-    "OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN",
-    "NOREPLICAS", "MOVED", "ASK",
-)  # fmt: skip
 
 
 def _xadd_head(key: str, maxlen: int) -> tuple[bytes, ...]:
@@ -100,8 +96,6 @@ class RedisStreamsSink(Sink):
             replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
             raise SinkError(f"{len(batch)} entries not written: {exc}") from exc
-        if not any(isinstance(reply, Exception) for reply in replies):
-            return []
         return _rejected(batch, replies)
 
     async def ping(self) -> bool:
@@ -117,17 +111,30 @@ class RedisStreamsSink(Sink):
 
 def _rejected(batch: Sequence[Entry], replies: Sequence[Any]) -> list[Rejected]:
     """The entries whose XADDs got an error reply (two XADDs an event, one a dead letter);
-    raises SinkError if any error is one that passes."""
+    raises SinkError if any error may pass."""
+    if not any(isinstance(reply, Exception) for reply in replies):
+        return []
     rejected: list[Rejected] = []
     position = 0
     for entry in batch:
         width = 2 if isinstance(entry, Event) else 1
         errors = [r for r in replies[position : position + width] if isinstance(r, Exception)]
         position += width
-        if not errors:
-            continue
-        error = errors[0]
-        if not isinstance(error, ResponseError) or str(error).startswith(TRANSIENT_ERRORS):
-            raise SinkError(f"{len(batch)} entries not written: {error}") from error
-        rejected.append((entry, str(error)))
+        for error in errors:
+            if not _refused_for_good(error):
+                raise SinkError(f"{len(batch)} entries not written: {error}") from error
+        if errors:
+            rejected.append((entry, _describe(errors[0])))
     return rejected
+
+
+def _refused_for_good(error: Exception) -> bool:
+    # redis-py turns most error codes into subclasses and strips the code from the
+    # message (OutOfMemoryError, ReadOnlyError, ...): only these two cannot pass.
+    if isinstance(error, NoPermissionError):
+        return True
+    return type(error) is ResponseError and str(error).startswith("WRONGTYPE")
+
+
+def _describe(error: Exception) -> str:
+    return f"NOPERM {error}" if isinstance(error, NoPermissionError) else str(error)

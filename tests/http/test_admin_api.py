@@ -90,7 +90,15 @@ async def test_add_list_remove_room(client: tuple[Client, RoomManager]) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[1,2]", b'{"room": ""}', b'{"room": 5}', b'{"room": "r", "url": "ws://x"}'],
+    [
+        b"not json",
+        b"[1,2]",
+        b'{"room": ""}',
+        b'{"room": 5}',
+        b'{"room": "r", "url": "ws://x"}',
+        b'{"room": "r", "url": "ws://x", "token": ""}',  # would silently mint one instead
+        b'{"room": "r", "url": "", "token": "t"}',
+    ],
 )
 async def test_bad_admin_bodies_get_400(client: tuple[Client, RoomManager], body: bytes) -> None:
     http, manager = client

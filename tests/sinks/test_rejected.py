@@ -3,13 +3,15 @@ only the entries it hit, the pipeline dead-letters them whole, the rest flows on
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
-from redis.exceptions import ResponseError
+from pydantic import SecretStr
+from redis.exceptions import NoPermissionError, OutOfMemoryError, ReadOnlyError, ResponseError
 
 from relay.config import PipelineSettings, RedisSettings
 from relay.contract.event import DeadLetter
@@ -18,6 +20,7 @@ from relay.pipeline import Pipeline
 from relay.redis_client import create_redis
 from relay.sinks import RedisStreamsSink
 from relay.sinks.redis_streams import _rejected
+from tests.fixtures.redis_server import RedisServer
 from tests.pipeline.support import make_event
 
 QUICK = PipelineSettings(batch_max_events=10, retry_initial_s=0.01, retry_max_s=0.05)
@@ -90,11 +93,48 @@ async def test_a_rejected_dead_letter_is_counted_not_retried_forever(
     assert dropped("dead_letter_rejected") == before + 1
 
 
-def test_an_error_that_passes_fails_the_batch_for_a_retry() -> None:
+async def test_a_full_redis_holds_events_back_and_writes_them_once_it_has_room(
+    private_redis: RedisServer,
+) -> None:
+    """OOM passes (memory is freed, maxmemory raised): a retry, never a rejection."""
+    settings = RedisSettings(url=SecretStr(private_redis.url), prefix="oom", socket_timeout_s=1)
+    admin = create_redis(settings)
+    sink = RedisStreamsSink(create_redis(settings), settings)
+    await admin.config_set("maxmemory", "1")  # every write is refused with OOM
+    pipeline = Pipeline(QUICK, [sink])
+    flushing = asyncio.create_task(pipeline.run())
+    try:
+        for n in range(3):
+            await pipeline.submit(make_event("room", n))
+        with pytest.raises(SinkError, match="maxmemory"):
+            await sink.write([make_event("room", 9).stamped("ev_probe", 9)])
+        await asyncio.sleep(0.3)  # a few retries, all refused
+        assert pipeline.buffered == 3
+        await admin.config_set("maxmemory", "0")
+        assert await pipeline.drain(5.0) == 0
+    finally:
+        await asyncio.gather(flushing, return_exceptions=True)
+        await sink.aclose()
+    entries = await admin.xrange(sink.room_key("room"))
+    assert [json.loads(f[b"event"])["seq"] for _, f in entries] == [1, 2, 3]
+    assert await admin.xlen("oom:dlq") == 0
+    await admin.aclose()
+
+
+def test_only_wrongtype_and_noperm_reject_anything_else_fails_the_batch() -> None:
     event = make_event("r", 0).stamped("ev_1", 1)
-    oom = ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
-    with pytest.raises(SinkError, match="OOM"):
-        _rejected([event], [b"1-0", oom])
-    with pytest.raises(SinkError, match="reset"):
-        _rejected([event], [ConnectionResetError("reset"), b"1-0"])
-    assert _rejected([event], [b"1-0", ResponseError("WRONGTYPE x")]) == [(event, "WRONGTYPE x")]
+    # As redis-py hands them over: most codes become subclasses without the code.
+    for passing in (
+        OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        ReadOnlyError("You can't write against a read only replica."),
+        ResponseError("BUSY Redis is busy running a script."),
+        ConnectionResetError("reset"),
+    ):
+        with pytest.raises(SinkError):
+            _rejected([event], [b"1-0", passing])
+    wrongtype = ResponseError("WRONGTYPE Operation against a key holding the wrong kind")
+    assert _rejected([event], [b"1-0", wrongtype]) == [(event, str(wrongtype))]
+    noperm = NoPermissionError("this user has no permissions to access the key")
+    assert _rejected([event], [noperm, b"1-0"]) == [(event, f"NOPERM {noperm}")]
+    with pytest.raises(SinkError):  # one refusal for good, one that passes: retry
+        _rejected([event], [wrongtype, OutOfMemoryError("full")])

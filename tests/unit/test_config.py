@@ -61,6 +61,9 @@ def test_invalid_value_names_the_environment_variable(monkeypatch: pytest.Monkey
         ({"RELAY_PIPELINE__RETRY_MAX_S": "0.01"}, ["RELAY_PIPELINE__RETRY_MAX_S"]),
         ({"RELAY_LIVEKIT__OBSERVER_IDENTITY": "obs-{pod}"}, ["OBSERVER_IDENTITY", "{host}"]),
         ({"RELAY_REDIS__ROOM_KEY": "x:{room"}, ["RELAY_REDIS__ROOM_KEY", "{prefix}, {room}"]),
+        ({"RELAY_REDIS__ROOM_KEY": "x:{prefix.y}"}, ["RELAY_REDIS__ROOM_KEY", "bad template"]),
+        ({"RELAY_REDIS__ROOM_KEY": "x:{{room}}"}, ["RELAY_REDIS__ROOM_KEY", "must use {room}"]),
+        ({"RELAY_LIVEKIT__OBSERVER_IDENTITY": "o-{n[0]}"}, ["OBSERVER_IDENTITY"]),
     ],
 )
 def test_contradictory_or_unusable_settings_name_their_variables(
