@@ -2,7 +2,9 @@
 
 Shutdown (SIGTERM/SIGINT), each step bounded by what is left of `shutdown_grace_s`:
 1. stop intake: no new rooms (the admin API answers 503 from here on);
-2. leave every room, handing what each already received to the pipeline;
+2. leave every room, handing what each already received to the pipeline (rooms that
+   are not done when the grace runs out go on beside step 3, whose closed intake refuses
+   what they still submit, and are cancelled at the end of the grace);
 3. flush the pipeline to the sinks (retrying while Redis is away);
 4. close the HTTP server and Redis connections, exit 0.
 A second signal exits at once (status 1), counting what was still buffered.
@@ -98,12 +100,16 @@ class Worker:
     async def _shutdown(self, flusher: asyncio.Task[None]) -> int:
         deadline = time.monotonic() + self.settings.shutdown_grace_s
         # 1-2. Stop taking rooms, leave them; their received events go to the pipeline.
-        try:
-            await asyncio.wait_for(self.rooms.stop_all(), timeout=_left(deadline))
-        except TimeoutError:
+        leaving = asyncio.ensure_future(self.rooms.stop_all())
+        if not await _done_within(leaving, _left(deadline)):
+            # Rooms still handing on (a full buffer while Redis is away, a connect that
+            # cannot be cancelled): the drain below refuses what they still submit.
             log.error("shutdown_rooms_timeout")
         # 3. Flush, shielded so a stray cancellation cannot lose the final flush.
         unwritten = await asyncio.shield(self.pipeline.drain(_left(deadline)))
+        if not await _done_within(leaving, _left(deadline)):
+            leaving.cancel()  # what the rooms still hold is counted (`shutdown_timeout`)
+            await asyncio.gather(leaving, return_exceptions=True)
         await asyncio.gather(flusher, return_exceptions=True)
         # 4. Close what we opened.
         await self.http.stop()
@@ -115,6 +121,12 @@ class Worker:
 
 def _left(deadline: float) -> float:
     return max(0.1, deadline - time.monotonic())
+
+
+async def _done_within(task: asyncio.Future[None], timeout_s: float) -> bool:
+    """Wait for `task` up to `timeout_s`, without cancelling it."""
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    return bool(done)
 
 
 async def run_worker(settings: Settings) -> int:
