@@ -31,8 +31,8 @@ SLOW_CONNECT_S = 1.5  # a native connect in flight: it cannot be cancelled, only
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
     async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.02)  # noqa: ASYNC110 (counters have no event to wait on)
+        while not check():  # noqa: ASYNC110 (counters have no event to wait on)
+            await asyncio.sleep(0.02)
 
 
 def closed_port() -> int:
