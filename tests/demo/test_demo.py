@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -14,6 +13,23 @@ import redis
 from relay.config import RedisSettings
 from relay.keys import room_key
 from tests.fixtures.netns import require_netns
+from tests.fixtures.sockets import free_port
+
+
+def run_demo(seconds: float, **settings: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """`relay demo --seconds S` with these RELAY_* settings only; its output and the kinds
+    of the events it printed, in order."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | settings
+    done = subprocess.run(
+        [sys.executable, "-m", "relay", "demo", "--seconds", str(seconds)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    kinds = [line.split()[3] for line in done.stdout.splitlines() if len(line.split()) > 3]
+    return done, kinds
 
 
 @pytest.mark.e2e
@@ -22,19 +38,8 @@ def test_demo_shows_a_conversation_and_cleans_up(redis_url: str) -> None:
     before = set(
         subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env["RELAY_REDIS__URL"] = redis_url
-    done = subprocess.run(
-        [sys.executable, "-m", "relay", "demo", "--seconds", "8"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done, kinds = run_demo(8, RELAY_REDIS__URL=redis_url)
     assert "writing to the configured Redis" in done.stderr
-    lines = done.stdout.splitlines()
-    kinds = [line.split()[3] for line in lines if len(line.split()) > 3]
     for kind in ("observer.joined", "session.started", "speech.started", "transcript.partial"):
         assert kind in kinds, done.stdout
     assert kinds[-1] == "observer.left"
@@ -52,13 +57,6 @@ def test_demo_shows_a_conversation_and_cleans_up(redis_url: str) -> None:
     assert not {name for name in after - before if name.startswith("relay-demo")}
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize(
     ("setting", "said"),
@@ -71,20 +69,11 @@ def closed_port() -> int:
 )
 def test_demo_falls_back_and_says_where_it_writes(setting: str, said: str) -> None:
     require_netns()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env["RELAY_REDIS__URL"] = f"redis://127.0.0.1:{closed_port()}/0"
+    env = {"RELAY_REDIS__URL": f"redis://127.0.0.1:{free_port()}/0"}
     if setting == "RELAY_SINKS":
         env["RELAY_SINKS"] = '["stdout"]'
-    done = subprocess.run(
-        [sys.executable, "-m", "relay", "demo", "--seconds", "6"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done, kinds = run_demo(6, **env)
     assert said in done.stderr
-    kinds = [line.split()[3] for line in done.stdout.splitlines() if len(line.split()) > 3]
     assert kinds[0] == "observer.joined", done.stdout
     for kind in ("session.started", "speech.started", "transcript.partial"):
         assert kind in kinds, done.stdout

@@ -9,17 +9,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from livekit import api
+
+from tests.fixtures.sockets import free_port
 
 SECRET = "s3cr3t-livekit-api-secret-0123456789"
 ADMIN = "s3cr3t-admin-token"
@@ -37,13 +36,6 @@ def relay_env(**overrides: str) -> dict[str, str]:
     )
     env.update(overrides)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_relay(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -77,15 +69,6 @@ def wait_for_log(process: subprocess.Popen[str], event: str, timeout_s: float = 
         if f'"event": "{event}"' in line:
             return
     raise AssertionError(f"no {event} log line from the relay")
-
-
-@pytest.fixture
-def silent_livekit() -> Iterator[str]:
-    """A TCP listener that accepts and never answers: a LiveKit connect that hangs."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(16)
-        yield f"ws://127.0.0.1:{server.getsockname()[1]}"
 
 
 def test_sigterm_with_nothing_buffered_exits_0_and_says_so(

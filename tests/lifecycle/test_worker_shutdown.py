@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Callable
 
 from livekit import rtc
@@ -23,6 +22,7 @@ from relay.config import (
 from relay.observer import RoomObserver, RoomTarget
 from relay.observer.sdk_room import ObserverRoom
 from relay.worker import Worker
+from tests.fixtures.sockets import free_port
 from tests.observer.sdk_objects import remote_participant
 
 GRACE_S = 1.0
@@ -33,13 +33,6 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not check():  # noqa: ASYNC110 (counters have no event to wait on)
             await asyncio.sleep(0.02)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def dropped(reason: str) -> float:
@@ -81,7 +74,7 @@ class WorkerWithBusyRoom(Worker):
 
 async def test_shutdown_ends_with_redis_away_a_full_buffer_and_a_connect_in_flight() -> None:
     settings = Settings(
-        redis=RedisSettings(url=SecretStr(f"redis://127.0.0.1:{closed_port()}/0")),
+        redis=RedisSettings(url=SecretStr(f"redis://127.0.0.1:{free_port()}/0")),
         livekit=LiveKitSettings(rejoin_backoff_initial_s=0.01),
         pipeline=PipelineSettings(buffer_max_events=3, retry_initial_s=0.05, retry_max_s=0.1),
         http=HttpSettings(host="127.0.0.1", port=0),

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-from collections.abc import Iterator
 
 import pytest
 from livekit import rtc
@@ -101,15 +99,6 @@ async def test_a_room_that_ended_is_not_rejoined(reason: str, left: str) -> None
         ("observer.joined", {}),
         ("observer.left", {"reason": left}),
     ]
-
-
-@pytest.fixture
-def silent_livekit() -> Iterator[str]:
-    """A TCP listener that never answers: a connect hangs until its connect_timeout."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(16)
-        yield f"ws://127.0.0.1:{server.getsockname()[1]}"
 
 
 async def test_cancelled_twice_mid_connect_still_waits_for_the_connect(
