@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -128,8 +129,8 @@ class RoomObserver:
             joined_at = time.monotonic()
             self._room = room
             self._announce_joined()
-            for item in held:
-                self._inbox.put(item)
+            for item in held:  # made before connect() returned the room's sid: add it
+                self._inbox.put(dataclasses.replace(item, ctx=self._ctx))
             self._report(self._presence.reconcile(room.remote_participants))
             await self._wait_until_lost_or_stopped()
             self._room = None

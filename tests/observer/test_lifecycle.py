@@ -11,6 +11,7 @@ from livekit import rtc
 from prometheus_client import REGISTRY
 
 from relay.contract.event import Event
+from relay.decode.items import RoomContext
 from relay.observer import room as observer_room
 from relay.observer.room import RoomObserver
 from relay.observer.sdk_room import ObserverRoom
@@ -144,7 +145,8 @@ async def test_shutdown_timeout_counts_what_the_room_still_held() -> None:
 
 class EarlyArrivals(DroppedObserver):
     """Participants join and speak while connect() is still running, as they do when the
-    observer joins a busy room: the SDK already dispatches their events."""
+    observer joins a busy room: the SDK dispatches their events before the observer's
+    connect resumes, which then learns the room's sid."""
 
     async def _connect(self, room: ObserverRoom) -> bool:
         early = remote_participant("early-user", sid="PA_e")
@@ -152,7 +154,9 @@ class EarlyArrivals(DroppedObserver):
         room.emit("participant_connected", early)
         body = json.dumps({"event_type": "avatar.interrupt"}).encode()
         room.emit("data_received", rtc.DataPacket(body, RELIABLE, early, "agent-control"))
-        return await super()._connect(room)
+        connected = await super()._connect(room)
+        self._ctx = RoomContext(room=self.target.room, room_sid="RM_early")  # as on a join
+        return connected
 
 
 async def test_what_arrives_during_connect_follows_observer_joined() -> None:
@@ -164,6 +168,7 @@ async def test_what_arrives_during_connect_follows_observer_joined() -> None:
         ("command", "early-user"),
         ("observer.left", ""),
     ]
+    assert {e.room_sid for e in events} == {"RM_early"}  # held items get the room's sid
 
 
 async def test_what_arrived_during_a_failed_connect_is_counted() -> None:
