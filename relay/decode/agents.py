@@ -39,8 +39,12 @@ _TRANSCRIPT_ROLES = frozenset({"user", "agent", "avatar"})
 
 
 def decode_text_stream(item: TextStreamItem, state: RoomState) -> list[Event]:
+    if item.chunks is not None and not _streams_partials(item):
+        return []
     source = {"topic": item.topic, "stream_id": item.stream_id}
     dedupe_key = f"stream:{item.stream_id}" if item.stream_id else ""
+    if item.chunks is not None:
+        dedupe_key += f"#{item.chunks}"
     if item.topic == TRANSCRIPTION_TOPIC:
         return _stream_transcript(item, state, source, dedupe_key)
     if item.topic == CHAT_TOPIC:
@@ -54,10 +58,10 @@ def decode_text_stream(item: TextStreamItem, state: RoomState) -> list[Event]:
 def _stream_transcript(
     item: TextStreamItem, state: RoomState, source: dict[str, Any], dedupe_key: str
 ) -> list[Event]:
-    # Attributes are read after the stream ended, so the trailer's final flag is in.
+    # A whole stream's attributes are read after it ended: the trailer's final flag is in.
     attributes = item.attributes
     given_id = _attribute(attributes, SEGMENT_ID_ATTRIBUTE) or item.stream_id
-    final = _attribute(attributes, FINAL_ATTRIBUTE).lower() == "true"
+    final = item.chunks is None and _is_final(attributes)
     role = transcript_role(item)
     segment_id = state.turns.segment_id(f"{PROTOCOL}:{role}", item.received_at, final, given_id)
     transcript = Transcript(
@@ -68,6 +72,17 @@ def _stream_transcript(
         track_id=_attribute(attributes, TRACK_ID_ATTRIBUTE) or None,
     )
     return emit_transcript(item, PROTOCOL, transcript, state, source, dedupe_key)
+
+
+def _streams_partials(item: TextStreamItem) -> bool:
+    """An open transcription stream whose header does not already say final is a segment
+    being spoken (the agent's delta stream): its text so far is a cumulative partial. A
+    stream sent whole (chat, a final user transcript) waits for its end."""
+    return item.topic == TRANSCRIPTION_TOPIC and not _is_final(item.attributes)
+
+
+def _is_final(attributes: Mapping[str, str]) -> bool:
+    return _attribute(attributes, FINAL_ATTRIBUTE).lower() == "true"
 
 
 def decode_transcription(item: TranscriptionItem, state: RoomState) -> list[Event]:

@@ -34,9 +34,11 @@ class DataItem:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TextStreamItem:
-    """A whole text stream (`lk.transcription`, `lk.chat`), read to its end.
+    """A text stream (`lk.transcription`, `lk.chat`): read to its end (`chunks` None),
+    or the text of its first `chunks` chunks while it is still open.
 
-    `attributes` are read after the stream ended, so the trailer's values are in.
+    A whole stream's `attributes` are read after it ended, so the trailer's values are
+    in; an open stream's are the header's.
     """
 
     ctx: RoomContext
@@ -46,6 +48,7 @@ class TextStreamItem:
     text: str
     attributes: Mapping[str, str]
     received_at: float
+    chunks: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -315,20 +315,35 @@ class RoomObserver:
             metrics.EVENTS_DROPPED.labels(reason="text_stream_unfinished").inc()
 
     async def _read_text_stream(self, reader: rtc.TextStreamReader, sender_identity: str) -> None:
+        """The text so far after each chunk (the decoder decides what a partial is worth),
+        then the whole stream with the trailer's attributes."""
         info = reader.info
+        header = dict(info.attributes or {})
+        text, chunks = "", 0
         try:
-            text = await reader.read_all()
+            async for chunk in reader:
+                text, chunks = text + chunk, chunks + 1
+                self._inbox.put(self._stream_item(info, sender_identity, text, header, chunks))
         except rtc.StreamError as exc:  # aborted, oversized, or the room went away
             detail = text_stream_detail(info, sender_identity, str(exc))
             self._dead_letter("text_stream_error", self._clock(), detail)
             return
+        attributes = dict(info.attributes or {})
+        self._inbox.put(self._stream_item(info, sender_identity, text, attributes, None))
+
+    def _stream_item(
+        self,
+        info: rtc.TextStreamInfo,
+        sender_identity: str,
+        text: str,
+        attributes: dict[str, str],
+        chunks: int | None,
+    ) -> TextStreamItem:
         known = self._room.participant(sender_identity) if self._room else None
         sender = to_participant(known) if known else identified_only(sender_identity)
-        attributes = dict(info.attributes or {})
-        item = TextStreamItem(
-            self._ctx, sender, info.topic, info.stream_id, text, attributes, self._clock()
+        return TextStreamItem(
+            self._ctx, sender, info.topic, info.stream_id, text, attributes, self._clock(), chunks
         )
-        self._inbox.put(item)
 
     def _on_reconnecting(self) -> None:
         self._mark_lost("signal_lost")

@@ -71,8 +71,9 @@ def text_stream(
     sender: Participant = LK_AGENT,
     stream_id: str = "ST_1",
     received_at: float = T0,
+    chunks: int | None = None,
 ) -> TextStreamItem:
-    return TextStreamItem(CTX, sender, topic, stream_id, text, attributes, received_at)
+    return TextStreamItem(CTX, sender, topic, stream_id, text, attributes, received_at, chunks)
 
 
 def segment(

@@ -81,6 +81,48 @@ def test_transcription_streams(
     assert event.participant == sender
 
 
+def test_an_open_delta_stream_gives_the_text_so_far_then_the_final() -> None:
+    """The agent's speech: one stream per segment, header final=false, trailer true."""
+    decoder = RoomDecoder()
+    header = {**FINAL, "lk.transcription_final": "false"}
+    chunks = ["Your order ", "ships ", "tomorrow."]
+    partials = [
+        decode_one(text_stream(TRANSCRIPTION, "".join(chunks[:n]), header, chunks=n), decoder)
+        for n in range(1, len(chunks) + 1)
+    ]
+    final = decode_one(text_stream(TRANSCRIPTION, "".join(chunks), FINAL), decoder)
+    assert [(p.kind, p.data["text"], p.data["mode"]) for p in partials] == [
+        ("transcript.partial", "Your order ", "cumulative"),
+        ("transcript.partial", "Your order ships ", "cumulative"),
+        ("transcript.partial", "Your order ships tomorrow.", "cumulative"),
+    ]
+    assert [p.dedupe_key for p in partials] == ["stream:ST_1#1", "stream:ST_1#2", "stream:ST_1#3"]
+    assert {p.data["segment_id"] for p in partials} == {"SG_1"}
+    assert (final.kind, final.data["text"], final.dedupe_key) == (
+        "transcript.final",
+        "Your order ships tomorrow.",
+        "stream:ST_1",
+    )
+
+
+def test_a_user_update_stream_is_one_partial_not_two() -> None:
+    """One stream per update: its only chunk and its end carry the same text."""
+    decoder = RoomDecoder()
+    header = {"lk.segment_id": "SG_2", "lk.transcription_final": "false"}
+    chunk = decode(text_stream(TRANSCRIPTION, "what is", header, USER, chunks=1), decoder)
+    whole = decode(text_stream(TRANSCRIPTION, "what is", header, USER), decoder)
+    assert [(e.kind, e.data["text"]) for e in chunk] == [("transcript.partial", "what is")]
+    assert whole == []
+
+
+@pytest.mark.parametrize(
+    ("topic", "attrs"),
+    [(TRANSCRIPTION, FINAL), ("lk.chat", {})],  # sent whole: only its end counts
+)
+def test_open_streams_sent_whole_wait_for_their_end(topic: str, attrs: dict[str, str]) -> None:
+    assert decode(text_stream(topic, "Hello", attrs, chunks=1)) == []
+
+
 def test_chat_stream() -> None:
     event = decode_one(text_stream("lk.chat", "hi all", {}, USER, stream_id="ST_9"))
     assert (event.protocol, event.kind, event.data) == (

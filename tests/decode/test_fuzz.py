@@ -146,6 +146,7 @@ items: st.SearchStrategy[RawItem] = st.one_of(
         st.text(),
         attribute_maps,
         times,
+        st.none() | st.integers(min_value=1, max_value=50),
     ),
     st.builds(
         TranscriptionItem,

@@ -106,18 +106,22 @@ async def test_livekit_agents_session(
             "transcript.partial", AGENT, {**partial, "mode": "cumulative", "language": "en"}
         )
         await s.agent_state("speaking", "thinking")
-        answer = "Your order ships tomorrow."
+        answer = ["Your order ", "ships ", "tomorrow."]
         reply = await lk.call(
             "stream_text",
             client=AGENT,
-            chunks=["Your order ", "ships ", "tomorrow."],
+            chunks=answer,
             topic="lk.transcription",
             attributes=stream_attributes("SG_a1", AGENT_TRACK, final=False),
             final_attributes={"lk.transcription_final": "true"},
         )
-        final = {"role": "agent", "text": answer, "segment_id": "SG_a1", "track_id": AGENT_TRACK}
-        await s.expect("transcript.final", AGENT, final)
-        await s.legacy(AGENT, "SG_a1", answer, final=True)
+        # While the delta stream is open: the text so far after each chunk, then the final.
+        spoken = {"role": "agent", "segment_id": "SG_a1", "track_id": AGENT_TRACK}
+        for n in range(1, len(answer) + 1):
+            so_far = {**spoken, "text": "".join(answer[:n]), "mode": "cumulative"}
+            s.expected.append(("transcript.partial", AGENT, so_far))
+        await s.expect("transcript.final", AGENT, {**spoken, "text": "".join(answer)})
+        await s.legacy(AGENT, "SG_a1", "".join(answer), final=True)
         await s.legacy(AGENT, "SG_a2", "Anything else?", final=True)
         second = {"role": "agent", "text": "Anything else?", "segment_id": "SG_a2"}
         await s.expect("transcript.final", AGENT, {**second, "language": "en"})
@@ -154,6 +158,15 @@ def assert_sources(events: list[Event], answer_stream: str, chat_stream: str) ->
     assert {e["source"]["attribute"] for e in by_kind["agent.state"]} == {"lk.agent.state"}
     streamed_final = by_kind["transcript.final"][1]
     assert streamed_final["source"] == {"topic": "lk.transcription", "stream_id": answer_stream}
-    legacy_partial = by_kind["transcript.partial"][-1]
-    assert legacy_partial["source"]["signal"] == "transcription_received"
+    partials = by_kind["transcript.partial"]
+    assert [p["source"].get("signal") for p in partials] == [
+        None,  # the user's own streams (one per update)
+        None,
+        "transcription_received",  # the agent's legacy partial
+        None,  # the agent's delta stream while open
+        None,
+        None,
+    ]
+    for open_stream in partials[3:]:
+        assert open_stream["source"] == {"topic": "lk.transcription", "stream_id": answer_stream}
     assert by_kind["chat.message"][0]["source"] == {"topic": "lk.chat", "stream_id": chat_stream}
