@@ -318,32 +318,32 @@ class RoomObserver:
         """The text so far after each chunk (the decoder decides what a partial is worth),
         then the whole stream with the trailer's attributes."""
         info = reader.info
+        known = self._room.participant(sender_identity) if self._room else None
+        sender = to_participant(known) if known else identified_only(sender_identity)
+
+        def item(text: str, attributes: dict[str, str], chunks: int | None) -> TextStreamItem:
+            return TextStreamItem(
+                self._ctx,
+                sender,
+                info.topic,
+                info.stream_id,
+                text,
+                attributes,
+                self._clock(),
+                chunks,
+            )
+
         header = dict(info.attributes or {})
         text, chunks = "", 0
         try:
             async for chunk in reader:
                 text, chunks = text + chunk, chunks + 1
-                self._inbox.put(self._stream_item(info, sender_identity, text, header, chunks))
+                self._inbox.put(item(text, header, chunks))
         except rtc.StreamError as exc:  # aborted, oversized, or the room went away
             detail = text_stream_detail(info, sender_identity, str(exc))
             self._dead_letter("text_stream_error", self._clock(), detail)
             return
-        attributes = dict(info.attributes or {})
-        self._inbox.put(self._stream_item(info, sender_identity, text, attributes, None))
-
-    def _stream_item(
-        self,
-        info: rtc.TextStreamInfo,
-        sender_identity: str,
-        text: str,
-        attributes: dict[str, str],
-        chunks: int | None,
-    ) -> TextStreamItem:
-        known = self._room.participant(sender_identity) if self._room else None
-        sender = to_participant(known) if known else identified_only(sender_identity)
-        return TextStreamItem(
-            self._ctx, sender, info.topic, info.stream_id, text, attributes, self._clock(), chunks
-        )
+        self._inbox.put(item(text, dict(info.attributes or {}), None))
 
     def _on_reconnecting(self) -> None:
         self._mark_lost("signal_lost")
