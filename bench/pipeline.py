@@ -40,13 +40,13 @@ import structlog
 from pydantic import SecretStr
 
 from relay.config import PipelineSettings, RedisSettings
-from relay.contract.event import Event, Participant
+from relay.contract.event import Entry, Event, Participant
+from relay.contract.raw import DataItem, RoomContext
+from relay.contract.sink import Rejected
 from relay.decode import RoomDecoder
-from relay.decode.items import DataItem, RoomContext
 from relay.pipeline import IdMinter, Pipeline
 from relay.redis_client import create_redis, ping
 from relay.sinks import RedisStreamsSink
-from relay.sinks.base import Entry, Rejected
 
 Command = tuple[Any, ...]
 AVATAR = Participant(identity="liveavatar-agent", sid="PA_avatar", kind="agent", role="avatar")
@@ -110,7 +110,7 @@ def prebuilt_commands(events: Sequence[Event], settings: RedisSettings) -> list[
     out = []
     for event in events:
         seqs[event.room] = seqs.get(event.room, 0) + 1
-        stamped = event.stamped(minter.mint(event), seqs[event.room])
+        stamped = event.stamped(minter.mint(event, *event.encoded_parts()), seqs[event.room])
         commands = CommandList()
         sink.add_commands(commands, [stamped])
         out.append(commands.commands)
@@ -183,15 +183,17 @@ def decode_cpu_per_event_us(items: Sequence[DataItem]) -> float:
 def breakdown_us(events: Sequence[Event], settings: RedisSettings) -> dict[str, float]:
     """Per-event CPU of the relay's steps, one at a time (a guide to where time goes)."""
     minter, sink = IdMinter(), NoNetworkSink(None, settings)  # type: ignore[arg-type]
-    stamped = [e.stamped(minter.mint(e), 1) for e in events]
+    stamped = [e.stamped(minter.mint(e, *e.encoded_parts()), 1) for e in events]
     content = [e.stamped("", 0) for e in events]  # dedupe_key kept: see the hash line below
     hashed = [
         Event(e.room, e.protocol, e.kind, e.data, e.received_at, e.participant, e.source)
         for e in events
     ]
     steps: dict[str, Callable[[], object]] = {
-        "id: dedupe_key hash": lambda: [minter.mint(e) for e in content],
-        "id: content hash (no dedupe_key)": lambda: [IdMinter().mint(e) for e in hashed],
+        "id: dedupe_key hash": lambda: [minter.mint(e, *e.encoded_parts()) for e in content],
+        "id: content hash (no dedupe_key)": lambda: [
+            IdMinter().mint(e, *e.encoded_parts()) for e in hashed
+        ],
         "stamp (Event.stamped)": lambda: [e.stamped("x", 1) for e in events],
         "serialize (Event.to_json)": lambda: [e.to_json() for e in stamped],
         "sink commands (2 XADDs, incl. to_json)": lambda: sink.add_commands(CommandList(), stamped),

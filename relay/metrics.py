@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 from relay import __version__
+from relay.contract.kinds import DEAD_LETTER_REASONS, DROP_REASONS, DeadLetterReason, DropReason
 
 EVENTS_RECEIVED = Counter(
     "relay_events_received_total", "Events decoded and accepted.", ["protocol", "kind"]
@@ -43,6 +44,18 @@ ROOM_CONNECT_DURATION = Histogram(
     "Time for room.connect() to return.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-LEASES_HELD = Gauge("relay_leases_held", "Room leases this process holds.")
 BUILD_INFO = Info("relay_build", "Build information.")
 BUILD_INFO.info({"version": __version__})
+
+# Every reason has a sample from the start, so a rate() or an alert sees the first drop.
+_DROPPED = {reason: EVENTS_DROPPED.labels(reason=reason) for reason in DROP_REASONS}
+_DEAD_LETTERED = {reason: DEAD_LETTERS.labels(reason=reason) for reason in DEAD_LETTER_REASONS}
+
+
+def dropped(reason: DropReason, count: int = 1) -> None:
+    """Count `count` raw items or events lost for `reason`."""
+    _DROPPED[reason].inc(count)
+
+
+def dead_lettered(reason: DeadLetterReason) -> None:
+    _DEAD_LETTERED[reason].inc()

@@ -23,10 +23,13 @@ import structlog
 from relay import metrics
 from relay.config import Settings
 from relay.http import HttpServer, build_app
-from relay.observer import RoomObserver, RoomTarget
+from relay.observer import RoomTarget
+from relay.observer.room import RoomFactory
+from relay.observer.sdk_room import ObserverRoom
 from relay.pipeline import Pipeline
 from relay.redis_client import create_redis
 from relay.rooms import RoomManager
+from relay.rooms.observed import ObservedRoom
 from relay.sinks import RedisStreamsSink, Sink, StdoutSink
 
 log = structlog.get_logger(__name__)
@@ -35,8 +38,10 @@ FORCED_EXIT_STATUS = 1
 
 
 class Worker:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, room_factory: RoomFactory = ObserverRoom) -> None:
+        """`room_factory` makes the SDK rooms the observers join with (a test seam)."""
         self.settings = settings
+        self._room_factory = room_factory
         self._stop = asyncio.Event()
         self._signals = 0
         self._redis = create_redis(settings.redis) if "redis" in settings.sinks else None
@@ -60,9 +65,11 @@ class Worker:
         )
         self.http = HttpServer(app, settings.http.host, settings.http.port)
 
-    def _make_observer(self, target: RoomTarget) -> RoomObserver:
+    def _make_observer(self, target: RoomTarget) -> ObservedRoom:
         s = self.settings
-        return RoomObserver(target, self.pipeline, s.livekit, s.pipeline)
+        return ObservedRoom(
+            target, self.pipeline, s.livekit, s.pipeline, room_factory=self._room_factory
+        )
 
     async def readiness(self) -> dict[str, bool]:
         checks = {"rooms": self.rooms.static_rooms_ready()}
@@ -78,7 +85,7 @@ class Worker:
             return
         lost = self.pipeline.buffered
         log.error("shutdown_forced", events_lost=lost)
-        metrics.EVENTS_DROPPED.labels(reason="forced_exit").inc(lost)
+        metrics.dropped("forced_exit", lost)
         os._exit(FORCED_EXIT_STATUS)
 
     async def run(self) -> int:

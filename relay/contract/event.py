@@ -1,24 +1,20 @@
 """Event contract v1 (see docs/contract.md and event-v1.schema.json beside this file).
 
 Decoders build `Event`s without `id`/`seq`; the pipeline stamps both when it accepts the
-event (`Event.stamped`). Sinks only ever call `to_json()` and never look inside `data`.
+event (`Event.stamped`), and with them the event's JSON, encoded once. Sinks only ever
+write `json_bytes()` and never look inside `data`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from typing import Any, Literal
+from typing import Any
+
+from relay.contract.encoding import canonical, document, encode
+from relay.contract.kinds import DeadLetterReason, EventKind, ParticipantRole, Protocol
 
 CONTRACT_VERSION = 1
-
-Protocol = Literal["liveavatar", "livekit-agents", "livelayer", "livekit", "raw", "relay"]
-ParticipantRole = Literal["user", "agent", "avatar", "observer", "unknown"]
-
-
-# One encoder for every event: building one per call is a measurable share of the cost.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def format_ts(epoch_s: float) -> str:
@@ -48,7 +44,7 @@ class Event:
 
     room: str
     protocol: Protocol
-    kind: str
+    kind: EventKind
     data: dict[str, Any]
     received_at: float  # epoch seconds, when the relay received the raw item
     participant: Participant = NO_PARTICIPANT
@@ -59,8 +55,19 @@ class Event:
     dedupe_key: str = ""
     id: str = ""
     seq: int = 0
+    # The event's JSON, set by `stamped` (what the sinks write).
+    encoded: bytes = b""
 
-    def stamped(self, event_id: str, seq: int) -> Event:
+    def encoded_parts(self) -> tuple[bytes, bytes]:
+        """`data` and `source`, canonically encoded: the id is minted from these bytes and
+        the entry is built from them (relay.contract.encoding)."""
+        return canonical(self.data), canonical(self.source)
+
+    def stamped(self, event_id: str, seq: int, parts: tuple[bytes, bytes] | None = None) -> Event:
+        """This event with its id and seq, and its JSON built from the encoded parts
+        (`encoded_parts()`, encoded now when not given)."""
+        head = self._head(event_id, seq)
+        data, source = parts if parts is not None else self.encoded_parts()
         # A direct call: dataclasses.replace costs twice as much on this per-event path.
         return Event(
             self.room,
@@ -75,13 +82,14 @@ class Event:
             self.dedupe_key,
             event_id,
             seq,
+            document(head, data, source),
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def _head(self, event_id: str, seq: int) -> dict[str, Any]:
         out: dict[str, Any] = {
             "v": CONTRACT_VERSION,
-            "id": self.id,
-            "seq": self.seq,
+            "id": event_id,
+            "seq": seq,
             "ts": format_ts(self.received_at),
             "room": self.room,
         }
@@ -91,12 +99,22 @@ class Event:
         out["participant"] = self.participant.to_dict()
         out["protocol"] = self.protocol
         out["kind"] = self.kind
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self._head(self.id, self.seq)
         out["data"] = self.data
         out["source"] = self.source
         return out
 
+    def json_bytes(self) -> bytes:
+        """The event's JSON: encoded once when stamped, else now."""
+        if self.encoded:
+            return self.encoded
+        return document(self._head(self.id, self.seq), *self.encoded_parts())
+
     def to_json(self) -> str:
-        return _ENCODER.encode(self.to_dict())
+        return self.json_bytes().decode("utf-8", "replace")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -108,7 +126,7 @@ class DeadLetter:
     """
 
     room: str
-    reason: str
+    reason: DeadLetterReason
     received_at: float
     detail: dict[str, Any]
 
@@ -121,5 +139,11 @@ class DeadLetter:
             "detail": self.detail,
         }
 
+    def json_bytes(self) -> bytes:
+        return encode(self.to_dict())
+
     def to_json(self) -> str:
-        return _ENCODER.encode(self.to_dict())
+        return self.json_bytes().decode("utf-8", "replace")
+
+
+Entry = Event | DeadLetter  # what the pipeline buffers and the sinks write

@@ -1,6 +1,6 @@
 """Decoders: raw items from the LiveKit handlers to contract events (pure, never raise)."""
 
-from relay.decode.roles import classify_role, participant_kind_name
+from relay.decode.roles import classify_role
 from relay.decode.room_decoder import RoomDecoder
 
-__all__ = ["RoomDecoder", "classify_role", "participant_kind_name"]
+__all__ = ["RoomDecoder", "classify_role"]

@@ -9,23 +9,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from relay.contract.event import Event, Protocol
-from relay.decode.common import (
-    RoomState,
-    Transcript,
-    clean_str,
-    new_event,
-    raw_event,
-    segment_dedupe_key,
-    sender_of,
-)
-from relay.decode.items import (
+from relay.contract.event import Event
+from relay.contract.kinds import Protocol
+from relay.contract.raw import (
     AttributesItem,
-    DataItem,
     TextStreamItem,
     TranscriptionItem,
 )
-from relay.decode.roles import role_of
+from relay.decode.events import (
+    Transcript,
+    agent_state_events,
+    emit_transcript,
+    new_event,
+    raw_event,
+    sender_of,
+)
+from relay.decode.payloads import clean_str, segment_dedupe_key
+from relay.decode.state import RoomState
 
 PROTOCOL: Protocol = "livekit-agents"
 TRANSCRIPTION_TOPIC = "lk.transcription"
@@ -107,25 +107,8 @@ def decode_transcription(item: TranscriptionItem, state: RoomState) -> list[Even
     return events
 
 
-def emit_transcript(
-    item: TextStreamItem | TranscriptionItem | DataItem,
-    protocol: Protocol,
-    transcript: Transcript,
-    state: RoomState,
-    source: dict[str, Any],
-    dedupe_key: str,
-) -> list[Event]:
-    """The transcript's event, unless the same segment update was already emitted."""
-    if not state.segments.admit(transcript.segment_id, transcript.final, transcript.text):
-        return []
-    event = new_event(
-        item, protocol, transcript.kind, transcript.data(), source=source, dedupe_key=dedupe_key
-    )
-    return [event]
-
-
 def transcript_role(item: TextStreamItem | TranscriptionItem) -> str:
-    role = role_of(sender_of(item))
+    role = sender_of(item).role
     return role if role in _TRANSCRIPT_ROLES else "unknown"
 
 
@@ -135,27 +118,6 @@ def decode_attributes(item: AttributesItem, state: RoomState) -> list[Event]:
         return []
     source = {"attribute": AGENT_STATE_ATTRIBUTE}
     return agent_state_events(item, PROTOCOL, clean_str(value), state, source)
-
-
-def agent_state_events(
-    item: AttributesItem | DataItem,
-    protocol: Protocol,
-    new_state: str,
-    state: RoomState,
-    source: dict[str, Any],
-) -> list[Event]:
-    """`agent.state {state, previous}`; a state equal to the last one seen is no change.
-
-    The last state is kept per agent identity across protocols, so a LiveLayer
-    `agent_state` message repeating the `lk.agent.state` attribute adds nothing.
-    """
-    identity = item.sender.identity
-    previous = state.agent_states.get(identity)
-    if previous == new_state:
-        return []
-    state.agent_states.put(identity, new_state)
-    data = {"state": new_state, "previous": previous}
-    return [new_event(item, protocol, "agent.state", data, source=source)]
 
 
 def _attribute(attributes: Mapping[str, str], key: str) -> str:

@@ -12,19 +12,14 @@ and the final of one reply to the command that caused it), else the speaker's op
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from relay.contract.event import Event, Protocol
-from relay.decode.common import (
-    Message,
-    RoomState,
-    Transcript,
-    get_id,
-    get_str,
-    parse_json_object,
-    raw_event,
-)
-from relay.decode.items import DataItem
+from relay.contract.event import Event
+from relay.contract.kinds import EventKind, Protocol
+from relay.contract.raw import DataItem
+from relay.decode.events import Message, Transcript, raw_event
+from relay.decode.payloads import get_id, get_str, parse_json_object
+from relay.decode.state import RoomState
 
 PROTOCOL: Protocol = "liveavatar"
 RESPONSE_TOPIC = "agent-response"
@@ -34,7 +29,7 @@ ENVELOPE_KEYS = frozenset({"event_id", "event_type", "session_id", "source_event
 STREAMING_KEYS = frozenset({"type", "task_id"})
 
 # event_type -> (kind, role)
-_SPEECH = {
+_SPEECH: dict[str, tuple[EventKind, str]] = {
     "user.speak_started": ("speech.started", "user"),
     "user.speak_ended": ("speech.ended", "user"),
     "avatar.speak_started": ("speech.started", "avatar"),
@@ -54,7 +49,7 @@ _TRANSCRIPTS = {
 
 # Streaming Avatar `type` -> (what, role). `user_start_talking`/`user_stop_talking` are what
 # the older web SDK names `user_start`/`user_stop`: both are accepted.
-STREAMING_TYPES: dict[str, tuple[str, str]] = {
+STREAMING_TYPES: dict[str, tuple[EventKind | Literal["chunk", "end"], str]] = {
     "avatar_start_talking": ("speech.started", "avatar"),
     "avatar_stop_talking": ("speech.ended", "avatar"),
     "user_start": ("speech.started", "user"),

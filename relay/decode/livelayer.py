@@ -8,21 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.contract.event import Event, Protocol
-from relay.decode.agents import agent_state_events, emit_transcript
-from relay.decode.common import (
-    Message,
-    RoomState,
-    Transcript,
+from relay.contract.event import Event
+from relay.contract.kinds import Protocol
+from relay.contract.raw import AttributesItem, DataItem
+from relay.decode.events import Message, Transcript, agent_state_events, emit_transcript, new_event
+from relay.decode.payloads import (
     clean_str,
     get_flag,
     get_id,
     get_str,
-    new_event,
     parse_json_text,
     segment_dedupe_key,
 )
-from relay.decode.items import AttributesItem, DataItem
+from relay.decode.state import RoomState
 
 PROTOCOL: Protocol = "livelayer"
 ENVELOPE_KEYS = frozenset({"type"})

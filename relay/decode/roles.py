@@ -1,35 +1,24 @@
-"""Who a participant is in a conversation (user, agent, avatar), from what the SFU tells us.
+"""Who a participant is in a conversation (user, agent, avatar), decided once per room.
 
-Pure and cheap: the observer calls it for every sender it turns into a `Participant`.
+The observer hands over what the SFU says of a sender (identity, sid, kind); the room's
+`Senders` decides the role when a participant joins or changes its attributes, and every
+later item of that sender takes the role from there, so nothing is classified per packet.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
-from relay.contract.event import Participant, ParticipantRole
+from relay.contract.event import Participant
+from relay.contract.kinds import ParticipantRole
+from relay.lru import LRU
 
 LIVEAVATAR_AVATAR_IDENTITY = "heygen"
 LIVEAVATAR_AGENT_PREFIX = "liveavatar-agent-"
 AGENT_ATTRIBUTE_PREFIX = "lk.agent."
-
-# livekit.rtc.ParticipantKind values (livekit 1.2.0). Written out rather than imported so the
-# decoders never load the native SDK; tests/decode/test_sfu.py checks them against the SDK.
-# CONNECTOR (5) and BRIDGE (6) are left out on purpose: livekit.protocol numbers them 7 and 8,
-# so an int alone does not say which enum it came from.
-_KIND_NAMES: Mapping[int, str] = {
-    0: "standard",
-    1: "ingress",
-    2: "egress",
-    3: "sip",
-    4: "agent",
-}
+SENDERS_MAX = 1024  # per room: participants whose role is remembered
 _USER_KINDS = frozenset({"standard", "sip"})
-
-
-def participant_kind_name(kind_int: int) -> str:
-    """`rtc.ParticipantKind` int to the contract's `participant.kind` ("unknown" if new)."""
-    return _KIND_NAMES.get(kind_int, "unknown") if isinstance(kind_int, int) else "unknown"
 
 
 def classify_role(identity: str, kind: str, attributes: Mapping[str, str]) -> ParticipantRole:
@@ -45,15 +34,33 @@ def classify_role(identity: str, kind: str, attributes: Mapping[str, str]) -> Pa
     return "unknown"
 
 
-def role_of(participant: Participant) -> ParticipantRole:
-    """The sender's role, classified here when the item came without one."""
-    if participant.role != "unknown":
-        return participant.role
-    return classify_role(participant.identity, participant.kind, {})
-
-
 def liveavatar_session_of(identity: str) -> str | None:
     """`liveavatar-agent-<session_id>` names the session the agent serves."""
     if identity.startswith(LIVEAVATAR_AGENT_PREFIX):
         return identity[len(LIVEAVATAR_AGENT_PREFIX) :] or None
     return None
+
+
+class Senders:
+    """A room's participants with their roles, by identity (bounded)."""
+
+    def __init__(self, cap: int = SENDERS_MAX) -> None:
+        self._known: LRU[str, Participant] = LRU(cap)
+
+    def update(self, who: Participant, attributes: Mapping[str, str]) -> Participant:
+        """A participant joined or changed its attributes: decide its role again."""
+        role = classify_role(who.identity, who.kind, attributes)
+        known = dataclasses.replace(who, role=role) if who.role != role else who
+        self._known.put(who.identity, known)
+        return known
+
+    def resolve(self, sender: Participant) -> Participant:
+        """The sender with its role: as decided when it joined, else from what is known."""
+        if sender.role != "unknown" or not sender.identity:
+            return sender  # decided already (the observer itself), or the server (no sender)
+        known = self._known.get(sender.identity)
+        if known is not None and sender.sid in (None, known.sid):
+            return known
+        if known is not None:  # the same identity under a new sid: joined again
+            return dataclasses.replace(sender, role=known.role)
+        return dataclasses.replace(sender, role=classify_role(sender.identity, sender.kind, {}))

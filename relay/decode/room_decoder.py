@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import dataclasses
 
-from relay.contract.event import Event, Protocol
-from relay.decode import agents, liveavatar, livelayer, sfu
-from relay.decode.common import RoomState, get_str, parse_json_object, raw_event
-from relay.decode.items import (
+from relay.contract.event import Event
+from relay.contract.kinds import Protocol
+from relay.contract.raw import (
     AttributesItem,
     DataItem,
     ObserverItem,
     ParticipantItem,
     RawItem,
+    RejectedItem,
     SpeakersItem,
     TextStreamItem,
     TranscriptionItem,
 )
+from relay.decode import agents, liveavatar, livelayer, sfu
+from relay.decode.events import raw_event
+from relay.decode.payloads import get_str, parse_json_object
+from relay.decode.state import RoomState
 from relay.metrics import DECODE_ERRORS
 
 _DETAIL_MAX_CHARS = 200
@@ -45,10 +49,27 @@ class RoomDecoder:
 
     def decode(self, item: RawItem) -> list[Event]:
         try:
-            events = self._dispatch(item)
+            events = self._dispatch(self._with_role(item))
         except Exception as exc:  # a decoder bug must cost one item, not the room
             events = _failed(item, exc)
         return self._with_session(events)
+
+    def _with_role(self, item: RawItem) -> RawItem:
+        """The item with its sender's role: decided here, once per participant (on join and
+        attribute changes), and looked up for everything else the participant sends."""
+        senders = self._state.senders
+        if isinstance(item, ParticipantItem):
+            if item.change == "joined":
+                who = senders.update(item.participant, item.attributes)
+            else:
+                who = senders.resolve(item.participant)
+            return item if who is item.participant else dataclasses.replace(item, participant=who)
+        if isinstance(item, AttributesItem):
+            return dataclasses.replace(item, sender=senders.update(item.sender, item.attributes))
+        if isinstance(item, DataItem | TextStreamItem | TranscriptionItem):
+            who = senders.resolve(item.sender)
+            return item if who is item.sender else dataclasses.replace(item, sender=who)
+        return item
 
     def _dispatch(self, item: RawItem) -> list[Event]:
         state = self._state
@@ -66,6 +87,8 @@ class RoomDecoder:
             return sfu.decode_participant(item)
         if isinstance(item, ObserverItem):
             return sfu.decode_observer(item)
+        if isinstance(item, RejectedItem):
+            return []  # not an event: the decode stage dead-letters it
         raise TypeError(f"not a raw item: {type(item).__name__}")
 
     def _decode_data(self, item: DataItem) -> list[Event]:

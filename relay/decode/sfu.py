@@ -5,13 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from relay.contract.event import Event, Participant
-from relay.decode.common import RoomState, new_event, raw_event
-from relay.decode.items import ObserverItem, ParticipantItem, SpeakersItem
+from relay.contract.kinds import EventKind
+from relay.contract.raw import ObserverItem, ParticipantItem, SpeakersItem
+from relay.decode.events import new_event, raw_event
 from relay.decode.roles import liveavatar_session_of
+from relay.decode.state import RoomState
 
 OBSERVER = Participant(identity="", role="observer")
 _PARTICIPANT_SIGNALS = {"joined": "participant_connected", "left": "participant_disconnected"}
-_OBSERVER_CHANGES = frozenset({"joined", "reconnecting", "resumed", "left"})
+_PARTICIPANT_KINDS: dict[str, EventKind] = {
+    "joined": "participant.joined",
+    "left": "participant.left",
+}
+_OBSERVER_KINDS: dict[str, EventKind] = {
+    "joined": "observer.joined",
+    "reconnecting": "observer.reconnecting",
+    "resumed": "observer.resumed",
+    "left": "observer.left",
+}
 
 
 def decode_speakers(item: SpeakersItem, state: RoomState) -> list[Event]:
@@ -43,7 +54,7 @@ def decode_participant(item: ParticipantItem) -> list[Event]:
     source = {"signal": signal}
     # The SDK re-announces everyone after a re-join: the sid makes those repeats one id.
     dedupe_key = f"participant:{participant.sid}:{item.change}" if participant.sid else ""
-    kind = f"participant.{item.change}"
+    kind = _PARTICIPANT_KINDS[item.change]
     events = [
         new_event(
             item,
@@ -73,7 +84,8 @@ def decode_participant(item: ParticipantItem) -> list[Event]:
 
 def decode_observer(item: ObserverItem) -> list[Event]:
     """The relay's own connection: where consumers may have missed events."""
-    if item.change not in _OBSERVER_CHANGES:
+    kind = _OBSERVER_KINDS.get(item.change)
+    if kind is None:
         return [raw_event(item, "relay", "", "", error="unknown_change", detail=str(item.change))]
     data: dict[str, Any] = {}
     if isinstance(item.reason, str) and item.reason:
@@ -81,8 +93,4 @@ def decode_observer(item: ObserverItem) -> list[Event]:
     if isinstance(item.gap_ms, int) and not isinstance(item.gap_ms, bool) and item.gap_ms >= 0:
         data["gap_ms"] = item.gap_ms
     source = {"signal": item.change}
-    return [
-        new_event(
-            item, "relay", f"observer.{item.change}", data, source=source, participant=OBSERVER
-        )
-    ]
+    return [new_event(item, "relay", kind, data, source=source, participant=OBSERVER)]

@@ -1,31 +1,49 @@
-"""From the SDK's objects to the contract's: participants, segments, dead-letter details."""
+"""From the SDK's objects to the contract's: senders, segments, dead-letter details.
+
+A sender is what the SDK says of it (identity, sid, kind); its role is the decode
+stage's to decide, once per participant (relay.decode.roles).
+"""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 
 from livekit import rtc
 
-from relay.contract.event import Participant
-from relay.decode.items import TranscriptionSegment
-from relay.decode.roles import classify_role, participant_kind_name
+from relay.contract.event import NO_PARTICIPANT, Participant
+from relay.contract.raw import TranscriptionSegment
 
 DEAD_LETTER_PREVIEW_BYTES = 256
 
+# livekit.rtc.ParticipantKind values (livekit 1.2.0); tests/observer/test_convert.py checks
+# them against the SDK. CONNECTOR (5) and BRIDGE (6) are left out on purpose:
+# livekit.protocol numbers them 7 and 8, so an int alone does not say which enum it is.
+_KIND_NAMES: Mapping[int, str] = {
+    0: "standard",
+    1: "ingress",
+    2: "egress",
+    3: "sip",
+    4: "agent",
+}
+
+
+def participant_kind_name(kind_int: int) -> str:
+    """`rtc.ParticipantKind` int to the contract's `participant.kind` ("unknown" if new)."""
+    return _KIND_NAMES.get(kind_int, "unknown") if isinstance(kind_int, int) else "unknown"
+
 
 def to_participant(participant: rtc.Participant | None) -> Participant:
-    """The contract's participant from the SDK's; a server-sent packet has none."""
+    """The contract's sender from the SDK's participant; a server-sent packet has none."""
     if participant is None:
-        return Participant(identity="", role="unknown")
+        return NO_PARTICIPANT
     kind = participant_kind_name(int(participant.kind))
-    attributes = dict(participant.attributes)
-    role = classify_role(participant.identity, kind, attributes)
-    return Participant(identity=participant.identity, sid=participant.sid, kind=kind, role=role)
+    return Participant(identity=participant.identity, sid=participant.sid, kind=kind)
 
 
 def identified_only(identity: str) -> Participant:
     """A sender known by identity alone (a text stream's, once it left the room)."""
-    return Participant(identity=identity, role=classify_role(identity, "unknown", {}))
+    return Participant(identity=identity)
 
 
 def to_segment(segment: rtc.TranscriptionSegment) -> TranscriptionSegment:

@@ -1,9 +1,9 @@
 """RoomObserver: one hidden, receive-only participant in one room.
 
 The LiveKit handlers are synchronous and tiny: they stamp the receive time, turn the SDK
-object into a raw item and put it on this room's bounded queue. One task per room drains
-that queue through the room's decoder into the pipeline, so a flooding room fills (and
-drops from) its own queue, not the others'.
+object into a raw item and put it on this room's bounded inbox, and return. What happens
+to the items next (decoding, the pipeline) is the decode stage's business, not the
+observer's: it knows nothing of decoders.
 
 `room.connect()` is never cancelled (a cancelled connect makes the SDK SIGTERM the process
 later): it is bounded by `RoomOptions.connect_timeout` and, when the observer is stopped
@@ -25,13 +25,14 @@ from livekit import rtc
 from relay import metrics
 from relay.backoff import backoff_s
 from relay.config import LiveKitSettings, PipelineSettings
-from relay.contract.event import DeadLetter
-from relay.decode.items import (
+from relay.contract.kinds import RefusedReason
+from relay.contract.raw import (
     AttributesItem,
     DataItem,
     ObserverItem,
     ParticipantItem,
     RawItem,
+    RejectedItem,
     RoomContext,
     SpeakersItem,
     TextStreamItem,
@@ -45,7 +46,7 @@ from relay.observer.convert import (
     to_participant,
     to_segment,
 )
-from relay.observer.inbox import EventIntake, RoomInbox
+from relay.observer.inbox import RoomInbox
 from relay.observer.presence import Presence, PresenceChange
 from relay.observer.sdk_room import ObserverRoom
 from relay.observer.token import RoomTarget, next_observer_identity
@@ -61,27 +62,31 @@ FINAL_DISCONNECTS = frozenset({"ROOM_DELETED", "ROOM_CLOSED", "PARTICIPANT_REMOV
 # A connection that held this long resets the re-join backoff; one dropped sooner (a room
 # that refuses us at once) keeps backing off instead of looping.
 STABLE_CONNECTION_S = 30.0
+# How long to wait for the room's sid after a connect that did not carry it.
+ROOM_SID_WAIT_S = 0.5
+RoomFactory = Callable[[], ObserverRoom]
 
 
 class RoomObserver:
     def __init__(
         self,
         target: RoomTarget,
-        intake: EventIntake,
+        inbox: RoomInbox,
         livekit: LiveKitSettings,
         pipeline: PipelineSettings,
         *,
         clock: Callable[[], float] = time.time,
+        room_factory: RoomFactory = ObserverRoom,
     ) -> None:
         self.target = target
         self.state: ObserverState = "idle"
         # Why the observation ended on its own (a FINAL_DISCONNECTS reason), else None.
         self.ended_by: str | None = None
-        self._intake = intake
         self._livekit = livekit
         self._limits = pipeline
         self._clock = clock
-        self._inbox = RoomInbox(target.room, pipeline.room_queue_max, intake)
+        self._room_factory = room_factory
+        self._inbox = inbox
         self._ctx = RoomContext(room=target.room)
         self._stop = asyncio.Event()
         self._disconnected = asyncio.Event()
@@ -98,8 +103,8 @@ class RoomObserver:
     # -- lifecycle -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Observe until `stop()`: join, re-join after the SDK gives up, leave, drain."""
-        self._inbox.start()
+        """Observe until `stop()`: join, re-join after the SDK gives up, leave. What was
+        received is in the inbox when this returns."""
         try:
             await self._observe()
         finally:
@@ -107,7 +112,6 @@ class RoomObserver:
             for task in list(self._stream_tasks):
                 task.cancel()
             await asyncio.gather(*self._stream_tasks, return_exceptions=True)
-            await self._inbox.drain()
 
     def stop(self) -> None:
         self._stop.set()
@@ -181,7 +185,7 @@ class RoomObserver:
         connected = await self._connect(room)  # cancelled: the inbox's drain counts the held
         held = self._inbox.release()
         if not connected:
-            metrics.EVENTS_DROPPED.labels(reason="connect_failed").inc(len(held))
+            metrics.dropped("connect_failed", len(held))
             return None
         return held
 
@@ -208,7 +212,7 @@ class RoomObserver:
             await self._leave_after_connect(connect, room)
             raise
         metrics.ROOM_CONNECT_DURATION.observe(time.monotonic() - started)
-        self._ctx = RoomContext(room=self.target.room, room_sid=room._info.sid or None)
+        self._ctx = RoomContext(room=self.target.room, room_sid=await _room_sid(room))
         self.state = "connected"
         self._disconnected.clear()
         self._log.info("room_joined", identity=self._identity, sid=self._ctx.room_sid)
@@ -242,7 +246,7 @@ class RoomObserver:
     # -- LiveKit handlers: synchronous, tiny -------------------------------------------
 
     def _new_room(self) -> ObserverRoom:
-        room = ObserverRoom()
+        room = self._room_factory()
         room.on("data_received", self._on_data)
         room.on("participant_connected", self._on_participant_connected)
         room.on("participant_disconnected", self._on_participant_disconnected)
@@ -279,7 +283,8 @@ class RoomObserver:
     def _report(self, changes: list[PresenceChange]) -> None:
         now = self._clock()
         for c in changes:
-            self._inbox.put(ParticipantItem(self._ctx, c.who, c.change, c.reason, now))
+            item = ParticipantItem(self._ctx, c.who, c.change, c.reason, now, c.attributes)
+            self._inbox.put(item)
             if c.attributes:
                 self._inbox.put(AttributesItem(self._ctx, c.who, c.attributes, c.attributes, now))
 
@@ -312,7 +317,7 @@ class RoomObserver:
         self._stream_tasks.discard(task)
         reader.close()  # else its SDK subscription lives as long as the process
         if task.cancelled():  # the room was left before the stream ended
-            metrics.EVENTS_DROPPED.labels(reason="text_stream_unfinished").inc()
+            metrics.dropped("text_stream_unfinished")
 
     async def _read_text_stream(self, reader: rtc.TextStreamReader, sender_identity: str) -> None:
         """The text so far after each chunk (the decoder decides what a partial is worth),
@@ -366,6 +371,15 @@ class RoomObserver:
         self._log.info("observer_" + change, reason=reason, gap_ms=gap_ms)
         self._inbox.put(ObserverItem(self._ctx, change, reason, gap_ms, self._clock()))
 
-    def _dead_letter(self, reason: str, now: float, detail: dict[str, object]) -> None:
-        metrics.EVENTS_DROPPED.labels(reason=reason).inc()
-        self._intake.submit_dead_letter(DeadLetter(self.target.room, reason, now, detail))
+    def _dead_letter(self, reason: RefusedReason, now: float, detail: dict[str, object]) -> None:
+        """Refused here, dead-lettered by the decode stage: in order with the room's events."""
+        metrics.dropped(reason)
+        self._inbox.put(RejectedItem(self._ctx, reason, detail, now))
+
+
+async def _room_sid(room: rtc.Room) -> str | None:
+    """The room's sid (public API: resolved by the connect, or by a room update soon after)."""
+    try:
+        return await asyncio.wait_for(room.sid, timeout=ROOM_SID_WAIT_S) or None
+    except TimeoutError:
+        return None

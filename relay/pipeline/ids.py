@@ -27,26 +27,18 @@ memory follows the event rate, not the uptime; `forget_room` drops a room's stat
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-from collections import OrderedDict
 
+from relay.contract.encoding import canonical
 from relay.contract.event import Event
+from relay.lru import LRU
 
 ID_PREFIX = "ev_"
 DIGEST_BYTES = 10  # 20 hex characters: 80 bits, no collision in any realistic stream
 MAX_ROOMS = 10_000  # rooms whose occurrence counts are kept (least recently used go first)
 
-# One encoder for every hash input: sorted keys and fixed separators make the JSON
-# canonical; `repr` keeps a stray non-JSON value from turning minting into a crash.
-_CANONICAL = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
-)
 
-
-def _digest(parts: list[object]) -> str:
-    # A JSON array is an unambiguous encoding of the parts (no separator can be forged).
-    raw = _CANONICAL.encode(parts).encode("utf-8", "surrogatepass")
+def _digest(raw: bytes) -> str:
     return hashlib.blake2b(raw, digest_size=DIGEST_BYTES).hexdigest()
 
 
@@ -82,24 +74,20 @@ class IdMinter:
     """Mints `Event.id`s for one process. Not thread-safe (one event loop)."""
 
     def __init__(self, *, max_rooms: int = MAX_ROOMS) -> None:
-        self._max_rooms = max_rooms
-        self._rooms: OrderedDict[str, _Occurrences] = OrderedDict()
+        self._rooms: LRU[str, _Occurrences] = LRU(max_rooms)
 
-    def mint(self, event: Event) -> str:
+    def mint(self, event: Event, data: bytes, source: bytes) -> str:
+        """The event's id; `data` and `source` are its canonically encoded parts
+        (`Event.encoded_parts()`), the same bytes the entry is built from.
+
+        The hash input is a JSON array of the parts (an unambiguous encoding: no separator
+        can be forged), byte for byte what earlier versions hashed."""
         if event.dedupe_key:
-            return ID_PREFIX + _digest([event.room, event.protocol, event.kind, event.dedupe_key])
+            key = [event.room, event.protocol, event.kind, event.dedupe_key]
+            return ID_PREFIX + _digest(canonical(key))
         bucket = math.floor(event.received_at)
-        base = _digest(
-            [
-                event.room,
-                event.protocol,
-                event.kind,
-                event.participant.identity,
-                event.data,
-                event.source,
-                bucket,
-            ]
-        )
+        head = canonical([event.room, event.protocol, event.kind, event.participant.identity])
+        base = _digest(b"%s,%s,%s,%d]" % (head[:-1], data, source, bucket))
         occurrence = self._occurrences(event.room, bucket).count(base, bucket)
         if occurrence == 1:
             return ID_PREFIX + base
@@ -107,7 +95,7 @@ class IdMinter:
 
     def forget_room(self, room: str) -> None:
         """Drop a room's occurrence counts (the room was left)."""
-        self._rooms.pop(room, None)
+        self._rooms.pop(room)
 
     @property
     def rooms_tracked(self) -> int:
@@ -116,9 +104,6 @@ class IdMinter:
     def _occurrences(self, room: str, bucket: int) -> _Occurrences:
         state = self._rooms.get(room)
         if state is None:
-            state = self._rooms[room] = _Occurrences(bucket)
-            if len(self._rooms) > self._max_rooms:
-                self._rooms.popitem(last=False)
-        else:
-            self._rooms.move_to_end(room)
+            state = _Occurrences(bucket)
+            self._rooms.put(room, state)
         return state

@@ -8,7 +8,6 @@ partly written batch is written again with the same ids. An event leaves the buf
 `submit()` wait, which is the backpressure. Every drop is counted with a reason on
 `relay_events_dropped_total`:
 
-- `dlq_buffer_full`: a dead letter arrived while the buffer was full (it cannot wait);
 - `shutdown`: submitted after `drain()` began, or still waiting for room when it began;
 - `shutdown_timeout`: accepted but not acknowledged when the drain deadline passed;
 - `dead_letter_rejected`: a dead letter a sink refused for good.
@@ -28,15 +27,15 @@ from typing import Any
 
 import structlog
 
+from relay import metrics
 from relay.backoff import backoff_s
 from relay.config import PipelineSettings
-from relay.contract.event import DeadLetter, Event
+from relay.contract.event import DeadLetter, Entry, Event
+from relay.contract.sink import Sink
 from relay.errors import SinkError
 from relay.metrics import (
     BUFFER_EVENTS,
-    DEAD_LETTERS,
     EVENT_LATENCY,
-    EVENTS_DROPPED,
     EVENTS_RECEIVED,
     EVENTS_WRITTEN,
     SINK_WRITE_DURATION,
@@ -44,7 +43,6 @@ from relay.metrics import (
 )
 from relay.pipeline.ids import IdMinter
 from relay.pipeline.slots import Slots
-from relay.sinks.base import Entry, Sink
 
 log = structlog.get_logger(__name__)
 
@@ -88,37 +86,33 @@ class Pipeline:
         self._finished = asyncio.Event()
         self._unwritten = 0
         self._last_error: str | None = None
-        self._failing_since: float | None = None
+        self._failing_since: float | None = None  # for the recovery log line
         self._written = {sink.name: EVENTS_WRITTEN.labels(sink=sink.name) for sink in sinks}
         _LIVE.add(self)
 
     # -- intake ----------------------------------------------------------------------
 
-    async def submit(self, event: Event) -> None:
-        """Stamp `id` and `seq` and buffer the event; waits while the buffer is full.
+    async def submit(self, entry: Entry) -> None:
+        """Buffer an entry, an event stamped with its `id` and `seq` (and encoded once);
+        waits while the buffer is full.
 
-        After `drain()` began the event is dropped (reason `shutdown`), not raised: the
-        callers are decode loops of rooms being left, which have nowhere else to put it."""
+        After `drain()` began the entry is dropped (reason `shutdown`), not raised: the
+        callers are decode stages of rooms being left, which have nowhere else to put it."""
         # try_acquire first: the common case then costs no coroutine.
         if not self._slots.try_acquire() and (self._closing or not await self._slots.acquire()):
-            EVENTS_DROPPED.labels(reason="shutdown").inc()
+            metrics.dropped("shutdown")
+            return
+        if isinstance(entry, DeadLetter):
+            self._accept(entry)
             return
         # Stamped only once a slot is ours (no await from here on): a cancelled or refused
         # submit never burns a seq, so a room's seqs have no gaps.
-        seq = self._seqs.get(event.room, 0) + 1
-        self._seqs[event.room] = seq
-        self._accept(event.stamped(self._ids.mint(event), seq))
+        seq = self._seqs.get(entry.room, 0) + 1
+        self._seqs[entry.room] = seq
+        parts = entry.encoded_parts()
+        self._accept(entry.stamped(self._ids.mint(entry, *parts), seq, parts))
         self.accepted += 1
-        EVENTS_RECEIVED.labels(event.protocol, event.kind).inc()
-
-    def submit_dead_letter(self, dead_letter: DeadLetter) -> None:
-        """Buffer a dead letter if there is room now; else drop it (`dlq_buffer_full`)."""
-        if self._closing:
-            EVENTS_DROPPED.labels(reason="shutdown").inc()
-        elif not self._slots.try_acquire():
-            EVENTS_DROPPED.labels(reason="dlq_buffer_full").inc()
-        else:
-            self._accept(dead_letter)
+        EVENTS_RECEIVED.labels(entry.protocol, entry.kind).inc()
 
     def forget_room(self, room: str) -> None:
         """Drop a left room's counters. If the room is observed again its seq restarts at
@@ -146,11 +140,6 @@ class Pipeline:
     @property
     def last_error(self) -> str | None:
         return self._last_error
-
-    @property
-    def failing_since(self) -> float | None:
-        """Clock time of the first failure of the current failing streak."""
-        return self._failing_since
 
     @property
     def accepting(self) -> bool:
@@ -235,7 +224,7 @@ class Pipeline:
             )
         for sink, entry, error in self._rejected:
             if isinstance(entry, DeadLetter):
-                EVENTS_DROPPED.labels(reason="dead_letter_rejected").inc()
+                metrics.dropped("dead_letter_rejected")
                 continue
             detail = {"sink": sink, "error": error, "event": entry.to_dict()}
             # The event's buffer slot passes to its dead letter (kept by _acknowledged), so
@@ -292,7 +281,7 @@ class Pipeline:
             if isinstance(entry, Event):
                 observe(now - entry.received_at)
             else:
-                DEAD_LETTERS.labels(reason=entry.reason).inc()
+                metrics.dead_lettered(entry.reason)
         self._batch = []
         self._sinks_done = 0
         self._slots.release(len(batch) - kept)  # a rejected event's slot goes to its letter
@@ -342,7 +331,7 @@ class Pipeline:
         self._pending.clear()
         self._unwritten = left
         if left:
-            EVENTS_DROPPED.labels(reason="shutdown_timeout").inc(left)
+            metrics.dropped("shutdown_timeout", left)
             log.error("pipeline_drain_timeout", unwritten=left, last_error=self._last_error)
         else:
             log.info("pipeline_drained")

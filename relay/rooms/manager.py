@@ -14,11 +14,12 @@ import structlog
 
 from relay import metrics
 from relay.errors import RelayError
-from relay.observer import RoomObserver, RoomTarget
+from relay.observer import RoomTarget
+from relay.rooms.observed import ObservedRoom
 
 log = structlog.get_logger(__name__)
 
-ObserverFactory = Callable[[RoomTarget], RoomObserver]
+ObserverFactory = Callable[[RoomTarget], ObservedRoom]
 RoomLeftCallback = Callable[[str], None]
 
 
@@ -43,7 +44,7 @@ class RoomManager:
         self._on_room_left = on_room_left
         self._max_rooms = max_rooms
         self._static_rooms = frozenset(static_rooms)
-        self._observers: dict[str, RoomObserver] = {}
+        self._observers: dict[str, ObservedRoom] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         # Static rooms whose observation ended on its own (room deleted, observer removed):
         # done, not failing, until wanted again.

@@ -23,12 +23,12 @@ from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from relay import keys, redis_client
 from relay.config import RedisSettings
-from relay.contract.event import Event
+from relay.contract.event import Entry, Event
+from relay.contract.sink import Rejected, Sink
 from relay.errors import SinkError
-from relay.sinks.base import Entry, Rejected, Sink
+from relay.lru import LRU
 
-# Room names -> stream keys; rooms come and go, so the cache is cleared when it is full.
-ROOM_CACHE_MAX = 4096
+ROOM_CACHE_MAX = 4096  # room names -> their stream's XADD head (rooms come and go)
 
 
 def _xadd_head(key: str, maxlen: int) -> tuple[bytes, ...]:
@@ -54,7 +54,7 @@ class RedisStreamsSink(Sink):
         # every str or int argument costs it a round of type checks and an encode.
         self._events_head = _xadd_head(keys.events_key(settings), settings.events_maxlen)
         self._dlq_head = _xadd_head(keys.dlq_key(settings), settings.dlq_maxlen)
-        self._rooms: dict[str, tuple[tuple[bytes, ...], bytes]] = {}
+        self._rooms: LRU[str, tuple[tuple[bytes, ...], bytes]] = LRU(ROOM_CACHE_MAX)
 
     def room_key(self, room: str) -> str:
         return keys.room_key(self._settings, room)
@@ -63,10 +63,9 @@ class RedisStreamsSink(Sink):
         """The XADD head of a room's stream and the room name, as bytes (cached)."""
         cached = self._rooms.get(room)
         if cached is None:
-            if len(self._rooms) >= ROOM_CACHE_MAX:
-                self._rooms.clear()
             head = _xadd_head(self.room_key(room), self._settings.room_maxlen)
-            cached = self._rooms[room] = (head, room.encode())
+            cached = (head, room.encode("utf-8", "replace"))
+            self._rooms.put(room, cached)
         return cached
 
     def add_commands(self, pipe: Any, batch: Sequence[Entry]) -> None:
@@ -77,14 +76,14 @@ class RedisStreamsSink(Sink):
                 room_head, room = self._room(entry.room)
                 fields = (
                     b"kind", entry.kind.encode(), b"room", room, b"id", entry.id.encode(),
-                    b"event", entry.to_json().encode(),
+                    b"event", entry.json_bytes(),
                 )  # fmt: skip
                 pipe.execute_command(*events_head, *fields)
                 pipe.execute_command(*room_head, *fields)
             else:
                 pipe.execute_command(
                     *self._dlq_head, b"reason", entry.reason.encode(), b"room",
-                    entry.room.encode(), b"entry", entry.to_json().encode(),
+                    entry.room.encode("utf-8", "replace"), b"entry", entry.json_bytes(),
                 )  # fmt: skip
 
     async def write(self, batch: Sequence[Entry]) -> list[Rejected]:

@@ -11,8 +11,9 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from relay.contract.event import Entry
+from relay.contract.sink import Rejected, Sink
 from relay.errors import SinkError
-from relay.sinks.base import Entry, Rejected, Sink
 
 
 class StdoutSink(Sink):

@@ -13,9 +13,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from relay.contract.event import Event, Participant
-from relay.contract.schema import validate_event
-from relay.decode import RoomDecoder
-from relay.decode.items import (
+from relay.contract.raw import (
     AttributesItem,
     DataItem,
     RawItem,
@@ -24,6 +22,8 @@ from relay.decode.items import (
     TranscriptionItem,
     TranscriptionSegment,
 )
+from relay.contract.schema import validate_event
+from relay.decode import RoomDecoder
 
 CTX = RoomContext(room="demo-room", room_sid="RM_demo")
 T0 = 1_763_732_701.123  # 2025-11-21T13:45:01.123Z

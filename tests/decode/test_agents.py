@@ -8,7 +8,7 @@ import pytest
 
 from relay.contract.event import Participant
 from relay.decode import RoomDecoder
-from relay.decode.common import SegmentDedupe
+from relay.decode.state import SegmentDedupe
 from tests.decode.conftest import (
     LK_AGENT,
     USER,

@@ -18,9 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.contract.event import Event, Participant
-from relay.contract.schema import load_schema, validate_event
-from relay.decode import RoomDecoder
-from relay.decode.items import (
+from relay.contract.raw import (
     AttributesItem,
     DataItem,
     ObserverItem,
@@ -32,6 +30,8 @@ from relay.decode.items import (
     TranscriptionItem,
     TranscriptionSegment,
 )
+from relay.contract.schema import load_schema, validate_event
+from relay.decode import RoomDecoder
 from relay.decode.liveavatar import STREAMING_TYPES
 from relay.decode.livelayer import TYPES as LIVELAYER_TYPES
 from tests.decode.conftest import checked

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from relay.contract.event import Participant
+from relay.contract.raw import ObserverItem, RawItem
 from relay.decode import RoomDecoder, agents
-from relay.decode.common import AGENT_STATES_MAX
-from relay.decode.items import ObserverItem, RawItem
+from relay.decode.state import AGENT_STATES_MAX
 from tests.decode.conftest import (
     CTX,
     LA_AGENT,

@@ -8,8 +8,9 @@ import pytest
 from livekit import rtc
 
 from relay.contract.event import Participant
-from relay.decode import RoomDecoder, classify_role, participant_kind_name
-from relay.decode.items import ObserverItem, ParticipantItem, SpeakersItem
+from relay.contract.raw import ObserverItem, ParticipantItem, SpeakersItem
+from relay.decode import RoomDecoder, classify_role
+from relay.observer.convert import participant_kind_name
 from tests.decode.conftest import CTX, LA_AGENT, T0, USER, decode, decode_one
 
 

@@ -9,8 +9,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from relay.http import build_app
-from relay.observer import RoomObserver, RoomTarget
+from relay.observer import RoomTarget
 from relay.rooms import RoomManager
+from relay.rooms.observed import ObservedRoom
 from tests.observer.sdk_objects import CollectingIntake, make_observer
 
 TOKEN = "admin-token-for-tests"
@@ -22,7 +23,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Client, RoomManager]]:
     intake = CollectingIntake()
 
-    def observer_for(target: RoomTarget) -> RoomObserver:
+    def observer_for(target: RoomTarget) -> ObservedRoom:
         # Real observers aimed at a closed loopback port: they stay "connecting".
         return make_observer(intake, target=target)
 

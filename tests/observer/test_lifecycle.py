@@ -8,64 +8,51 @@ import json
 
 import pytest
 from livekit import rtc
-from prometheus_client import REGISTRY
 
 from relay.contract.event import Event
-from relay.decode.items import RoomContext
 from relay.observer import room as observer_room
-from relay.observer.room import RoomObserver
-from relay.observer.sdk_room import ObserverRoom
-from tests.observer.sdk_objects import CollectingIntake, make_observer, remote_participant
+from relay.rooms.observed import ObservedRoom
+from tests.observer.sdk_objects import (
+    STAYS,
+    BlockedIntake,
+    CollectingIntake,
+    Script,
+    ScriptedRoom,
+    make_observer,
+    remote_participant,
+)
+from tests.support import dropped
 
 RELIABLE = rtc.DataPacketKind.KIND_RELIABLE
 
 
-def dropped(reason: str) -> float:
-    value = REGISTRY.get_sample_value("relay_events_dropped_total", {"reason": reason})
-    return value or 0.0
+@pytest.fixture
+def backoffs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The re-join backoff attempts the observer asks for (each then waits no time)."""
+    attempts: list[int] = []
+
+    def record(attempt: int, initial_s: float, max_s: float) -> float:
+        attempts.append(attempt)
+        return 0.0
+
+    monkeypatch.setattr(observer_room, "backoff_s", record)
+    return attempts
 
 
-class DroppedObserver(RoomObserver):
-    """Joins at once, then is disconnected with the next of `reasons`; records backoffs.
-
-    Stands in for the SDK's connect only: the loop under test is the observer's own."""
-
-    def __init__(self, intake: CollectingIntake, reasons: list[str]) -> None:
-        base = make_observer(intake)
-        super().__init__(base.target, intake, base._livekit, base._limits)
-        self.reasons = reasons
-        self.connects = 0
-        self.backoffs: list[int] = []
-
-    async def _connect(self, room: ObserverRoom) -> bool:
-        if not self.reasons:
-            self.stop()
-            return False
-        self.connects += 1
-        self.state = "connected"
-        self._disconnected.clear()
-        reason = rtc.DisconnectReason.Value(self.reasons.pop(0))
-        asyncio.get_running_loop().call_soon(self._on_disconnected, reason)
-        return True
-
-    async def _back_off(self, attempt: int) -> None:
-        self.backoffs.append(attempt)
-
-
-async def run_to_end(observer: RoomObserver) -> list[Event]:
-    intake = observer._intake
-    assert isinstance(intake, CollectingIntake)
+async def run_to_end(observed: ObservedRoom, intake: CollectingIntake) -> list[Event]:
     async with asyncio.timeout(5):
-        await observer.run()
+        await observed.run()
     return intake.events
 
 
-async def test_a_room_that_drops_the_observer_at_once_is_rejoined_with_growing_backoff() -> None:
-    observer = DroppedObserver(CollectingIntake(), ["SIGNAL_CLOSE"] * 4)
-    events = await run_to_end(observer)
-    assert observer.connects == 4
+async def test_a_room_that_drops_the_observer_at_once_is_rejoined_with_growing_backoff(
+    backoffs: list[int],
+) -> None:
+    intake, script = CollectingIntake(), Script(["SIGNAL_CLOSE"] * 4)
+    events = await run_to_end(make_observer(intake, script=script), intake)
+    assert script.connects == 4
     # Each quick drop backs off further (attempt 0, 1, 2, 3), then the stop: no tight loop.
-    assert observer.backoffs[:4] == [0, 1, 2, 3]
+    assert backoffs[:4] == [0, 1, 2, 3]
     kinds = [e.kind for e in events]
     assert kinds[:2] == ["observer.joined", "observer.reconnecting"]
     assert kinds.count("observer.resumed") == 3
@@ -73,13 +60,13 @@ async def test_a_room_that_drops_the_observer_at_once_is_rejoined_with_growing_b
 
 
 async def test_a_connection_that_held_resets_the_backoff(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, backoffs: list[int]
 ) -> None:
     monkeypatch.setattr(observer_room, "STABLE_CONNECTION_S", 0.0)
-    observer = DroppedObserver(CollectingIntake(), ["SIGNAL_CLOSE"] * 3)
-    await run_to_end(observer)
-    assert observer.connects == 3
-    assert observer.backoffs == [0]  # only the final, failed connect backs off
+    intake, script = CollectingIntake(), Script(["SIGNAL_CLOSE"] * 3)
+    await run_to_end(make_observer(intake, script=script), intake)
+    assert script.connects == 3
+    assert backoffs == [0]  # only the final, failed connect backs off
 
 
 @pytest.mark.parametrize(
@@ -92,10 +79,11 @@ async def test_a_connection_that_held_resets_the_backoff(
 )
 async def test_a_room_that_ended_is_not_rejoined(reason: str, left: str) -> None:
     # Re-joining would re-create a deleted room, or undo an operator's removal.
-    observer = DroppedObserver(CollectingIntake(), [reason, "SIGNAL_CLOSE"])
-    events = await run_to_end(observer)
-    assert observer.connects == 1
-    assert observer.ended_by == reason
+    intake, script = CollectingIntake(), Script([reason, "SIGNAL_CLOSE"])
+    observed = make_observer(intake, script=script)
+    events = await run_to_end(observed, intake)
+    assert script.connects == 1
+    assert observed.ended_by == reason
     assert [(e.kind, e.data) for e in events] == [
         ("observer.joined", {}),
         ("observer.left", {"reason": left}),
@@ -120,48 +108,39 @@ async def test_cancelled_twice_mid_connect_still_waits_for_the_connect(
             await task
 
 
-class BlockedIntake(CollectingIntake):
-    """A pipeline whose buffer is full (Redis away): every submit waits."""
-
-    async def submit(self, event: Event) -> None:
-        await asyncio.Event().wait()
-
-
 async def test_shutdown_timeout_counts_what_the_room_still_held() -> None:
-    observer = make_observer(BlockedIntake())
-    room = observer._new_room()
-    user = remote_participant("user-1")
+    script = Script([STAYS])
+    observed = make_observer(BlockedIntake(), script=script)
+    task = asyncio.create_task(observed.run())
+    await asyncio.sleep(0.1)  # joined: observer.joined is in hand, blocked in submit
+    room, user = script.rooms[0], remote_participant("user-1")
     for n in range(3):
         body = json.dumps({"type": "user_message", "text": f"m{n}"}).encode()
-        room.emit("data_received", rtc.DataPacket(body, rtc.DataPacketKind.KIND_RELIABLE, user))
+        room.emit("data_received", rtc.DataPacket(body, RELIABLE, user))
     before = dropped("shutdown_timeout")
-    observer._inbox.start()
-    drain = asyncio.create_task(observer._inbox.drain())
-    await asyncio.sleep(0.1)  # one event in hand (blocked in submit), two queued
-    drain.cancel()  # the shutdown's deadline
-    await asyncio.gather(drain, return_exceptions=True)
-    assert dropped("shutdown_timeout") == before + 3
+    observed.stop()  # leaves (observer.left queued) and waits for the decode stage
+    await asyncio.sleep(0.1)
+    task.cancel()  # the shutdown's deadline
+    await asyncio.gather(task, return_exceptions=True)
+    # observer.joined (in hand), 3 packets and observer.left (queued): none handed on.
+    assert dropped("shutdown_timeout") == before + 5
 
 
-class EarlyArrivals(DroppedObserver):
+def busy_room_arrivals(room: ScriptedRoom) -> None:
     """Participants join and speak while connect() is still running, as they do when the
     observer joins a busy room: the SDK dispatches their events before the observer's
     connect resumes, which then learns the room's sid."""
-
-    async def _connect(self, room: ObserverRoom) -> bool:
-        early = remote_participant("early-user", sid="PA_e")
-        room._remote_participants[early.identity] = early
-        room.emit("participant_connected", early)
-        body = json.dumps({"event_type": "avatar.interrupt"}).encode()
-        room.emit("data_received", rtc.DataPacket(body, RELIABLE, early, "agent-control"))
-        connected = await super()._connect(room)
-        self._ctx = RoomContext(room=self.target.room, room_sid="RM_early")  # as on a join
-        return connected
+    early = remote_participant("early-user", sid="PA_e")
+    room._remote_participants[early.identity] = early  # the SDK's own state
+    room.emit("participant_connected", early)
+    body = json.dumps({"event_type": "avatar.interrupt"}).encode()
+    room.emit("data_received", rtc.DataPacket(body, RELIABLE, early, "agent-control"))
 
 
 async def test_what_arrives_during_connect_follows_observer_joined() -> None:
-    observer = EarlyArrivals(CollectingIntake(), ["ROOM_DELETED"])
-    events = await run_to_end(observer)
+    intake = CollectingIntake()
+    script = Script(["ROOM_DELETED"], sid="RM_early", during_connect=busy_room_arrivals)
+    events = await run_to_end(make_observer(intake, script=script), intake)
     assert [(e.kind, e.participant.identity) for e in events] == [
         ("observer.joined", ""),
         ("participant.joined", "early-user"),
@@ -172,8 +151,9 @@ async def test_what_arrives_during_connect_follows_observer_joined() -> None:
 
 
 async def test_what_arrived_during_a_failed_connect_is_counted() -> None:
-    observer = EarlyArrivals(CollectingIntake(), [])  # no reason left: the connect fails
+    intake = CollectingIntake()
+    script = Script([], during_connect=busy_room_arrivals)  # no step: the connect fails
     before = dropped("connect_failed")
-    events = await run_to_end(observer)
+    events = await run_to_end(make_observer(intake, script=script), intake)
     assert events == []
     assert dropped("connect_failed") == before + 2

@@ -1,8 +1,9 @@
 """RoomObserver on real `rtc.Room` objects: SDK events in, contract events out.
 
-The SDK's event emitter is driven directly (`room.emit(...)`) with objects the SDK builds
-itself; the connect path is exercised against a closed loopback port. Real WebRTC joins are
-in tests/e2e.
+The observed room runs for real (observer, inbox, decode stage) on a scripted SDK room
+(tests/observer/sdk_objects.py); the SDK's event emitter is driven directly
+(`room.emit(...)`) with objects the SDK builds itself; the connect path is exercised
+against a closed loopback port. Real WebRTC joins are in tests/e2e.
 """
 
 from __future__ import annotations
@@ -15,10 +16,21 @@ import pytest
 from livekit import rtc
 from prometheus_client import REGISTRY
 
-from relay.observer import RoomObserver
+from relay.contract.raw import RoomContext, SpeakersItem
+from relay.observer.inbox import RoomInbox
 from relay.observer.room import TEXT_STREAM_TOPICS
-from relay.observer.sdk_room import ObserverRoom
-from tests.observer.sdk_objects import CollectingIntake, make_observer, remote_participant
+from relay.rooms.observed import ObservedRoom
+from tests.observer.sdk_objects import (
+    STAYS,
+    CollectingIntake,
+    Script,
+    ScriptedRoom,
+    make_observer,
+    remote_participant,
+)
+from tests.support import dropped
+
+Observed = tuple[ObservedRoom, ScriptedRoom, CollectingIntake]
 
 RELIABLE = rtc.DataPacketKind.KIND_RELIABLE
 
@@ -27,24 +39,24 @@ def connect_failures() -> float:
     return REGISTRY.get_sample_value("relay_room_connect_failures_total") or 0.0
 
 
-def dropped(reason: str) -> float:
-    value = REGISTRY.get_sample_value("relay_events_dropped_total", {"reason": reason})
-    return value or 0.0
-
-
 @pytest.fixture
-async def observed() -> AsyncIterator[tuple[RoomObserver, ObserverRoom, CollectingIntake]]:
-    """An observer's room with its handlers attached and its decode task running."""
+async def observed() -> AsyncIterator[Observed]:
+    """A joined observed room (its observer.joined already consumed) and its SDK room."""
     intake = CollectingIntake()
-    observer = make_observer(intake)
-    room = observer._new_room()
-    observer._inbox.start()
-    yield observer, room, intake
-    await observer._inbox.drain()
+    script = Script([STAYS])
+    observed = make_observer(intake, script=script)
+    task = asyncio.create_task(observed.run())
+    [joined] = await intake.wait_for(1)
+    assert joined.kind == "observer.joined"
+    intake.events.clear()
+    yield observed, script.rooms[0], intake
+    observed.stop()
+    async with asyncio.timeout(5):
+        await task
 
 
 async def test_data_packet_becomes_contract_event_with_sender_role(
-    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
+    observed: Observed,
 ) -> None:
     _, room, intake = observed
     avatar_agent = remote_participant("liveavatar-agent-s1", sid="PA_agent")
@@ -63,15 +75,15 @@ async def test_data_packet_becomes_contract_event_with_sender_role(
 
 
 async def test_oversized_payload_goes_to_dead_letters_not_events(
-    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
+    observed: Observed,
 ) -> None:
     _, room, intake = observed
     before = dropped("oversized")
     user = remote_participant("user-1")
     room.emit("data_received", rtc.DataPacket(b"x" * 5000, RELIABLE, user, "agent-control"))
 
+    [letter] = await intake.wait_for_letters(1)
     assert intake.events == []
-    [letter] = intake.dead_letters
     assert letter.reason == "oversized"
     assert letter.detail["size"] == 5000
     assert letter.detail["topic"] == "agent-control"
@@ -79,32 +91,23 @@ async def test_oversized_payload_goes_to_dead_letters_not_events(
     assert dropped("oversized") == before + 1
 
 
-async def test_full_room_queue_drops_with_reason_and_keeps_the_rest() -> None:
-    intake = CollectingIntake()
-    observer = make_observer(intake, room_queue_max=5)
-    room = observer._new_room()
+async def test_a_full_inbox_drops_with_reason_and_keeps_the_rest() -> None:
+    inbox = RoomInbox("room-1", maxsize=5)
     before = dropped("room_queue_full")
-    user = remote_participant("user-1")
-    for n in range(8):  # the decode task is not running: the queue fills
-        body = json.dumps({"type": "user_message", "text": f"m{n}"}).encode()
-        room.emit("data_received", rtc.DataPacket(body, RELIABLE, user, ""))
+    items = [SpeakersItem(RoomContext("room-1"), [f"u{n}"], float(n)) for n in range(8)]
+    for item in items:  # nobody takes items out: the inbox fills
+        inbox.put(item)
     assert dropped("room_queue_full") == before + 3
-
-    observer._inbox.start()
-    events = await intake.wait_for(5)
-    await observer._inbox.drain()
-    assert [event.data.get("text") for event in events] == [f"m{n}" for n in range(5)]
+    assert [await inbox.get() for _ in range(5)] == items[:5]
 
 
-async def test_text_stream_handlers_are_registered_before_connect() -> None:
-    observer = make_observer(CollectingIntake())
-    room = observer._new_room()
-    assert sorted(room._text_stream_handlers) == sorted(TEXT_STREAM_TOPICS)
-    assert not room.isconnected()
+async def test_text_stream_handlers_are_registered_before_connect(observed: Observed) -> None:
+    _, room, _ = observed
+    assert room.script.text_topics_at_connect == sorted(TEXT_STREAM_TOPICS)
 
 
 async def test_participants_attributes_and_speakers(
-    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
+    observed: Observed,
 ) -> None:
     _, room, intake = observed
     agent = remote_participant("agent-1", sid="PA_a", kind=4)
@@ -128,7 +131,7 @@ async def test_participants_attributes_and_speakers(
 
 
 async def test_reconnecting_then_reconnected_reports_the_gap(
-    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
+    observed: Observed,
 ) -> None:
     _, room, intake = observed
     room.emit("reconnecting")
@@ -140,7 +143,7 @@ async def test_reconnecting_then_reconnected_reports_the_gap(
 
 
 async def test_legacy_transcription_segments(
-    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
+    observed: Observed,
 ) -> None:
     _, room, intake = observed
     agent = remote_participant("agent-1", sid="PA_a", kind=4)
@@ -156,7 +159,7 @@ async def test_legacy_transcription_segments(
 
 async def test_unreachable_server_retries_and_stops_without_cancelling_connect() -> None:
     intake = CollectingIntake()
-    observer = make_observer(intake, url="ws://127.0.0.1:9")  # nothing listens on port 9
+    observer = make_observer(intake, url="ws://127.0.0.1:9")  # real rooms; nothing on port 9
     failures_before = connect_failures()
     task = asyncio.create_task(observer.run())
     await asyncio.sleep(1.5)  # a failed attempt, a backoff, another attempt
@@ -172,9 +175,9 @@ async def test_unreachable_server_retries_and_stops_without_cancelling_connect()
 
 
 async def test_reconnect_churn_is_not_reported_but_real_changes_are(
-    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
+    observed: Observed,
 ) -> None:
-    observer, room, intake = observed
+    _, room, intake = observed
     user = remote_participant("user-1", sid="PA_u")
     leaver = remote_participant("leaver", sid="PA_l")
     room.emit("participant_connected", user)
@@ -184,8 +187,7 @@ async def test_reconnect_churn_is_not_reported_but_real_changes_are(
     room.emit("reconnecting")
     room.emit("participant_disconnected", user)  # churn while reconnecting
     room.emit("participant_disconnected", leaver)
-    room._remote_participants = {"user-1": user}  # after the reconnect only the user is back
-    observer._room = room
+    room._remote_participants = {"user-1": user}  # the SDK's state: only the user is back
     room.emit("participant_connected", user)  # churn: same sid
     room.emit("reconnected")
 
@@ -199,7 +201,7 @@ async def test_reconnect_churn_is_not_reported_but_real_changes_are(
 
 
 async def test_initial_attributes_report_the_starting_agent_state(
-    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
+    observed: Observed,
 ) -> None:
     _, room, intake = observed
     agent = remote_participant("agent-1", sid="PA_a", kind=4, attributes={"lk.agent.state": "idle"})
@@ -210,7 +212,7 @@ async def test_initial_attributes_report_the_starting_agent_state(
 
 
 async def test_same_identity_with_a_new_sid_reports_the_old_session_left(
-    observed: tuple[RoomObserver, ObserverRoom, CollectingIntake],
+    observed: Observed,
 ) -> None:
     _, room, intake = observed
     room.emit("participant_connected", remote_participant("user-1", sid="PA_old"))

@@ -6,9 +6,12 @@ from __future__ import annotations
 import ctypes
 import json
 
+import pytest
+import structlog
 from livekit import rtc
 from livekit.rtc._proto import participant_pb2, room_pb2
 
+from relay.observer import sdk_internals
 from relay.observer.sdk_room import DEPARTED_MAX, ObserverRoom
 
 
@@ -70,3 +73,39 @@ async def test_a_present_participant_wins_over_a_departed_one_and_memory_is_boun
     assert room._retrieve_remote_participant("p0") is None  # the oldest is forgotten
     assert room._retrieve_remote_participant(f"p{DEPARTED_MAX}") is not None
     assert room._retrieve_remote_participant("nobody") is None
+
+
+def test_the_sdk_internals_check_accepts_the_sdk_relay_was_tested_with() -> None:
+    assert sdk_internals.late_sender_problem(rtc.Room, rtc.__version__) is None
+
+
+def test_the_sdk_internals_check_names_what_does_not_match() -> None:
+    class Renamed:
+        def _lookup_participant(self, identity: str) -> None: ...
+
+    class Reshaped:
+        def _retrieve_remote_participant(self, identity: str, strict: bool) -> None: ...
+
+    tested = next(iter(sdk_internals.TESTED_VERSIONS))
+    assert "not a tested version" in str(sdk_internals.late_sender_problem(rtc.Room, "9.9.9"))
+    assert "is missing" in str(sdk_internals.late_sender_problem(Renamed, tested))
+    assert "not [self, identity]" in str(sdk_internals.late_sender_problem(Reshaped, tested))
+
+
+async def test_on_an_untested_sdk_the_room_falls_back_to_the_sdks_own_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rtc, "__version__", "9.9.9")
+    sdk_internals.late_senders_supported.cache_clear()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            room = ObserverRoom()
+        assert not room.keeps_late_senders
+        assert [entry["event"] for entry in logs] == ["sdk_internals_mismatch"]
+        got = received_senders(room)
+        room._on_room_event(joined("user-1", "PA_u"))
+        room._on_room_event(left("user-1"))
+        deliver(room, "user-1", b"late", "agent-control")
+        assert got == [(None, b"late")]  # the SDK's public behaviour: no sender, no crash
+    finally:
+        sdk_internals.late_senders_supported.cache_clear()

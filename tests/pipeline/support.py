@@ -6,11 +6,9 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from prometheus_client import REGISTRY
-
-from relay.contract.event import Event, Participant
+from relay.contract.event import Entry, Event, Participant
+from relay.contract.sink import Rejected, Sink
 from relay.errors import SinkError
-from relay.sinks.base import Entry, Rejected, Sink
 
 
 def make_event(room: str, n: int, *, at: float | None = None) -> Event:
@@ -24,10 +22,6 @@ def make_event(room: str, n: int, *, at: float | None = None) -> Event:
         participant=Participant(identity="avatar-1", kind="agent", role="avatar"),
         source={"topic": "agent-response", "event_type": "avatar.transcription"},
     )
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def wait_until(

@@ -17,7 +17,8 @@ from relay.config import PipelineSettings
 from relay.contract.event import DeadLetter
 from relay.pipeline import Pipeline
 from relay.sinks import StdoutSink
-from tests.pipeline.support import MemorySink, make_event, metric, seqs_by_room, wait_until
+from tests.pipeline.support import MemorySink, make_event, seqs_by_room, wait_until
+from tests.support import metric
 
 FAST: dict[str, Any] = {"retry_initial_s": 0.001, "retry_max_s": 0.005, "flush_interval_s": 0.001}
 
@@ -147,20 +148,23 @@ async def test_a_cancelled_wait_for_room_burns_no_seq(start: PipelineFactory) ->
     ]
 
 
-async def test_dead_letters_are_written_or_dropped_with_a_reason(start: PipelineFactory) -> None:
-    dropped = metric("relay_events_dropped_total", reason="dlq_buffer_full")
+async def test_dead_letters_wait_for_room_like_events_and_keep_their_order(
+    start: PipelineFactory,
+) -> None:
     dead = metric("relay_dead_letters_total", reason="oversized")
     pipeline, sink = start(buffer_max_events=2)
     sink.gate.clear()
     letter = DeadLetter(room="a", reason="oversized", received_at=time.time(), detail={"size": 1})
-    pipeline.submit_dead_letter(letter)
+    await pipeline.submit(letter)
     await pipeline.submit(make_event("a", 0))
-    pipeline.submit_dead_letter(letter)  # the buffer is full: it cannot wait
-    assert metric("relay_events_dropped_total", reason="dlq_buffer_full") - dropped == 1
+    waiting = asyncio.create_task(pipeline.submit(letter))  # the buffer is full: it waits
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
     sink.gate.set()
+    await waiting
     await pipeline.drain(1.0)
-    assert sink.entries[0] == letter
-    assert metric("relay_dead_letters_total", reason="oversized") - dead == 1
+    assert sink.entries == [letter, sink.events[0], letter]
+    assert metric("relay_dead_letters_total", reason="oversized") - dead == 2
 
 
 async def test_drain_returns_what_it_could_not_write(start: PipelineFactory) -> None:
@@ -202,7 +206,7 @@ async def test_intake_closes_when_drain_begins(start: PipelineFactory) -> None:
     await waiting  # woken and refused, not left hanging
     assert not pipeline.accepting
     await pipeline.submit(make_event("a", 2))
-    pipeline.submit_dead_letter(DeadLetter("a", "oversized", time.time(), {}))
+    await pipeline.submit(DeadLetter("a", "oversized", time.time(), {}))
     sink.gate.set()
     assert await draining == 0
     assert [e.seq for e in sink.events] == [1]
@@ -279,7 +283,7 @@ async def test_stdout_sink_writes_one_json_object_per_line() -> None:
     out = io.StringIO()
     pipeline = Pipeline(PipelineSettings(**FAST), [StdoutSink(out)])
     await pipeline.submit(make_event("a", 0))
-    pipeline.submit_dead_letter(DeadLetter("a", "oversized", time.time(), {"size": 9}))
+    await pipeline.submit(DeadLetter("a", "oversized", time.time(), {"size": 9}))
     await pipeline.drain(1.0)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line.get("seq") for line in lines] == [1, None]

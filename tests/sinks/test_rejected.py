@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from redis.exceptions import NoPermissionError, OutOfMemoryError, ReadOnlyError, ResponseError
 
@@ -22,6 +21,7 @@ from relay.sinks import RedisStreamsSink
 from relay.sinks.redis_streams import _rejected
 from tests.fixtures.redis_server import RedisServer
 from tests.pipeline.support import make_event
+from tests.support import dropped
 
 QUICK = PipelineSettings(batch_max_events=10, retry_initial_s=0.01, retry_max_s=0.05)
 
@@ -31,10 +31,6 @@ async def redis(redis_settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
     client = create_redis(redis_settings)
     yield client
     await client.aclose()
-
-
-def dropped(reason: str) -> float:
-    return REGISTRY.get_sample_value("relay_events_dropped_total", {"reason": reason}) or 0.0
 
 
 async def test_the_sink_rejects_only_entries_whose_key_has_the_wrong_type(

@@ -4,7 +4,7 @@ A sink writes a whole batch or raises `SinkError` (wrapping the library's error 
 `from exc`); the pipeline then retries the same batch, unchanged, so a sink never sees
 events out of order. An entry the sink's backend refuses for good (a Redis key of the
 wrong type) is returned as rejected instead, so that one bad key cannot stall every
-room: the pipeline dead-letters it. Sinks call `to_json()` and never look inside `data`.
+room: the pipeline dead-letters it. Sinks write `json_bytes()` and never look inside `data`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 
-from relay.contract.event import DeadLetter, Event
+from relay.contract.event import Entry
 
-Entry = Event | DeadLetter
 Rejected = tuple[Entry, str]  # an entry the backend refused for good, and its error
 
 

@@ -1,6 +1,8 @@
-"""What the LiveKit handlers hand to the decoders: raw items, stamped with the receive time.
+"""What the observer hands to the decode stage: raw items, stamped with the receive time.
 
-Handlers build these and return at once; decoders (pure functions) turn them into events.
+The SDK handlers build these from the SDK's objects and return at once; the decode stage
+(relay.decode) turns them into events. A sender here is what the SDK said about it
+(identity, sid, kind): its role in the conversation is decided once, by the decode stage.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from relay.contract.event import Participant
+from relay.contract.kinds import RefusedReason
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -101,6 +104,7 @@ class ParticipantItem:
     change: Literal["joined", "left"]
     reason: str | None
     received_at: float
+    attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,6 +118,17 @@ class ObserverItem:
     received_at: float
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RejectedItem:
+    """What the observer refused (an oversized packet, an aborted text stream): it goes to
+    the dead-letter stream in its room's order, with `detail` (never the whole payload)."""
+
+    ctx: RoomContext
+    reason: RefusedReason
+    detail: Mapping[str, object]
+    received_at: float
+
+
 RawItem = (
     DataItem
     | TextStreamItem
@@ -122,4 +137,5 @@ RawItem = (
     | SpeakersItem
     | ParticipantItem
     | ObserverItem
+    | RejectedItem
 )
