@@ -1,7 +1,7 @@
 """The `relay` command: run, check, token, tail, demo, devserver.
 
 Settings are parsed once here and passed down; a configuration error names the variable
-and exits with status 2.
+and exits with status 2. The exit statuses of `relay run` are listed in relay/worker.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from relay import __version__
 from relay.config import Settings, load_settings
-from relay.errors import ConfigError
+from relay.errors import ConfigError, StartError
 from relay.logs import configure_logging
 
 EXIT_CONFIG = 2
@@ -86,9 +86,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from relay.worker import run_worker
+    from relay.worker import EXIT_FAILED, run_worker
 
-    return asyncio.run(run_worker(settings))
+    try:
+        return asyncio.run(run_worker(settings))
+    except StartError as exc:  # the worker has shut down; one line, no traceback
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:

@@ -12,5 +12,10 @@ class ConfigError(RelayError):
     """Configuration is invalid; the message names the variable."""
 
 
+class StartError(RelayError):
+    """A start step of the worker failed (the HTTP port is taken); the message names the
+    setting to change."""
+
+
 class SinkError(RelayError):
     """A sink could not write a batch (the batch is kept and retried)."""

@@ -1,13 +1,31 @@
-"""The worker (`relay run`): assemble the stages, run until a signal, shut down in order.
+"""The worker (`relay run`): assemble the stages, run until a signal or a failure, shut
+down in order.
 
-Shutdown (SIGTERM/SIGINT), each step bounded by what is left of `shutdown_grace_s`:
+Components that live as long as the worker run supervised in an `asyncio.TaskGroup`:
+today the pipeline's flush loop (the HTTP server has no task of its own: asyncio accepts
+its connections, and its one way to fail, the bind, is a start step). If one raises, or
+returns while the worker is not stopping, the worker logs `worker_component_failed`
+(component, error) and shuts down as on a signal; its drain runs the flush loop itself,
+so what is buffered is still written, or counted.
+
+Shutdown (a signal, a component failure or a failed start step), each step bounded by
+what is left of `shutdown_grace_s`:
 1. stop intake: no new rooms (the admin API answers 503 from here on);
 2. leave every room, handing what each already received to the pipeline (rooms that
    are not done when the grace runs out go on beside step 3, whose closed intake refuses
    what they still submit, and are cancelled at the end of the grace);
 3. flush the pipeline to the sinks (retrying while Redis is away);
-4. close the HTTP server and Redis connections, exit 0.
-A second signal exits at once (status 1), counting what was still buffered.
+4. close the HTTP server and Redis connections; log `relay_stopped` (accepted, unwritten).
+The shutdown runs to its end even if the worker's task is cancelled meanwhile; the
+cancellation propagates after it. A second signal exits at once, counting what was still
+buffered (`forced_exit`).
+
+Exit status of `relay run`:
+- 0: stopped on a signal, every accepted event written;
+- 1: a component failed, a start step failed (`relay: cannot listen on ...` on stderr),
+  or a second signal forced the exit;
+- 2: stopped on a signal with events that could not be written in time (each counted as
+  `shutdown_timeout`); also a configuration error, before anything starts (relay/cli.py).
 """
 
 from __future__ import annotations
@@ -17,11 +35,14 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import structlog
 
 from relay import metrics
 from relay.config import Settings
+from relay.errors import StartError
 from relay.http import HttpServer, build_app
 from relay.observer import RoomTarget
 from relay.observer.room import RoomFactory
@@ -34,7 +55,12 @@ from relay.sinks import RedisStreamsSink, Sink, StdoutSink
 
 log = structlog.get_logger(__name__)
 
-FORCED_EXIT_STATUS = 1
+EXIT_OK = 0
+EXIT_FAILED = 1  # a component failed, a start step failed, or a forced exit
+EXIT_UNWRITTEN = 2  # stopped, but events could not be written in time
+FORCED_EXIT_STATUS = EXIT_FAILED
+
+T = TypeVar("T")
 
 
 class Worker:
@@ -44,6 +70,7 @@ class Worker:
         self._room_factory = room_factory
         self._stop = asyncio.Event()
         self._signals = 0
+        self._failed: str | None = None  # the first component that failed
         self._redis = create_redis(settings.redis) if "redis" in settings.sinks else None
         self.sinks: list[Sink] = []
         if self._redis is not None:
@@ -89,41 +116,102 @@ class Worker:
         os._exit(FORCED_EXIT_STATUS)
 
     async def run(self) -> int:
+        """Start, run until a signal or a component failure, shut down; the exit status.
+
+        A failed start step raises its StartError, after the shutdown."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        metrics.ROOMS_OBSERVED.set_function(self.rooms.observed_count)
-        flusher = asyncio.create_task(self.pipeline.run(), name="pipeline")
-        await self.http.start()
-        try:
-            for room in self.settings.rooms:
-                self.rooms.want(RoomTarget(room=room))
-            log.info("relay_started", rooms=len(self.settings.rooms), sinks=self.settings.sinks)
-            await self._stop.wait()
-        finally:
-            unwritten = await self._shutdown(flusher)
-        return 0 if unwritten == 0 else 2
+        start_error: StartError | None = None
+        async with asyncio.TaskGroup() as components:
+            try:
+                await self._start(components)
+                await self._stop.wait()
+            except StartError as exc:
+                start_error = exc  # raised below: out of the group, it is not wrapped
+            finally:
+                unwritten = await _to_the_end(self._shutdown())
+        if start_error is not None:
+            raise start_error
+        if self._failed is not None:
+            return EXIT_FAILED
+        return EXIT_OK if unwritten == 0 else EXIT_UNWRITTEN
 
-    async def _shutdown(self, flusher: asyncio.Task[None]) -> int:
+    async def _start(self, components: asyncio.TaskGroup) -> None:
+        metrics.ROOMS_OBSERVED.set_function(self.rooms.observed_count)
+        flusher = self._supervise("pipeline", self.pipeline.run())
+        components.create_task(flusher, name="pipeline")
+        await self.http.start()
+        for room in self.settings.rooms:
+            self.rooms.want(RoomTarget(room=room))
+        log.info("relay_started", rooms=len(self.settings.rooms), sinks=self.settings.sinks)
+
+    async def _supervise(self, component: str, lifelong: Coroutine[Any, Any, None]) -> None:
+        """Run a component meant to live as long as the worker: an exception, or a return
+        before the worker stops, stops the worker. A cancellation passes through."""
+        try:
+            await lifelong
+        except Exception as exc:
+            self._component_failed(component, repr(exc), exc)
+        else:
+            if not self._stop.is_set():
+                self._component_failed(component, "returned while the worker was running")
+
+    def _component_failed(
+        self, component: str, error: str, exc: BaseException | None = None
+    ) -> None:
+        log.error("worker_component_failed", component=component, error=error, exc_info=exc)
+        self._failed = self._failed or component
+        self._stop.set()
+
+    async def _shutdown(self) -> int:
+        """Steps 1-4 of the module docstring; returns the entries not written."""
         deadline = time.monotonic() + self.settings.shutdown_grace_s
+        self._stop.set()  # stopping now (also after a failed start): components may end
         # 1-2. Stop taking rooms, leave them; their received events go to the pipeline.
         leaving = asyncio.ensure_future(self.rooms.stop_all())
         if not await _done_within(leaving, _left(deadline)):
             # Rooms still handing on (a full buffer while Redis is away, a connect that
             # cannot be cancelled): the drain below refuses what they still submit.
             log.error("shutdown_rooms_timeout")
-        # 3. Flush, shielded so a stray cancellation cannot lose the final flush.
-        unwritten = await asyncio.shield(self.pipeline.drain(_left(deadline)))
+        # 3. Flush (the flush loop runs in drain() if the supervised one is gone).
+        unwritten = await self._drain(_left(deadline))
         if not await _done_within(leaving, _left(deadline)):
             leaving.cancel()  # what the rooms still hold is counted (`shutdown_timeout`)
-            await asyncio.gather(leaving, return_exceptions=True)
-        await asyncio.gather(flusher, return_exceptions=True)
+            await asyncio.wait({leaving})
         # 4. Close what we opened.
         await self.http.stop()
         for sink in self.sinks:
             await sink.aclose()
         log.info("relay_stopped", accepted=self.pipeline.accepted, unwritten=unwritten)
         return unwritten
+
+    async def _drain(self, timeout_s: float) -> int:
+        """drain(), which runs the flush loop itself if the supervised one is gone. If that
+        loop fails too, it has most likely ended the drain on its way out (counting what
+        is unwritten): drain() is idempotent, so asking once more returns that count."""
+        for _ in range(2):
+            try:
+                return await self.pipeline.drain(timeout_s)
+            except Exception as exc:
+                self._component_failed("pipeline", repr(exc), exc)
+        return self.pipeline.buffered  # the drain never ended: what it still holds is lost
+
+
+async def _to_the_end(step: Coroutine[Any, Any, T]) -> T:
+    """Await `step` to its end even if this task is cancelled meanwhile, then re-raise the
+    cancellation: a stray cancel neither cuts the ordered shutdown short nor is swallowed.
+    (The shutdown is bounded by the grace period; a second signal is the way out.)"""
+    task = asyncio.ensure_future(step)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if cancelled is not None:
+        raise cancelled
+    return task.result()
 
 
 def _left(deadline: float) -> float:

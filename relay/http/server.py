@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +19,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from relay.errors import StartError
 from relay.observer import RoomTarget
 from relay.rooms import RoomCapacityError, RoomManager, ShuttingDownError
 
@@ -24,6 +27,9 @@ log = structlog.get_logger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 MAX_ADMIN_BODY_BYTES = 64 * 1024
+# Requests still in flight when the server closes get this long (aiohttp's default is 60 s,
+# which would leave the worker's shutdown unbounded).
+CLOSE_TIMEOUT_S = 2.0
 
 MANAGER_KEY = web.AppKey("manager", RoomManager)
 READINESS_KEY: web.AppKey[ReadinessCheck] = web.AppKey("readiness")
@@ -130,10 +136,10 @@ def _error(kind: type[web.HTTPError], message: str) -> web.HTTPError:
 
 
 class HttpServer:
-    """Owns the aiohttp runner; `start()` binds, `stop()` closes."""
+    """Owns the aiohttp runner; `start()` binds (StartError if it cannot), `stop()` closes."""
 
     def __init__(self, app: web.Application, host: str, port: int) -> None:
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_S)
         self._host = host
         self._port = port
         self.bound_port: int | None = None
@@ -141,11 +147,29 @@ class HttpServer:
     async def start(self) -> None:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        try:
+            await site.start()
+        except OSError as exc:  # taken, not permitted, not an address of this host
+            raise StartError(_cannot_listen(self._host, self._port, exc)) from None
+        addresses = self._runner.addresses  # (host, port, ...) of each listening socket
+        self.bound_port = addresses[0][1] if addresses else self._port
         log.info("http_listening", host=self._host, port=self.bound_port)
 
     async def stop(self) -> None:
-        await self._runner.cleanup()
+        if self._runner.server is not None:  # set up (start() may have failed after)
+            await self._runner.cleanup()
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """One line naming what to change: the port if it is taken or not permitted, else the
+    host (a name that does not resolve, an address this host does not have)."""
+    errno_ = exc.errno if isinstance(exc.errno, int) else 0
+    # asyncio words a failed bind as "error while attempting to bind on address ...";
+    # the errno's own text is the part worth reading.
+    reason = os.strerror(errno_).lower() if errno_ > 0 else exc.strerror or str(exc)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if errno_ in (errno.EADDRINUSE, errno.EACCES):
+        hint = "set RELAY_HTTP__PORT (toml: http.port) to a free port"
+    else:
+        hint = "check RELAY_HTTP__HOST (toml: http.host)"
+    return f"cannot listen on {address}: {reason}; {hint}"
