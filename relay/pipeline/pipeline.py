@@ -177,7 +177,7 @@ class Pipeline:
             self._wake.clear()
             await self._wake.wait()
         limit = self._settings.batch_max_events
-        if len(self._pending) < limit and not self._closing:
+        if len(self._pending) < limit and self._settings.flush_interval_s and not self._closing:
             await self._linger(limit)
         take = min(limit, len(self._pending))
         self._batch = [self._pending.popleft() for _ in range(take)]

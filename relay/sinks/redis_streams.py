@@ -1,10 +1,16 @@
-"""Redis Streams sink: one non-transactional pipeline per batch, `XADD ... MAXLEN ~`.
+"""Redis Streams sink: each batch pipelined on the sink's own connection, `XADD ... MAXLEN ~`.
 
 Each event goes to two streams, the all-events stream and its room's stream
 (`{prefix}:room:{<room>}`, the braces a Cluster hash tag), with the fields `kind`, `room`,
 `id`, `event`; each dead letter goes to the DLQ stream with `reason`, `room`, `entry`.
 A pipeline is not atomic: after a failure part of the batch may already be written, and
 the retried batch writes it again, with the same ids, for consumers to drop.
+
+The batch goes out in one socket write on a connection the sink keeps (taken from the
+client's pool), and the replies are read in order: at realistic rates a batch holds one
+event, and a redis-py `Pipeline` object per batch cost twice the CPU of this
+(bench/pipeline.py). A connection error drops the connection (its replies may be half
+read); the next write takes a fresh one.
 
 Replies are read one by one. An error that cannot pass by waiting (`WRONGTYPE`: a key
 taken by something else; `NOPERM`: an ACL that refuses a key) rejects only the entries
@@ -19,6 +25,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from relay import keys, redis_client
@@ -29,6 +37,7 @@ from relay.errors import SinkError
 from relay.lru import LRU
 
 ROOM_CACHE_MAX = 4096  # room names -> their stream's XADD head (rooms come and go)
+Command = tuple[bytes, ...]
 
 
 def _xadd_head(key: str, maxlen: int) -> tuple[bytes, ...]:
@@ -55,6 +64,7 @@ class RedisStreamsSink(Sink):
         self._events_head = _xadd_head(keys.events_key(settings), settings.events_maxlen)
         self._dlq_head = _xadd_head(keys.dlq_key(settings), settings.dlq_maxlen)
         self._rooms: LRU[str, tuple[tuple[bytes, ...], bytes]] = LRU(ROOM_CACHE_MAX)
+        self._conn: Connection | None = None  # the connection batches are written on
 
     def room_key(self, room: str) -> str:
         return keys.room_key(self._settings, room)
@@ -89,13 +99,47 @@ class RedisStreamsSink(Sink):
     async def write(self, batch: Sequence[Entry]) -> list[Rejected]:
         if not batch:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        self.add_commands(pipe, batch)
+        commands = CommandList()
+        self.add_commands(commands, batch)
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._pipelined(commands.commands)
         except (RedisError, OSError) as exc:
             raise SinkError(f"{len(batch)} entries not written: {exc}") from exc
         return _rejected(batch, replies)
+
+    async def _pipelined(self, commands: list[Command]) -> list[Any]:
+        """Every command in one write, every reply in order (error replies as exceptions).
+        A kept connection that died meanwhile (Redis restarted) is replaced once at once."""
+        kept = self._conn is not None
+        try:
+            return await self._send(commands)
+        except RedisConnectionError:
+            if not kept:
+                raise
+        return await self._send(commands)
+
+    async def _send(self, commands: list[Command]) -> list[Any]:
+        if self._conn is None:
+            self._conn = await self._redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = self._conn
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:  # an error reply: the other replies follow
+                    replies.append(exc)
+        except BaseException:  # also a cancellation mid-read: the replies are out of step
+            await self._drop_connection()
+            raise
+        return replies
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.disconnect(nowait=True)
+            await self._redis.connection_pool.release(conn)
 
     async def ping(self) -> bool:
         try:
@@ -104,8 +148,21 @@ class RedisStreamsSink(Sink):
             return False
 
     async def aclose(self) -> None:
+        if self._conn is not None:
+            await self._redis.connection_pool.release(self._conn)
+            self._conn = None
         if self._close_client:
             await self._redis.aclose()
+
+
+class CommandList:
+    """Collects the commands of a batch (`execute_command` as on a redis-py pipeline)."""
+
+    def __init__(self) -> None:
+        self.commands: list[Command] = []
+
+    def execute_command(self, *args: bytes) -> None:
+        self.commands.append(args)
 
 
 def _rejected(batch: Sequence[Entry], replies: Sequence[Any]) -> list[Rejected]:

@@ -65,6 +65,22 @@ async def test_batches_are_capped_and_keep_order(start: PipelineFactory) -> None
     assert [e.seq for e in sink.events] == list(range(1, 11))
 
 
+async def test_without_a_flush_interval_what_arrives_during_a_write_goes_in_the_next(
+    start: PipelineFactory,
+) -> None:
+    pipeline, sink = start(batch_max_events=10, flush_interval_s=0)
+    sink.gate.clear()  # the first write is in flight until the gate opens
+    await pipeline.submit(make_event("a", 0))
+    await wait_until(lambda: len(sink.attempts) == 1, what="the lone event's write")
+    for n in range(1, 4):
+        await pipeline.submit(make_event("a", n))
+    await asyncio.sleep(0.01)
+    assert len(sink.attempts) == 1  # one write at a time
+    sink.gate.set()
+    await wait_until(lambda: len(sink.events) == 4, what="both batches")
+    assert [len(b) for b in sink.batches] == [1, 3]  # coalesced, with no wait
+
+
 async def test_a_partial_batch_waits_for_the_flush_interval(start: PipelineFactory) -> None:
     pipeline, sink = start(batch_max_events=10, flush_interval_s=0.05)
     started = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from relay.contract.event import DeadLetter, Event
 from relay.errors import SinkError
 from relay.redis_client import create_redis, ping
 from relay.sinks import RedisStreamsSink
+from tests.fixtures.redis_server import RedisServer
 from tests.pipeline.support import make_event
 
 # Spaces, braces, a colon, a glob character, non-ASCII: all legal in a LiveKit room name.
@@ -109,3 +111,32 @@ async def test_ping_and_aclose_on_a_live_redis(redis_settings: RedisSettings) ->
     pool = client.connection_pool
     assert pool._available_connections
     assert not any(conn.is_connected for conn in pool._available_connections)
+
+
+async def test_the_sinks_connection_survives_a_redis_restart_between_writes(
+    private_redis: RedisServer,
+) -> None:
+    settings = RedisSettings(url=SecretStr(private_redis.url), prefix="restart")
+    sink = RedisStreamsSink(create_redis(settings), settings)
+    await sink.write([stamped("a", 0)])
+    await asyncio.to_thread(private_redis.stop)
+    await asyncio.to_thread(private_redis.start)
+    # The kept connection died with the server: the write takes a fresh one at once.
+    assert await sink.write([stamped("a", 1)]) == []
+    client = create_redis(settings)
+    assert await client.xlen("restart:events") == 2  # the first write was saved on stop
+    await client.aclose()
+    await sink.aclose()
+
+
+async def test_a_write_cut_off_mid_reply_leaves_no_reply_behind(
+    redis: aioredis.Redis, redis_settings: RedisSettings
+) -> None:
+    sink = RedisStreamsSink(redis, redis_settings, close_client=False)
+    write = asyncio.create_task(sink.write([stamped("a", n) for n in range(200)]))
+    await asyncio.sleep(0)  # sent, replies not read yet
+    write.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    # The next write reads its own replies, not the cancelled write's.
+    assert await sink.write([stamped("a", 999)]) == []
