@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from relay.checks import redact_url
 from relay.config import Settings
@@ -31,14 +31,19 @@ async def tail(
     redis = create_redis(settings.redis)
     try:
         try:
-            exists = bool(await redis.exists(key))
+            # The last entry now: "$" would be resolved only at the first XREAD, and what
+            # arrives before it would be missed although we said we were waiting.
+            last: Any = await redis.xrevrange(key, count=1)
+        except ResponseError as exc:
+            return _fail(f"cannot read {key} on {where}: {exc}")
         except (RedisError, OSError) as exc:
             return _fail(f"cannot reach Redis at {where}: {exc}")
         # An empty key is the usual sign of another prefix (`make demo` writes relay-demo).
-        note = "" if exists else " (nothing there yet; another prefix? --prefix)"
+        note = "" if last else " (nothing there yet; another prefix? --prefix)"
+        start = "0-0" if from_start or not last else last[0][0].decode()
         _say(f"following {key} on {where}{note}, waiting for events (Ctrl-C to stop)")
         try:
-            await _follow(redis, key, "0-0" if from_start else "$", count, as_json)
+            await _follow(redis, key, start, count, as_json)
         except (RedisError, OSError) as exc:
             return _fail(f"lost Redis at {where}: {exc}")
     finally:
