@@ -6,8 +6,9 @@ Reads `{prefix}:events` (or one room's stream, `--room`) with a consumer group. 
 every event ends up in the table exactly once:
 
 - the table's primary key is the event `id`, and each event is written with
-  INSERT OR IGNORE and committed before the handler returns;
-- the consumer acknowledges (XACK) only after the handler returned.
+  INSERT OR IGNORE;
+- the events of one read batch are committed in one transaction (`before_ack`), and the
+  consumer acknowledges them (XACK) only after that commit.
 
 A crash before the commit leaves the entry pending: it is delivered again (to this
 loader when it restarts under the same `--consumer` name, or to another loader of the
@@ -72,13 +73,14 @@ INSERT = (
 
 
 class SqliteLoader:
-    """The handler: one event, one transaction, committed before it returns."""
+    """The handler writes in the open transaction; `commit` ends it, before the XACK."""
 
-    def __init__(self, db: sqlite3.Connection, commit_delay_s: float = 0.0) -> None:
+    def __init__(self, db: sqlite3.Connection, pause_after_commit_s: float = 0.0) -> None:
         self.db = db
-        self.commit_delay_s = commit_delay_s
+        self.pause_after_commit_s = pause_after_commit_s
         self.inserted = 0
         self.already_loaded = 0
+        self._batch = [0, 0]  # inserted, already loaded: counted once committed
 
     async def handle(self, item: StreamEvent) -> None:
         ev = item.event
@@ -88,27 +90,37 @@ class SqliteLoader:
             str(ev.get("ts", "")), participant.get("identity"), json.dumps(ev.get("data", {})),
             json.dumps(ev, separators=(",", ":")), item.entry_id,
         )  # fmt: skip
-        # sqlite3 blocks the loop for the commit: fine here; a networked database would
-        # use its async driver, with the same statement and the same key.
-        with self.db:  # commits, or rolls back if anything raises
-            inserted = self.db.execute(INSERT, row).rowcount
-        if inserted:
-            self.inserted += 1
-        else:  # delivered again after a crash between commit and ack: nothing to do
-            self.already_loaded += 1
-            log.info("loader_already_loaded", event_id=item.id, entry_id=item.entry_id)
-        if self.commit_delay_s:
-            await asyncio.sleep(self.commit_delay_s)
+        # sqlite3 blocks the loop for a moment: fine here; a networked database would use
+        # its async driver, with the same statement and the same key.
+        inserted = self.db.execute(INSERT, row).rowcount
+        # 0: stored before a crash that came between its commit and its XACK.
+        self._batch[0 if inserted else 1] += 1
+
+    async def commit(self) -> None:
+        try:
+            self.db.commit()
+        except sqlite3.Error:
+            self.db.rollback()
+            self._batch = [0, 0]
+            raise  # the consumer acknowledges nothing and delivers the batch again
+        inserted, already = self._batch
+        self._batch = [0, 0]
+        self.inserted += inserted
+        self.already_loaded += already
+        if already:
+            log.info("loader_already_loaded", events=already)
+        if self.pause_after_commit_s:
+            await asyncio.sleep(self.pause_after_commit_s)
 
     def record_bad(self, bad: BadEntry) -> None:
+        """Kept in bad_entries, committed with the batch it came in."""
         fields = {
             k.decode(errors="replace"): v.decode(errors="replace") for k, v in bad.fields.items()
         }
-        with self.db:
-            self.db.execute(
-                "INSERT OR IGNORE INTO bad_entries VALUES (?, ?, ?)",
-                (bad.entry_id, bad.reason, json.dumps(fields)),
-            )
+        self.db.execute(
+            "INSERT OR IGNORE INTO bad_entries VALUES (?, ?, ?)",
+            (bad.entry_id, bad.reason, json.dumps(fields)),
+        )
         log.warning("loader_bad_entry", entry_id=bad.entry_id, reason=bad.reason)
 
 
@@ -132,7 +144,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--claim-idle-ms", type=int, default=60_000)
     parser.add_argument("--claim-every-s", type=float, default=10.0)
     parser.add_argument(
-        "--commit-delay-ms", type=float, default=0, help="(tests) sleep after each commit"
+        "--pause-after-commit-ms",
+        type=float,
+        default=0,
+        help="(tests) sleep between a commit and its XACK, where a crash delivers again",
     )
     return parser
 
@@ -149,11 +164,12 @@ async def load(args: argparse.Namespace) -> int:
         print(f"sqlite_loader: cannot reach Redis at {redact_url(url)}: {exc}", file=sys.stderr)
         return 1
     db = open_db(args.db)
-    loader = SqliteLoader(db, args.commit_delay_ms / 1000)
+    loader = SqliteLoader(db, args.pause_after_commit_ms / 1000)
     consumer = StreamConsumer(
         redis, stream, args.group, args.consumer, loader.handle,
         batch=args.batch, claim_idle_ms=args.claim_idle_ms, claim_every_s=args.claim_every_s,
         group_start="$" if args.from_new else "0", on_bad_entry=loader.record_bad,
+        before_ack=loader.commit,
     )  # fmt: skip
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -163,6 +179,7 @@ async def load(args: argparse.Namespace) -> int:
         await consumer.run()
     finally:
         await redis.aclose()
+        db.commit()  # a bad entry reported by a takeover, outside any batch
         db.close()
     stats = consumer.stats
     log.info(

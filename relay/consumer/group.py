@@ -45,6 +45,7 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[StreamEvent], Awaitable[None]]
 SeenHook = Callable[[StreamEvent], Awaitable[bool]]
 BadEntryHook = Callable[[BadEntry], None]
+BeforeAck = Callable[[], Awaitable[None]]
 RawEntry = tuple[bytes | str, dict[bytes, bytes] | None]
 
 OWN_PENDING = "0"  # XREADGROUP from here: this consumer's delivered, unacknowledged entries
@@ -74,6 +75,9 @@ class StreamConsumer:
     (only entries added from now). `max_attempts`: after this many handler failures for
     one entry it is reported as a bad entry (`handler_failed`) and acknowledged; None
     retries for ever (the default: a store that is down must not lose events).
+    `before_ack`: awaited after the handlers of a batch and before its XACK, for a store
+    that commits once per batch (the handler writes, `before_ack` commits); if it raises,
+    nothing of the batch is acknowledged and all of it is delivered again.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class StreamConsumer:
         group_start: Literal["0", "$"] = "0",
         max_attempts: int | None = None,
         on_bad_entry: BadEntryHook | None = None,
+        before_ack: BeforeAck | None = None,
         retry_initial_s: float = 0.1,
         retry_max_s: float = 5.0,
     ) -> None:
@@ -111,6 +116,7 @@ class StreamConsumer:
         self._group_start = group_start
         self._max_attempts = max_attempts
         self._on_bad_entry = on_bad_entry
+        self._before_ack = before_ack
         self._retry = (retry_initial_s, retry_max_s)
         self._cursor = OWN_PENDING
         self._claim_cursor = "0-0"
@@ -134,7 +140,7 @@ class StreamConsumer:
         return True
 
     def stop(self) -> None:
-        """Ask `run()` to return: after the entry in hand, within `block_ms` at most when idle."""
+        """Ask `run()` to return: after the entry in hand, at once when it waits for entries."""
         self._stop.set()
 
     async def run(self) -> None:
@@ -171,14 +177,32 @@ class StreamConsumer:
     async def _read(self) -> Sequence[RawEntry]:
         cursor = self._cursor
         block = self.block_ms if cursor == NEW else None  # history reads never block
-        reply: Any = await self._redis.xreadgroup(
+        read = self._redis.xreadgroup(
             self.group, self.consumer, {self.stream: cursor}, count=self.batch, block=block
         )
+        reply: Any = await self._unless_stopped(read) if block else await read
         entries: Sequence[RawEntry] = reply[0][1] if reply else []
         if cursor != NEW:
             # Page through the own pending entries; an empty page means they are all read.
             self._cursor = decode_id(entries[-1][0]) if entries else NEW
         return entries
+
+    async def _unless_stopped(self, read: Awaitable[Any]) -> Any:
+        """The blocking read's reply, or None if stop() came first. Entries Redis handed
+        over to a read cancelled this way stay pending for this consumer: read first on
+        its next run, or taken over by another."""
+        reading = asyncio.ensure_future(read)
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not reading.done():
+                reading.cancel()
+                await asyncio.wait({reading})  # let it unwind (it never raises here)
+        if reading.cancelled():
+            return None
+        return reading.result()
 
     async def _claim(self) -> Sequence[RawEntry]:
         reply: Any = await self._redis.xautoclaim(
@@ -203,28 +227,54 @@ class StreamConsumer:
         return entries
 
     async def _process(self, entries: Sequence[RawEntry]) -> None:
-        done: list[str] = []
+        """Handle a batch in order; then `before_ack`, then one XACK for what is done.
+
+        On a handler failure the entries before it are still committed and acknowledged."""
+        done: list[str] = []  # entry ids that may be acknowledged
+        handled: set[str] = set()  # event ids the handler took in this batch
+        failure: _HandlerFailed | None = None
         try:
             for raw_id, fields in entries:
                 if self._stop.is_set():
                     self._cursor = OWN_PENDING  # the rest stays pending for the next run
                     break
                 entry_id = decode_id(raw_id)
-                await self._handle(entry_id, fields)
+                await self._handle(entry_id, fields, handled)
                 done.append(entry_id)
-        finally:
-            if done:
-                acked: Any = await self._redis.xack(self.stream, self.group, *done)
-                self.stats.acked += int(acked)
+        except _HandlerFailed as exc:
+            failure = exc
+        if done:
+            await self._commit(handled)
+            acked: Any = await self._redis.xack(self.stream, self.group, *done)
+            self.stats.acked += int(acked)
+        if failure is not None:
+            raise failure
 
-    async def _handle(self, entry_id: str, fields: dict[bytes, bytes] | None) -> None:
+    async def _commit(self, handled: set[str]) -> None:
+        if self._before_ack is not None:
+            try:
+                await self._before_ack()
+            except Exception as exc:  # nothing of the batch is acknowledged: all of it again
+                self._cursor = OWN_PENDING
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("consumer_before_ack_failed", stream=self.stream, error=error)
+                raise _HandlerFailed("before_ack") from exc
+        # Only now are they stored: remembered earlier, a failed commit would skip them.
+        for event_id in handled:
+            self._recent.add(event_id)
+        self.stats.handled += len(handled)
+
+    async def _handle(
+        self, entry_id: str, fields: dict[bytes, bytes] | None, handled: set[str]
+    ) -> None:
         """Returns once the entry may be acknowledged; raises _HandlerFailed if not."""
         try:
             event = parse_entry(entry_id, fields)
         except BadEntryError as exc:
             self._report_bad(BadEntry(entry_id, exc.reason, dict(fields or {})))
             return
-        if event.id in self._recent:
+        # `handled`: ids of this batch, remembered in the window only once committed.
+        if (self._recent.size and event.id in handled) or event.id in self._recent:
             self.stats.duplicates += 1
             return
         try:
@@ -238,8 +288,7 @@ class StreamConsumer:
                 return
             raise _HandlerFailed(entry_id) from exc
         self._attempts.pop(entry_id, None)
-        self._recent.add(event.id)
-        self.stats.handled += 1
+        handled.add(event.id)
 
     def _give_up(
         self, event: StreamEvent, fields: dict[bytes, bytes] | None, exc: Exception

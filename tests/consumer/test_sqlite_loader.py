@@ -1,7 +1,7 @@
 """examples/sqlite_loader.py as a real process: SIGKILL mid-stream, restart, exactly once.
 
-The loader sleeps after each commit (`--commit-delay-ms`), so a kill almost always falls
-between a commit and the XACK of its batch: the one case where at-least-once delivery
+The loader sleeps after each batch's commit (`--pause-after-commit-ms`), so a kill almost
+always falls between a commit and the XACK of its batch: the one case where at-least-once delivery
 hands the loader an event it already stored. The test checks that the kill did land
 there (rows whose entries are still pending), then that after a restart the table holds
 every event once and nothing is left pending.
@@ -39,7 +39,7 @@ def start_loader(db: Path, settings: RedisSettings, consumer: str, *extra: str) 
     while it runs could fill up and stall it."""
     argv = [sys.executable, str(LOADER), "--db", str(db), "--consumer", consumer]
     argv += ["--redis-url", settings.url.get_secret_value(), "--prefix", settings.prefix]
-    argv += ["--batch", "20", "--commit-delay-ms", "4", *extra]
+    argv += ["--batch", "10", "--pause-after-commit-ms", "20", *extra]
     with (db.parent / f"{consumer}.log").open("a") as log:
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
 

@@ -325,3 +325,47 @@ async def test_a_redis_outage_is_waited_out(private_redis: RedisServer) -> None:
         assert await pending_count(redis, stream, GROUP) == 0
     finally:
         await redis.aclose()
+
+
+async def test_a_failed_batch_commit_acknowledges_nothing_and_delivers_the_batch_again(
+    redis: aioredis.Redis, redis_settings: RedisSettings
+) -> None:
+    stream = keys.events_key(redis_settings)
+    await write(redis, redis_settings, events("r1", 3))
+    staged: list[int] = []  # written in the open transaction
+    committed: list[int] = []
+    commits_to_fail = [1]
+    pending_at_commit: list[int] = []
+
+    async def handler(item: StreamEvent) -> None:
+        staged.append(item.seq)
+
+    async def commit() -> None:
+        pending_at_commit.append(await pending_count(redis, stream, GROUP))
+        if commits_to_fail:
+            commits_to_fail.pop()
+            staged.clear()  # the transaction rolled back
+            raise RuntimeError("disk full")
+        committed.extend(staged)
+        staged.clear()
+
+    consumer = StreamConsumer(redis, stream, GROUP, "c1", handler, before_ack=commit, **FAST)
+    async with running(consumer):
+        await wait_for(lambda: consumer.stats.acked == 3, what="3 acks")
+    assert committed == [1, 2, 3]  # delivered again after the failed commit, stored once
+    assert pending_at_commit == [3, 3]  # nothing was acknowledged before a commit
+    assert consumer.stats.handled == 3
+    assert await pending_count(redis, stream, GROUP) == 0
+
+
+async def test_stop_ends_a_waiting_read_at_once(
+    redis: aioredis.Redis, redis_settings: RedisSettings
+) -> None:
+    stream = keys.events_key(redis_settings)
+    consumer = StreamConsumer(redis, stream, GROUP, "c1", Recorder(), block_ms=30_000)
+    task = asyncio.create_task(consumer.run())
+    await asyncio.sleep(0.3)  # blocked in XREADGROUP by now
+    consumer.stop()
+    await asyncio.wait_for(task, 1.0)  # well before block_ms
+    # The client is still usable: the cancelled read's connection was dropped, not reused.
+    assert await redis.xlen(stream) == 0
