@@ -30,6 +30,7 @@ import signal
 import socket
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -131,6 +132,16 @@ def open_db(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", type=Path, required=True, help="SQLite file (created if missing)")
@@ -140,9 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--group", default="sqlite-loader")
     parser.add_argument("--consumer", default=socket.gethostname(), help="stable across restarts")
     parser.add_argument("--from-new", action="store_true", help="a new group skips the history")
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--claim-idle-ms", type=int, default=60_000)
-    parser.add_argument("--claim-every-s", type=float, default=10.0)
+    parser.add_argument("--batch", type=_positive(int), default=100, help="entries per commit")
+    parser.add_argument("--claim-idle-ms", type=_positive(int), default=60_000)
+    parser.add_argument("--claim-every-s", type=_positive(float), default=10.0)
     parser.add_argument(
         "--pause-after-commit-ms",
         type=float,
@@ -163,7 +174,12 @@ async def load(args: argparse.Namespace) -> int:
         await redis.aclose()
         print(f"sqlite_loader: cannot reach Redis at {redact_url(url)}: {exc}", file=sys.stderr)
         return 1
-    db = open_db(args.db)
+    try:
+        db = open_db(args.db)
+    except sqlite3.Error as exc:
+        await redis.aclose()
+        print(f"sqlite_loader: cannot open {args.db}: {exc}", file=sys.stderr)
+        return 2
     loader = SqliteLoader(db, args.pause_after_commit_ms / 1000)
     consumer = StreamConsumer(
         redis, stream, args.group, args.consumer, loader.handle,
@@ -191,7 +207,7 @@ async def load(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging("info", "json")
+    configure_logging("info", "auto")  # JSON lines unless stderr is a terminal
     return asyncio.run(load(args))
 
 
