@@ -60,7 +60,9 @@ def order_key(event: StreamEvent) -> int:
 
 
 class RoomFollower:
-    """Follow one room's stream from `start_id` ("0-0": what it holds, "$": new only)."""
+    """Follow one room's stream from `start_id` ("0-0": what it holds, "$": new only).
+
+    Redis errors are raised from `events()`; a new follower from `last_id` resumes."""
 
     def __init__(
         self,
@@ -97,6 +99,11 @@ class RoomFollower:
 
     async def events(self) -> AsyncIterator[RoomEvent]:
         """The room's events, in order, until `stop()`."""
+        if self.last_id == "$":
+            # XREAD's "$" is resolved at each call: between two blocking reads that time
+            # out, an entry would be missed. Start after the entry that is last now.
+            last: Any = await self._redis.xrevrange(self.stream, count=1)
+            self.last_id = decode_id(last[0][0]) if last else "0-0"
         while not self._stopped.is_set():
             reply: Any = await self._redis.xread(
                 {self.stream: self.last_id}, count=self._count, block=self._block_ms

@@ -12,7 +12,7 @@ from relay import keys
 from relay.config import RedisSettings
 from relay.consumer import RoomEvent, RoomFollower, Skipped
 from relay.redis_client import create_redis
-from tests.consumer.support import event, events, write
+from tests.consumer.support import event, events, wait_for, write
 
 ROOM = "Lobby {2}: café"  # braces and spaces: the key template's hash tag must hold
 
@@ -81,7 +81,8 @@ async def test_it_follows_new_entries_and_resumes_from_the_last_entry_id(
     await write(redis, redis_settings, events(ROOM, 2))  # before the follower: not shown
     follower = RoomFollower.for_room(redis, redis_settings, ROOM, start_id="$", block_ms=50)
     reader = asyncio.create_task(collect(follower, 2))
-    await asyncio.sleep(0.2)  # XREAD is blocking on "$" by now
+    await wait_for(lambda: follower.last_id != "$", what="the follower to resolve $")
+    await asyncio.sleep(0.2)  # several blocking reads time out: nothing may be missed
     await write(redis, redis_settings, events(ROOM, 3, first_seq=3))
     got = await reader
     assert [e.seq for e in got] == [3, 4]

@@ -280,7 +280,7 @@ async def test_entries_a_dead_consumer_left_pending_are_claimed_once_idle(
     await write(redis, redis_settings, events("r1", 1, first_seq=4))
     handler = Recorder()
     consumer = StreamConsumer(
-        redis, stream, GROUP, "alive", handler, claim_idle_ms=300, claim_every_s=0.05, **FAST
+        redis, stream, GROUP, "alive", handler, claim_idle_ms=800, claim_every_s=0.05, **FAST
     )
     async with running(consumer):
         await wait_for(lambda: consumer.stats.acked == 1, what="the new event")
