@@ -79,7 +79,10 @@ def render(entry_id: str, fields: dict[bytes, bytes], as_json: bool) -> str:
         return f"(entry {entry_id}: event is not JSON)"
     if not isinstance(event, dict):
         return f"(entry {entry_id}: event is not an object)"
-    return format_line(event)
+    try:
+        return format_line(event)
+    except (AttributeError, TypeError):  # e.g. `data` or `participant` not an object
+        return f"(entry {entry_id}: not a relay event: {raw.decode(errors='replace')[:200]})"
 
 
 def _say(message: str) -> None:
