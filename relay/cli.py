@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--from-start", action="store_true", help="print what is there first")
     tail.add_argument("--count", type=int, help="exit after this many events")
     tail.add_argument("--json", action="store_true", help="print the raw event JSON")
+    tail.add_argument(
+        "--prefix", type=_prefix, help="key prefix (default RELAY_REDIS__PREFIX, else relay)"
+    )
 
     demo = sub.add_parser("demo", help="everything on one machine: dev server, avatar, relay")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
@@ -82,7 +85,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["rooms"] = tuple(args.room)
     if getattr(args, "sink", None):
         overrides["sinks"] = tuple(args.sink)
+    if getattr(args, "prefix", None):
+        overrides["redis"] = {"prefix": args.prefix}  # merged with RELAY_REDIS__* and TOML
     return overrides
+
+
+def _prefix(value: str) -> str:
+    if not value:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
