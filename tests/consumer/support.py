@@ -12,12 +12,15 @@ import redis.asyncio as aioredis
 
 from relay.config import RedisSettings
 from relay.contract.event import Event, Participant
+from relay.contract.kinds import EventKind
 from relay.sinks import RedisStreamsSink
 
 AGENT = Participant(identity="liveavatar-agent-s1", sid="PA_1", kind="agent", role="agent")
 
 
-def event(room: str, seq: int, *, kind: str = "transcript.final", event_id: str = "") -> Event:
+def event(
+    room: str, seq: int, *, kind: EventKind = "transcript.final", event_id: str = ""
+) -> Event:
     """A stamped event as the pipeline hands it to the sink: a fresh id unless given."""
     data: dict[str, Any] = {"role": "user", "text": f"utterance {seq}", "segment_id": f"s{seq}"}
     protocol: Any = "liveavatar"
@@ -41,7 +44,9 @@ def events(room: str, count: int, first_seq: int = 1) -> list[Event]:
 
 async def write(redis: aioredis.Redis, settings: RedisSettings, batch: Sequence[Event]) -> None:
     """Write with RedisStreamsSink: the entries consumers really read."""
-    rejected = await RedisStreamsSink(redis, settings, close_client=False).write(batch)
+    sink = RedisStreamsSink(redis, settings, close_client=False)
+    rejected = await sink.write(batch)
+    await sink.aclose()  # gives its connection back to the pool
     assert not rejected
 
 
