@@ -1,4 +1,4 @@
-"""LiveKit Agents conventions (protocols.md section 2): transcripts, chat, agent state.
+"""LiveKit Agents conventions (docs/protocols.md section 2): transcripts, chat, agent state.
 
 Transcripts come twice, as `lk.transcription` text streams and as legacy transcription
 segments; both go through the room's `SegmentDedupe` so each update is emitted once.

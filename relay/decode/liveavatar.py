@@ -1,4 +1,4 @@
-"""LiveAvatar FULL mode (protocols.md section 1).
+"""LiveAvatar FULL mode (docs/protocols.md section 1).
 
 Two wire forms:
 - the current one: data packets on `agent-response` / `agent-control`, one flat JSON

@@ -1,4 +1,4 @@
-"""LiveLayer widgets (protocols.md section 3): data packets with NO topic keyed by `type`.
+"""LiveLayer widgets (docs/protocols.md section 3): data packets with NO topic keyed by `type`.
 
 Its transcripts and agent state also arrive the LiveKit Agents way (`agents.py`); captions
 share the room's segment dedupe and agent state its last-state memory with those.

@@ -1,4 +1,4 @@
-"""LiveKit Agents conventions (protocols.md section 2): transcripts, chat, agent state."""
+"""LiveKit Agents conventions (docs/protocols.md section 2): transcripts, chat, agent state."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LiveAvatar FULL mode and the older Streaming Avatar protocol (protocols.md section 1)."""
+"""LiveAvatar FULL mode and the older Streaming Avatar protocol (docs/protocols.md section 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LiveLayer data messages (protocols.md section 3): NO topic, JSON keyed by `type`."""
+"""LiveLayer data messages (docs/protocols.md section 3): NO topic, JSON keyed by `type`."""
 
 from __future__ import annotations
 
