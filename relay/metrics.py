@@ -32,6 +32,11 @@ SINK_WRITE_DURATION = Histogram(
 SINK_WRITE_FAILURES = Counter(
     "relay_sink_write_failures_total", "Batch writes that failed (and were retried).", ["sink"]
 )
+LOOP_LAG = Histogram(
+    "relay_event_loop_lag_seconds",
+    "How late the event loop woke a 50 ms timer: what delays every event behind it.",
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
 BUFFER_EVENTS = Gauge("relay_buffer_events", "Events accepted and not yet acknowledged.")
 ROOMS_OBSERVED = Gauge("relay_rooms_observed", "Rooms this process is connected to.")
 ROOMS_WANTED = Gauge("relay_rooms_wanted", "Rooms this process should observe.")

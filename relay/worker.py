@@ -2,7 +2,7 @@
 down in order.
 
 Components that live as long as the worker run supervised in an `asyncio.TaskGroup`:
-today the pipeline's flush loop (the HTTP server has no task of its own: asyncio accepts
+the pipeline's flush loop and the event-loop lag watcher (the HTTP server has no task of its own: asyncio accepts
 its connections, and its one way to fail, the bind, is a start step). If one raises, or
 returns while the worker is not stopping, the worker logs `worker_component_failed`
 (component, error) and shuts down as on a signal; its drain runs the flush loop itself,
@@ -44,6 +44,7 @@ from relay import metrics
 from relay.config import Settings
 from relay.errors import StartError
 from relay.http import HttpServer, build_app
+from relay.loop_lag import watch_loop_lag
 from relay.observer import RoomTarget
 from relay.observer.room import RoomFactory
 from relay.observer.sdk_room import ObserverRoom
@@ -141,6 +142,8 @@ class Worker:
         metrics.ROOMS_OBSERVED.set_function(self.rooms.observed_count)
         flusher = self._supervise("pipeline", self.pipeline.run())
         components.create_task(flusher, name="pipeline")
+        lag = self._supervise("loop_lag", watch_loop_lag(until=self._stop))
+        components.create_task(lag, name="loop_lag")
         await self.http.start()
         for room in self.settings.rooms:
             self.rooms.want(RoomTarget(room=room))

@@ -21,6 +21,7 @@ fails the batch, which is retried.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,8 +123,15 @@ class RedisStreamsSink(Sink):
         if self._conn is None:
             self._conn = await self._redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         conn = self._conn
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         try:
             await conn.send_packed_command(conn.pack_commands(commands))
+            if task is not None and task.cancelling() > cancels:
+                # redis-py sends through asyncio.wait_for, which on Python 3.11 returns
+                # the result of a send that finished as the task was cancelled and drops
+                # the cancellation (fixed in 3.12): a drain deadline would be ignored.
+                raise asyncio.CancelledError
             replies: list[Any] = []
             for _ in commands:
                 try:
