@@ -1,7 +1,7 @@
 """Shared pieces of the end-to-end benchmarks (bench/e2e.py, bench/rooms.py).
 
 Everything with WebRTC runs inside a private network namespace from the harness in
-`relay/devserver/netns.py`: the dev server, a private Redis, `relay run`, and the SDK
+`relay/dev/netns.py`: the dev server, a private Redis, `relay run`, and the SDK
 load clients (`bench/lk_load.py`). The bench process stays outside and talks to the
 namespace only over its veth link (Redis, the relay's /readyz and /metrics). Every
 process is started by `NetNS.spawn` under `timeout`, stopped by PID, and the namespace
@@ -31,7 +31,7 @@ from typing import IO, Any, cast
 
 import redis
 
-from relay.devserver.netns import (
+from relay.dev.netns import (
     DevServer,
     NetNS,
     NsProcess,

@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     if words[:1] == ["devserver"]:
         # The dev server has its own options (and --help): hand it everything after.
-        from relay.devserver import main as devserver_main
+        from relay.dev.server import main as devserver_main
 
         return devserver_main(words[1:])
     parser = _parser()
@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="everything on one machine: dev server, avatar, relay")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
 
-    # Listed for --help only: main() hands `relay devserver ...` to relay.devserver.
+    # Listed for --help only: main() hands `relay devserver ...` to relay.dev.server.
     sub.add_parser("devserver", help="the LiveKit-protocol dev server (testing only)")
     return parser
 
@@ -121,7 +121,7 @@ def _tail(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from relay.demo import run_demo
+    from relay.dev.demo import run_demo
 
     status: int = run_demo(settings, seconds=args.seconds)
     return status

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 import pytest
 import redis.asyncio as aioredis
 
-from relay.devserver.netns import (
+from relay.dev.netns import (
     DevServer,
     NetNS,
     RedisServer,

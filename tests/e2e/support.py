@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.contract.schema import validate_event
-from relay.devserver.netns import DevServer, NetNS, NsProcess
+from relay.dev.netns import DevServer, NetNS, NsProcess
 
 ACTORS_SCRIPT = Path(__file__).resolve().with_name("actors.py")
 POLL_S = 0.05

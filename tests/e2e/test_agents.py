@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from relay.devserver.netns import DevServer, NetNS
+from relay.dev.netns import DevServer, NetNS
 from tests.e2e.support import Event, StartRelay, Streams, assert_seq_contiguous, has, unique
 from tests.fixtures.lk_client import LkProcess
 

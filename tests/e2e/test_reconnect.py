@@ -15,7 +15,7 @@ from datetime import datetime
 
 import pytest
 
-from relay.devserver.netns import NetNS, NsProcess, start_devserver
+from relay.dev.netns import NetNS, NsProcess, start_devserver
 from tests.e2e.support import (
     Event,
     StartRelay,

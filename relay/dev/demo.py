@@ -28,7 +28,7 @@ from typing import IO
 import redis
 
 from relay.config import RedisSettings, Settings
-from relay.devserver.netns import (
+from relay.dev.netns import (
     DEV_API_KEY,
     DEV_API_SECRET,
     NetNS,
@@ -127,7 +127,7 @@ def _run_in(ns: NetNS, settings: Settings, seconds: float) -> int:
 
 def _start_conversation(ns: NetNS, livekit_url: str, seconds: float) -> NsProcess:
     argv = [
-        *(sys.executable, "-m", "relay.scenarios", "liveavatar", "--url", livekit_url),
+        *(sys.executable, "-m", "relay.dev.scenarios", "liveavatar", "--url", livekit_url),
         *("--api-key", DEV_API_KEY, "--api-secret", DEV_API_SECRET, "--room", DEMO_ROOM),
         *("--pace-s", str(PACE_S), "--repeat", "1000"),
     ]

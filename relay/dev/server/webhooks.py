@@ -19,10 +19,10 @@ import structlog
 from google.protobuf.json_format import MessageToJson
 from livekit.protocol import models, webhook
 
-from relay.devserver.auth import Authenticator
-from relay.devserver.participant import new_sid
+from relay.dev.server.auth import Authenticator
+from relay.dev.server.participant import new_sid
 
-log = structlog.get_logger("relay.devserver.webhooks")
+log = structlog.get_logger("relay.dev.server.webhooks")
 
 CONTENT_TYPE = "application/webhook+json"
 QUEUE_MAX = 100

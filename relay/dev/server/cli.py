@@ -1,4 +1,4 @@
-"""Command line of the dev server: `python -m relay.devserver` or `relay devserver`."""
+"""Command line of the dev server: `python -m relay.dev.server` or `relay devserver`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 import os
 from collections.abc import Sequence
 
-from relay.devserver.peer import check_bind_address
-from relay.devserver.server import DEFAULT_HOST, DEFAULT_PORT, serve
+from relay.dev.server.peer import check_bind_address
+from relay.dev.server.server import DEFAULT_HOST, DEFAULT_PORT, serve
 from relay.logs import configure_logging
 
 

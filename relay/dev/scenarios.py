@@ -4,7 +4,7 @@ Each scenario joins a room as the participants a real session has (the user's br
 agent, the avatar), sends exactly what those protocols send, and returns what it sent so a
 test can assert the relay's output. Run inside the dev server's network namespace:
 
-    python -m relay.scenarios liveavatar --url ws://10.213.0.1:7880 --room demo ...
+    python -m relay.dev.scenarios liveavatar --url ws://10.213.0.1:7880 --room demo ...
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ async def _main(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     # The SDK warns on every connect that the dev server has no /rtc/v1 path.
     logging.basicConfig(level=logging.ERROR)
-    parser = argparse.ArgumentParser(prog="python -m relay.scenarios")
+    parser = argparse.ArgumentParser(prog="python -m relay.dev.scenarios")
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--url", required=True)
     parser.add_argument("--api-key", required=True)

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from relay.devserver.auth import Authenticator
-from relay.devserver.peer import check_bind_address, pin_ice_address
-from relay.devserver.room import RoomManager
-from relay.devserver.signal import SignalHandler
-from relay.devserver.twirp import RoomService
-from relay.devserver.webhooks import WebhookNotifier
+from relay.dev.server.auth import Authenticator
+from relay.dev.server.peer import check_bind_address, pin_ice_address
+from relay.dev.server.room import RoomManager
+from relay.dev.server.signal import SignalHandler
+from relay.dev.server.twirp import RoomService
+from relay.dev.server.webhooks import WebhookNotifier
 
-log = structlog.get_logger("relay.devserver")
+log = structlog.get_logger("relay.dev.server")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7880

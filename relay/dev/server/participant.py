@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import structlog
 from livekit.protocol import models, rtc
 
-from relay.devserver.auth import JoinGrant
-from relay.devserver.peer import PublisherPeer, SubscriberPeer, close_quietly
+from relay.dev.server.auth import JoinGrant
+from relay.dev.server.peer import PublisherPeer, SubscriberPeer, close_quietly
 
-log = structlog.get_logger("relay.devserver.participant")
+log = structlog.get_logger("relay.dev.server.participant")
 
 OUTBOUND_MAX = 10_000
 ANNOUNCE_SETTLE_S = 0.1

@@ -22,7 +22,7 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from aiortc.sdp import candidate_from_sdp
 from livekit.protocol import models
 
-log = structlog.get_logger("relay.devserver.peer")
+log = structlog.get_logger("relay.dev.server.peer")
 
 RELIABLE_LABEL = "_reliable"
 LOSSY_LABEL = "_lossy"

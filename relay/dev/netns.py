@@ -357,7 +357,7 @@ def start_redis(ns: NetNS, port: int | None = None, timeout_s: float = 10.0) -> 
 
 @dataclass(frozen=True)
 class DevServer:
-    """A `relay.devserver` process inside a namespace."""
+    """A `relay.dev.server` process inside a namespace."""
 
     proc: NsProcess
     host: str
@@ -398,9 +398,9 @@ def start_devserver(
     extra_args: Sequence[str] = (),
     timeout_s: float = 20.0,
 ) -> DevServer:
-    """Start `python -m relay.devserver` on `ns.addr` and wait for its ready line."""
+    """Start `python -m relay.dev.server` on `ns.addr` and wait for its ready line."""
     port = port or ns.free_port()
-    argv = [sys.executable, "-m", "relay.devserver", "--host", ns.addr, "--port", str(port)]
+    argv = [sys.executable, "-m", "relay.dev.server", "--host", ns.addr, "--port", str(port)]
     argv += ["--api-key", api_key, "--api-secret", api_secret, *extra_args]
     for url in webhook_urls:
         argv += ["--webhook", url]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.devserver.netns import _used_networks
+from relay.dev.netns import _used_networks
 from tests.fixtures.netns import require_netns
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "netns.sh"
