@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 from relay.dev.server.peer import check_bind_address
 from relay.dev.server.server import DEFAULT_HOST, DEFAULT_PORT, serve
+from relay.dev.server.webrtc_internals import InternalsChanged
+from relay.dev.server.webrtc_internals import check as check_internals
 from relay.logs import configure_logging
 
 
@@ -60,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser().error(str(exc))
     configure_logging(args.log_level)
+    try:
+        check_internals()  # an untested aiortc/aioice version logs a warning (stderr)
+    except InternalsChanged as exc:
+        parser().exit(2, f"relay devserver: {exc}\n")
     asyncio.run(
         serve(
             args.host,

@@ -87,10 +87,9 @@ class DevServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
-        server = site._server  # aiohttp exposes no public bound port
-        if server is not None and self.config.port == 0:
-            sockets = getattr(server, "sockets", None) or []
-            self.port = int(sockets[0].getsockname()[1])
+        if self.config.port == 0:
+            # One site bound to one address: its (host, port, ...) is the only entry.
+            self.port = int(self._runner.addresses[0][1])
         log.info("devserver.started", url=self.ws_url)
 
     async def stop(self) -> None:

@@ -112,10 +112,15 @@ class WebhookNotifier:
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        # A worker's own cancellation is its result here; a cancellation of aclose()
+        # itself still propagates out of gather, and a worker's crash is raised below.
+        try:
+            results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            self._tasks.clear()
+            if self._session is not None:
+                session, self._session = self._session, None
+                await session.close()
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
