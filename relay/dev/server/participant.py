@@ -5,7 +5,7 @@ through one bounded queue drained by one task, so a ParticipantUpdate queued bef
 a packet is written first. Signal and data still travel on different channels and the
 SDK reads them in different tasks, so a packet from a sender announced less than
 `ANNOUNCE_SETTLE_S` ago waits out the rest: the SDK then knows the sender when the
-packet arrives (protocols.md, section 5).
+packet arrives (docs/protocols.md, section 5).
 """
 
 from __future__ import annotations
