@@ -14,6 +14,7 @@ import redis
 from relay.config import RedisSettings
 from relay.keys import room_key
 from tests.fixtures.netns import require_netns
+from tests.fixtures.redis_server import RedisServer
 from tests.fixtures.sockets import free_port
 
 FOLLOW = "[demo] follow it from another shell: "
@@ -61,7 +62,10 @@ def tail_kinds(command: list[str], env: dict[str, str], count: int) -> list[str]
 
 
 @pytest.mark.e2e
-def test_demo_shows_a_conversation_and_cleans_up(redis_url: str) -> None:
+def test_demo_shows_a_conversation_and_cleans_up(private_redis: RedisServer) -> None:
+    # A Redis of this test's own: the demo's stream name is fixed, and a shared Redis
+    # may see another checkout's demo test at the same time.
+    redis_url = private_redis.url
     require_netns()
     before = set(
         subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
@@ -126,11 +130,11 @@ def test_demo_falls_back_and_says_where_it_writes(setting: str, said: str) -> No
 
 
 @pytest.mark.e2e
-def test_demo_stops_cleanly_on_a_signal(redis_url: str) -> None:
+def test_demo_stops_cleanly_on_a_signal(private_redis: RedisServer) -> None:
     """What Ctrl-C does: SIGINT stops the conversation, the relay (flushed), tail, the namespace."""
     require_netns()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env["RELAY_REDIS__URL"] = redis_url
+    env["RELAY_REDIS__URL"] = private_redis.url
     demo = subprocess.Popen(
         [sys.executable, "-m", "relay", "demo"],
         env=env,

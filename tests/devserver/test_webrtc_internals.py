@@ -99,6 +99,8 @@ def test_relay_devserver_says_so_in_one_line(
         raise InternalsChanged("the dev server cannot run with this aiortc/aioice: test")
 
     monkeypatch.setattr(cli, "check_internals", changed)
+    # main() configures logging for its process; this one is pytest's.
+    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
     args = ["--host", "127.0.0.1", "--api-key", "k", "--api-secret", "s"]
     with pytest.raises(SystemExit) as exited:
         cli.main(args)
