@@ -123,12 +123,18 @@ def _tail(settings: Settings, args: argparse.Namespace) -> int:
 # `relay run` never loads it.
 
 
-def _demo(settings: Settings, args: argparse.Namespace) -> int:
+def _without_devkit(command: str) -> bool:
+    """True (after saying what to install, in one line) when the devkit extra is absent."""
     from relay.dev.extra import missing_extra
 
-    message = missing_extra("demo")
+    message = missing_extra(command)
     if message is not None:
         print(message, file=sys.stderr)
+    return message is not None
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    if _without_devkit("demo"):
         return EXIT_CONFIG
     from relay.dev.demo import run_demo
 
@@ -137,11 +143,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _devserver(argv: list[str]) -> int:
-    from relay.dev.extra import missing_extra
-
-    message = missing_extra("devserver")
-    if message is not None:
-        print(message, file=sys.stderr)
+    if _without_devkit("devserver"):
         return EXIT_CONFIG
     from relay.dev.server import main as devserver_main
 
