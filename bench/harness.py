@@ -1,7 +1,7 @@
 """Shared pieces of the end-to-end benchmarks (bench/e2e.py, bench/rooms.py).
 
 Everything with WebRTC runs inside a private network namespace from the harness in
-`relay/devserver/netns.py`: the dev server, a private Redis, `relay run`, and the SDK
+`relay/dev/netns.py`: the dev server, a private Redis, `relay run`, and the SDK
 load clients (`bench/lk_load.py`). The bench process stays outside and talks to the
 namespace only over its veth link (Redis, the relay's /readyz and /metrics). Every
 process is started by `NetNS.spawn` under `timeout`, stopped by PID, and the namespace
@@ -31,15 +31,9 @@ from typing import IO, Any, cast
 
 import redis
 
-from relay.devserver.netns import (
-    DevServer,
-    NetNS,
-    NsProcess,
-    RedisServer,
-    netns_context,
-    start_devserver,
-    start_redis,
-)
+from relay.dev.launch import DevServer, RedisServer, start_devserver, start_redis
+from relay.dev.netns import NetNS, netns_context
+from relay.dev.processes import ManagedProcess
 
 LOAD_SCRIPT = Path(__file__).resolve().parent / "lk_load.py"
 NS_PREFIX = "relay-bench"
@@ -57,7 +51,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 # -- processes ------------------------------------------------------------------------
 
 
-def command_pid(wrapper: NsProcess, timeout_s: float = 5.0) -> int:
+def command_pid(wrapper: ManagedProcess, timeout_s: float = 5.0) -> int:
     """The command's own PID: `ip netns exec` execs `timeout`, which forks the command."""
     path = Path(f"/proc/{wrapper.pid}/task/{wrapper.pid}/children")
     deadline = time.monotonic() + timeout_s
@@ -183,7 +177,7 @@ class LoadClient:
 class Relay:
     """`relay run` inside the namespace."""
 
-    proc: NsProcess
+    proc: ManagedProcess
     pid: int
     http: str
     prefix: str
@@ -252,7 +246,8 @@ class Bench:
                 netns_context(NS_PREFIX) as ns,
             ):
                 server = start_devserver(ns, extra_args=["--log-level", "error"])
-                bench = cls(ns, server, start_redis(ns), Path(workdir), proc_timeout_s)
+                redis_server = start_redis(ns, workdir=Path(workdir))
+                bench = cls(ns, server, redis_server, Path(workdir), proc_timeout_s)
                 try:
                     yield bench
                 finally:

@@ -25,9 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     if words[:1] == ["devserver"]:
         # The dev server has its own options (and --help): hand it everything after.
-        from relay.devserver import main as devserver_main
-
-        return devserver_main(words[1:])
+        return _devserver(words[1:])
     parser = _parser()
     args = parser.parse_args(words)
     if args.command is None:
@@ -71,11 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         "--prefix", type=_prefix, help="key prefix (default RELAY_REDIS__PREFIX, else relay)"
     )
 
-    demo = sub.add_parser("demo", help="everything on one machine: dev server, avatar, relay")
+    demo_help = "everything on one machine: dev server, avatar, relay (needs relay[devkit])"
+    demo = sub.add_parser("demo", help=demo_help)
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
 
-    # Listed for --help only: main() hands `relay devserver ...` to relay.devserver.
-    sub.add_parser("devserver", help="the LiveKit-protocol dev server (testing only)")
+    # Listed for --help only: main() hands `relay devserver ...` to relay.dev.server.
+    sub.add_parser("devserver", help="the LiveKit-protocol dev server (testing; relay[devkit])")
     return parser
 
 
@@ -135,11 +134,35 @@ def _tail(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
-def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from relay.demo import run_demo
+# The dev toolkit is imported only here, and only when its extra (aiortc) is installed:
+# `relay run` never loads it.
 
-    status: int = run_demo(settings, seconds=args.seconds)
+
+def _without_devkit(command: str) -> bool:
+    """True (after saying what to install, in one line) when the devkit extra is absent."""
+    from relay.dev.extra import missing_extra
+
+    message = missing_extra(command)
+    if message is not None:
+        print(message, file=sys.stderr)
+    return message is not None
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    if _without_devkit("demo"):
+        return EXIT_CONFIG
+    from relay.dev.demo import run_demo
+
+    status: int = run_demo(settings, seconds=args.seconds, config=args.config)
     return status
+
+
+def _devserver(argv: list[str]) -> int:
+    if _without_devkit("devserver"):
+        return EXIT_CONFIG
+    from relay.dev.server import main as devserver_main
+
+    return devserver_main(argv)
 
 
 _COMMANDS = {"run": _run, "check": _check, "token": _token, "tail": _tail, "demo": _demo}

@@ -10,7 +10,7 @@ import aioice.ice
 import pytest
 from aiortc import RTCPeerConnection
 
-from relay.devserver.peer import check_bind_address, new_peer_connection, pin_ice_address
+from relay.dev.server.peer import check_bind_address, new_peer_connection, pin_ice_address
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "localhost", ""])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from livekit.protocol import models
 
-from relay.devserver.auth import JoinGrant
-from relay.devserver.participant import Participant
-from relay.devserver.routing import prepare_packet, recipients
+from relay.dev.server.auth import JoinGrant
+from relay.dev.server.participant import Participant
+from relay.dev.server.routing import prepare_packet, recipients
 
 RELIABLE = models.DataPacket.Kind.RELIABLE
 

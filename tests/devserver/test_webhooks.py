@@ -9,8 +9,9 @@ import pytest
 from aiohttp import web
 from livekit import api
 
+from relay.dev.ports import free_port
 from tests.fixtures.lk_client import LkProcess
-from tests.fixtures.netns import NetNS, free_host_port, start_devserver
+from tests.fixtures.netns import NetNS, start_devserver
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +42,7 @@ async def webhook_endpoint(netns: NetNS) -> AsyncIterator[tuple[str, Receiver]]:
     app.router.add_post("/hook", receiver.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = free_host_port(netns.host_addr)
+    port = free_port(netns.host_addr)
     await web.TCPSite(runner, netns.host_addr, port).start()
     try:
         yield f"http://{netns.host_addr}:{port}/hook", receiver

@@ -8,7 +8,7 @@ API key and secret come from LIVEKIT_API_KEY / LIVEKIT_API_SECRET (argv is visib
 every user). Each prints one JSON line on stdout when done: what it sent, so the tests
 derive their expectations from it rather than from constants.
 
-- `liveavatar`: `relay.scenarios.liveavatar_session` (user browser, agent, avatar).
+- `liveavatar`: `relay.dev.scenarios.liveavatar_session` (user browser, agent, avatar).
 - `garbage`: one participant publishes `count` malformed packets on `agent-response`
   (random bytes, invalid UTF-8, malformed JSON, cycling), paced in bursts, oversized
   payloads among them, then reports and stays until its stdin closes.
@@ -28,7 +28,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from relay.scenarios import Credentials, join, liveavatar_session
+from relay.dev.scenarios import Credentials, join, liveavatar_session
 
 GARBAGE_KINDS = ("random_bytes", "invalid_utf8", "malformed_json")
 GARBAGE_TOPIC = "agent-response"

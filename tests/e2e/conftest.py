@@ -13,13 +13,8 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 import pytest
 import redis.asyncio as aioredis
 
-from relay.devserver.netns import (
-    DevServer,
-    NetNS,
-    RedisServer,
-    start_devserver,
-    start_redis,
-)
+from relay.dev.launch import DevServer, RedisServer, start_devserver, start_redis
+from relay.dev.netns import NetNS
 from tests.e2e.support import RelayProcess, StartRelay, Streams, relay_env, unique
 from tests.fixtures.netns import create_netns_or_skip
 
@@ -51,7 +46,7 @@ def e2e_redis(e2e_ns: NetNS) -> Iterator[RedisServer]:
     try:
         yield server
     finally:
-        server.proc.stop()
+        server.close()
 
 
 @pytest.fixture

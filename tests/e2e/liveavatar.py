@@ -1,4 +1,4 @@
-"""What the relay must write for one `liveavatar` actor run (relay.scenarios), derived
+"""What the relay must write for one `liveavatar` actor run (relay.dev.scenarios), derived
 from the messages the scenario reports it sent and the contract (docs/contract.md)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ RESPONSE_KINDS = {
     "session.stopped": ("session.stopped", None),
 }
 PARTIAL_MODES = {"user": "cumulative", "avatar": "delta"}
-USER, AVATAR = "user-browser", "heygen"  # the identities relay.scenarios joins with
+USER, AVATAR = "user-browser", "heygen"  # the identities relay.dev.scenarios joins with
 Expected = tuple[str, str, dict[str, Any]]  # kind, sender identity, data (no segment_id)
 
 

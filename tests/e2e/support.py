@@ -31,7 +31,9 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.contract.schema import validate_event
-from relay.devserver.netns import DevServer, NetNS, NsProcess
+from relay.dev.launch import DevServer
+from relay.dev.netns import NetNS
+from relay.dev.processes import ManagedProcess
 
 ACTORS_SCRIPT = Path(__file__).resolve().with_name("actors.py")
 POLL_S = 0.05
@@ -73,7 +75,7 @@ class Deadline:
         return time.monotonic() >= self._end
 
 
-def command_pid(proc: NsProcess) -> int | None:
+def command_pid(proc: ManagedProcess) -> int | None:
     """The PID of the command `NetNS.spawn` runs under `timeout` (its only child), None
     once it is gone. Signal this one: `timeout` forwards a signal it gets to its child AND
     to its process group, so a signal to `proc.pid` or its group arrives twice."""
@@ -116,7 +118,7 @@ class RelayProcess:
     """`relay run` inside the namespace; see the module docstring."""
 
     ns: NetNS
-    proc: NsProcess
+    proc: ManagedProcess
     env: dict[str, str]
     logs: list[dict[str, Any]] = field(default_factory=list)
     text: list[str] = field(default_factory=list)

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from relay.devserver.netns import DevServer, NetNS
+from relay.dev.launch import DevServer
+from relay.dev.netns import NetNS
 from tests.e2e.support import Event, StartRelay, Streams, assert_seq_contiguous, has, unique
 from tests.fixtures.lk_client import LkProcess
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from relay.devserver.netns import DevServer, NetNS
+from relay.dev.launch import DevServer
+from relay.dev.netns import NetNS
 from tests.e2e.liveavatar import assert_session
 from tests.e2e.support import StartRelay, Streams, actor, assert_seq_contiguous, has, unique
 

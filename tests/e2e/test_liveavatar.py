@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from relay.devserver.netns import DevServer, NetNS
+from relay.dev.launch import DevServer
+from relay.dev.netns import NetNS
 from tests.e2e.liveavatar import assert_segments, assert_session
 from tests.e2e.support import Event, StartRelay, Streams, actor, assert_seq_contiguous, unique
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from livekit import api
 
-from relay.devserver.netns import DevServer, NetNS
+from relay.dev.launch import DevServer
+from relay.dev.netns import NetNS
 from tests.e2e.support import StartRelay, Streams, has, unique
 from tests.fixtures.lk_client import LkProcess
 

@@ -15,7 +15,9 @@ from datetime import datetime
 
 import pytest
 
-from relay.devserver.netns import NetNS, NsProcess, start_devserver
+from relay.dev.launch import start_devserver
+from relay.dev.netns import NetNS
+from relay.dev.processes import ManagedProcess
 from tests.e2e.support import (
     Event,
     StartRelay,
@@ -75,7 +77,7 @@ async def test_relay_rejoins_a_restarted_server(
     assert_rejoined(await streams.room_events(room))
 
 
-async def kill_server(proc: NsProcess, kill: signal.Signals) -> None:
+async def kill_server(proc: ManagedProcess, kill: signal.Signals) -> None:
     """SIGTERM: the server tells its clients to reconnect, then exits. SIGKILL: gone."""
     if kill == signal.SIGKILL:
         os.killpg(proc.pid, kill)  # `timeout` and the server

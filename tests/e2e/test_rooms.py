@@ -8,7 +8,8 @@ import json
 import pytest
 from livekit import api
 
-from relay.devserver.netns import DevServer, NetNS, start_devserver
+from relay.dev.launch import DevServer, start_devserver
+from relay.dev.netns import NetNS
 from tests.e2e.support import StartRelay, Streams, has, unique
 from tests.fixtures.lk_client import LkProcess
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from relay.devserver.netns import DevServer, NetNS
+from relay.dev.launch import DevServer
+from relay.dev.netns import NetNS
 from tests.e2e.support import StartRelay, Streams, actor, assert_seq_contiguous, brief, unique
 
 pytestmark = pytest.mark.e2e

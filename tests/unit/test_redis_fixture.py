@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from relay.dev.ports import free_port
 
 PROBE = """
 import redis
@@ -19,9 +20,7 @@ def test_probe(redis_url: str) -> None:
 
 
 def test_private_redis_server_when_none_answers(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead_port = sock.getsockname()[1]  # closed again when the block ends: nothing there
+    dead_port = free_port()  # nothing listens there
     probe = tmp_path / "test_probe.py"
     probe.write_text(PROBE)
     env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{dead_port}"}

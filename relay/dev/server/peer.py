@@ -16,13 +16,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import aioice.ice
 import structlog
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
 from livekit.protocol import models
 
-log = structlog.get_logger("relay.devserver.peer")
+from relay.dev.server.webrtc_internals import parse_candidate, pin_host_addresses
+
+log = structlog.get_logger("relay.dev.server.peer")
 
 RELIABLE_LABEL = "_reliable"
 LOSSY_LABEL = "_lossy"
@@ -52,10 +52,8 @@ def pin_ice_address(host: str) -> None:
 
     aioice binds and advertises a candidate on every address of every interface; run
     outside its namespace, the dev server would bind and announce host interface
-    addresses. aioice takes no address filter, so its address lookup is replaced for this
-    process (the dev server's own)."""
-    addresses = [] if ipaddress.ip_address(host).is_loopback else [host]
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(addresses)
+    addresses. Raises InternalsChanged when aioice cannot be told (webrtc_internals)."""
+    pin_host_addresses([] if ipaddress.ip_address(host).is_loopback else [host])
 
 
 def new_peer_connection() -> RTCPeerConnection:
@@ -70,7 +68,7 @@ async def add_trickle_candidate(pc: RTCPeerConnection, candidate_init: str) -> N
     if not text:
         await pc.addIceCandidate(None)
         return
-    candidate = candidate_from_sdp(text.removeprefix("candidate:"))
+    candidate = parse_candidate(text.removeprefix("candidate:"))
     candidate.sdpMid = init.get("sdpMid")
     candidate.sdpMLineIndex = init.get("sdpMLineIndex")
     await pc.addIceCandidate(candidate)

@@ -21,12 +21,12 @@ from aiohttp import WSMsgType, web
 from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
-from relay.devserver.auth import Authenticator, AuthError, request_token
-from relay.devserver.participant import CloseSignal, Participant, State
-from relay.devserver.peer import PublisherPeer, SubscriberPeer
-from relay.devserver.room import Room, RoomManager
+from relay.dev.server.auth import Authenticator, AuthError, request_token
+from relay.dev.server.participant import CloseSignal, Participant, State
+from relay.dev.server.peer import PublisherPeer, SubscriberPeer
+from relay.dev.server.room import Room, RoomManager
 
-log = structlog.get_logger("relay.devserver.signal")
+log = structlog.get_logger("relay.dev.server.signal")
 
 Reason = models.DisconnectReason
 PUBLISHER = rtc.SignalTarget.PUBLISHER

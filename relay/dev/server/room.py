@@ -18,8 +18,8 @@ from typing import Protocol
 import structlog
 from livekit.protocol import models, rtc
 
-from relay.devserver.auth import JoinGrant
-from relay.devserver.participant import (
+from relay.dev.server.auth import JoinGrant
+from relay.dev.server.participant import (
     CloseSignal,
     Kind,
     Participant,
@@ -27,9 +27,9 @@ from relay.devserver.participant import (
     State,
     new_sid,
 )
-from relay.devserver.routing import prepare_packet, recipients
+from relay.dev.server.routing import prepare_packet, recipients
 
-log = structlog.get_logger("relay.devserver.room")
+log = structlog.get_logger("relay.dev.server.room")
 
 Reason = models.DisconnectReason
 

@@ -1,4 +1,4 @@
-"""Network-namespace harness for the dev server: WebRTC needs a real interface.
+"""Network namespaces for the dev tools: WebRTC needs a real interface.
 
 libwebrtc gathers no loopback candidates, so the dev server, Redis, the relay and the
 SDK clients run inside a private network namespace (`relay-test-<pid>-<n>`) joined to
@@ -10,10 +10,13 @@ call the dev server's HTTP API, read Redis, or receive webhooks on `host_addr`.
 A namespace belongs to a process (or thread), so SDK clients cannot run in the test
 process: `NetNS.spawn` starts commands inside it (`ip netns exec`), each in its own
 session under `timeout`, tracked by PID and stopped by PID on teardown, which also runs
-when a test fails.
+when a test fails. Launchers for Redis and the dev server are in relay.dev.launch.
 
-Used by `relay demo`, the benchmarks and the tests (tests/fixtures/netns.py adds the
-pytest fixtures). Needs Linux, root (CAP_NET_ADMIN) and iproute2.
+For people, the same as a command (root and iproute2 needed):
+
+    python -m relay.dev.netns up NAME [INDEX]   # host end 10.213.INDEX.1, inside .2
+    python -m relay.dev.netns exec NAME CMD...  # CMD inside NAME
+    python -m relay.dev.netns down NAME         # stop what runs inside by PID, delete
 """
 
 from __future__ import annotations
@@ -23,29 +26,24 @@ import contextlib
 import ipaddress
 import itertools
 import os
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-from livekit import api
+from relay.dev.processes import ManagedProcess, pid_alive, signal_group, signal_pids
 
 SUBNET = ipaddress.IPv4Network("10.213.0.0/16")
 DEFAULT_PROC_TIMEOUT_S = 300.0
-STOP_GRACE_S = 3.0
-DEV_API_KEY = "devkey"
-DEV_API_SECRET = "devsecret-0123456789-0123456789-0123456789"
+DOWN_GRACE_S = 5.0
 
 _counter = itertools.count()
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class NetNSUnavailable(RuntimeError):
@@ -67,9 +65,10 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _used_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+def used_networks() -> list[Network]:
+    """The IPv4 networks of every interface address in this namespace."""
     out = _run(["ip", "-o", "-4", "addr", "show"]).stdout
-    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    nets: list[Network] = []
     for line in out.splitlines():
         parts = line.split()
         if "inet" in parts:
@@ -79,50 +78,13 @@ def _used_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
 
 def _pick_subnet(seed: int) -> ipaddress.IPv4Network:
     """A free /30 in 10.213.0.0/16, starting from a slot derived from `seed`."""
-    used = _used_networks()
+    used = used_networks()
     slots = list(SUBNET.subnets(new_prefix=30))
     for i in range(len(slots)):
         candidate = slots[(seed + i) % len(slots)]
         if not any(candidate.overlaps(net) for net in used):
             return candidate
     raise NetNSUnavailable("no free /30 left in 10.213.0.0/16")
-
-
-@dataclass
-class NsProcess:
-    """A process started inside a namespace; `pid` leads its own session."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
-        """SIGTERM the command (once, through `timeout`), SIGKILL its group after `grace_s`."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.pid, signal.SIGKILL)
-                self.popen.wait(grace_s)
-        # Children that outlived their leader still carry its process group id.
-        _signal_group(self.pid, signal.SIGKILL)
-        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
-            if stream is not None:
-                stream.close()
-        return self.popen.returncode
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 @dataclass
@@ -133,7 +95,7 @@ class NetNS:
     addr: str
     host_addr: str
     host_if: str
-    procs: list[NsProcess] = field(default_factory=list)
+    procs: list[ManagedProcess] = field(default_factory=list)
     # Session leaders started elsewhere (asyncio subprocesses), killed if still tracked.
     pids: set[int] = field(default_factory=set)
 
@@ -158,7 +120,7 @@ class NetNS:
         stdout: int | None = subprocess.PIPE,
         stderr: int | None = None,
         env: dict[str, str] | None = None,
-    ) -> NsProcess:
+    ) -> ManagedProcess:
         """Start `argv` inside the namespace in a new session; stopped on `close()`."""
         popen = subprocess.Popen(
             self.exec_argv(argv, timeout_s),
@@ -168,7 +130,7 @@ class NetNS:
             env=env,
             start_new_session=True,
         )
-        proc = NsProcess(name or Path(argv[0]).name, popen)
+        proc = ManagedProcess(name or Path(argv[0]).name, popen)
         self.procs.append(proc)
         return proc
 
@@ -184,9 +146,10 @@ class NetNS:
 
     def free_port(self) -> int:
         """A TCP port free on `addr` inside the namespace (asked of the kernel there)."""
-        code = "import socket;s=socket.socket();s.bind(('%s',0));print(s.getsockname()[1])"
-        out = self.run([sys.executable, "-c", code % self.addr]).stdout.strip()
-        return int(out)
+        done = self.run([sys.executable, "-m", "relay.dev.ports", self.addr])
+        if done.returncode != 0:
+            raise RuntimeError(f"no free port in {self.name}: {done.stderr.strip()}")
+        return int(done.stdout.strip())
 
     async def spawn_async(
         self,
@@ -217,7 +180,7 @@ class NetNS:
     def close(self) -> None:
         """Stop every process (newest first), then delete the namespace and the link."""
         for pid in sorted(self.pids):
-            _signal_group(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
         self.pids.clear()
         for proc in reversed(self.procs):
             proc.stop()
@@ -227,15 +190,17 @@ class NetNS:
 
 def create_netns(prefix: str = "relay-test") -> NetNS:
     """Create `<prefix>-<pid>-<n>` with a veth link; raise NetNSUnavailable if impossible."""
-    reason = unavailable_reason()
-    if reason is not None:
-        raise NetNSUnavailable(reason)
     remove_stale_namespaces(prefix)
     n = next(_counter)
     name = f"{prefix}-{os.getpid()}-{n}"
     tag = f"{os.getpid() % 100000}x{n % 100}"
-    host_if, ns_if = f"rlh{tag}", f"rln{tag}"
-    subnet = _pick_subnet(os.getpid() * 7 + n)
+    return _create(name, f"rlh{tag}", f"rln{tag}", _pick_subnet(os.getpid() * 7 + n))
+
+
+def _create(name: str, host_if: str, ns_if: str, subnet: ipaddress.IPv4Network) -> NetNS:
+    reason = unavailable_reason()
+    if reason is not None:
+        raise NetNSUnavailable(reason)
     host_ip, ns_ip = list(subnet.hosts())
     try:
         _setup(name, host_if, ns_if, f"{host_ip}/30", f"{ns_ip}/30")
@@ -270,20 +235,10 @@ def remove_stale_namespaces(prefix: str = "relay-test") -> list[str]:
     for line in out.splitlines():
         name = line.split()[0] if line.split() else ""
         owner = name.removeprefix(f"{prefix}-").split("-")[0]
-        if name.startswith(f"{prefix}-") and owner.isdigit() and not _pid_alive(int(owner)):
+        if name.startswith(f"{prefix}-") and owner.isdigit() and not pid_alive(int(owner)):
             delete_netns(name)
             removed.append(name)
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def delete_netns(name: str, host_if: str | None = None) -> None:
@@ -303,115 +258,80 @@ def netns_context(prefix: str = "relay-test") -> Iterator[NetNS]:
         ns.close()
 
 
-def wait_for_line(proc: NsProcess, needle: bytes, timeout_s: float) -> bytes:
-    """Read `proc`'s stdout until a line contains `needle`; raise if it exits or stalls."""
-    assert proc.popen.stdout is not None
-    fd = proc.popen.stdout.fileno()
-    deadline = time.monotonic() + timeout_s
-    buf = b""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-            for line in buf.splitlines():
-                if needle in line:
-                    _drain(proc)
-                    return line
-        elif not proc.alive():
-            break
-    raise RuntimeError(f"{proc.name} (pid {proc.pid}) not ready: {buf.decode(errors='replace')}")
+# -- named namespaces, for people (`python -m relay.dev.netns`) -----------------------
 
 
-def _drain(proc: NsProcess) -> None:
-    """Keep reading `proc`'s stdout so a chatty process never blocks on a full pipe."""
-    stream = proc.popen.stdout
-    if stream is not None:
-        threading.Thread(target=lambda: stream.read(), daemon=True).start()
+def link_names(name: str) -> tuple[str, str]:
+    """The host and namespace interface names of namespace `name` (15 characters max)."""
+    tag = f"{zlib.crc32(name.encode()):08x}"
+    return f"rlh{tag}", f"rln{tag}"
 
 
-@dataclass(frozen=True)
-class RedisServer:
-    proc: NsProcess
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
-
-
-def start_redis(ns: NetNS, port: int | None = None, timeout_s: float = 10.0) -> RedisServer:
-    """A private redis-server inside `ns` on its address (no persistence)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise NetNSUnavailable("redis-server is not installed")
-    port = port or ns.free_port()
-    argv = [exe, "--port", str(port), "--bind", ns.addr, "--save", "", "--appendonly", "no"]
-    proc = ns.spawn([*argv, "--protected-mode", "no"], name="redis-server")
-    wait_for_line(proc, b"Ready to accept connections", timeout_s)
-    return RedisServer(proc=proc, host=ns.addr, port=port)
+def up(name: str, index: int | None = None) -> NetNS:
+    """Namespace `name` with its link in 10.213.INDEX.0/30 (a free /30 when None)."""
+    listed = _run(["ip", "netns", "list"], check=False).stdout.split()
+    if name in listed:
+        raise NetNSUnavailable(f"namespace {name} exists already: `down` it first")
+    if index is None:
+        subnet = _pick_subnet(zlib.crc32(name.encode()))
+    elif 0 <= index <= 255:
+        subnet = ipaddress.IPv4Network(f"10.213.{index}.0/30")
+        if any(subnet.overlaps(net) for net in used_networks()):
+            raise NetNSUnavailable(f"10.213.{index}.0/30 is in use here: pick another INDEX")
+    else:
+        raise NetNSUnavailable(f"INDEX must be 0-255, not {index}")
+    return _create(name, *link_names(name), subnet)
 
 
-@dataclass(frozen=True)
-class DevServer:
-    """A `relay.devserver` process inside a namespace."""
-
-    proc: NsProcess
-    host: str
-    port: int
-    api_key: str
-    api_secret: str
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def token(
-        self,
-        identity: str,
-        room: str,
-        *,
-        kind: str = "standard",
-        ttl: timedelta = timedelta(minutes=10),
-        **grants: Any,
-    ) -> str:
-        """A join token; `grants` are VideoGrants fields (hidden=True, ...)."""
-        video = api.VideoGrants(room_join=True, room=room, **grants)
-        token = api.AccessToken(self.api_key, self.api_secret).with_identity(identity)
-        return str(token.with_kind(kind).with_grants(video).with_ttl(ttl).to_jwt())  # type: ignore[arg-type]
+def namespace_pids(name: str) -> list[int]:
+    """PIDs of the processes inside namespace `name` (none when it does not exist)."""
+    out = _run(["ip", "netns", "pids", name], check=False).stdout
+    return [int(word) for word in out.split() if word.isdigit()]
 
 
-def start_devserver(
-    ns: NetNS,
-    *,
-    port: int | None = None,
-    api_key: str = DEV_API_KEY,
-    api_secret: str = DEV_API_SECRET,
-    webhook_urls: Sequence[str] = (),
-    extra_args: Sequence[str] = (),
-    timeout_s: float = 20.0,
-) -> DevServer:
-    """Start `python -m relay.devserver` on `ns.addr` and wait for its ready line."""
-    port = port or ns.free_port()
-    argv = [sys.executable, "-m", "relay.devserver", "--host", ns.addr, "--port", str(port)]
-    argv += ["--api-key", api_key, "--api-secret", api_secret, *extra_args]
-    for url in webhook_urls:
-        argv += ["--webhook", url]
-    proc = ns.spawn(argv, name="devserver", stderr=None)
-    wait_for_line(proc, b"devserver ready", timeout_s)
-    return DevServer(proc=proc, host=ns.addr, port=port, api_key=api_key, api_secret=api_secret)
+def down(name: str, grace_s: float = DOWN_GRACE_S) -> None:
+    """Stop every process inside `name` by PID (SIGTERM, SIGKILL after `grace_s`), then
+    delete it and its link; idempotent. Deleting alone leaves those processes running."""
+    signal_pids(namespace_pids(name), signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while namespace_pids(name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    signal_pids(namespace_pids(name), signal.SIGKILL)
+    delete_netns(name, link_names(name)[0])
 
 
-def free_host_port(host: str) -> int:
-    """A TCP port free on `host` in this (the test's) namespace."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+USAGE = "usage: python -m relay.dev.netns up NAME [INDEX] | exec NAME CMD... | down NAME"
+ARGS = {"up": (1, 2), "down": (1, 1), "exec": (2, sys.maxsize)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command, rest = (args[0], args[1:]) if args else ("", [])
+    least, most = ARGS.get(command, (1, 0))
+    if not least <= len(rest) <= most:
+        print(USAGE, file=sys.stderr)
+        return 2
+    reason = unavailable_reason()
+    if reason is not None:
+        print(f"relay.dev.netns: {reason}", file=sys.stderr)
+        return 2
+    if command == "exec":
+        os.execvp("ip", ["ip", "netns", "exec", *rest])
+    if command == "down":
+        down(rest[0])
+        return 0
+    try:
+        index = int(rest[1]) if len(rest) > 1 else None
+        ns = up(rest[0], index)
+    except ValueError:
+        print(f"relay.dev.netns: INDEX must be a number 0-255, not {rest[1]!r}", file=sys.stderr)
+        return 2
+    except NetNSUnavailable as exc:
+        print(f"relay.dev.netns: {exc}", file=sys.stderr)
+        return 2
+    print(f"namespace {ns.name}: address {ns.addr} (host end {ns.host_addr})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

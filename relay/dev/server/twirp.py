@@ -24,7 +24,7 @@ from livekit import api
 from livekit.protocol import models
 from livekit.protocol import room as room_pb
 
-from relay.devserver.auth import (
+from relay.dev.server.auth import (
     Authenticator,
     AuthError,
     request_token,
@@ -32,8 +32,8 @@ from relay.devserver.auth import (
     require_create,
     require_list,
 )
-from relay.devserver.room import Room, RoomManager
-from relay.devserver.signal import apply_metadata
+from relay.dev.server.room import Room, RoomManager
+from relay.dev.server.signal import apply_metadata
 
 Claims = api.access_token.Claims
 Handler = Callable[[Any, Claims], Awaitable[Message]]

@@ -19,10 +19,10 @@ import structlog
 from google.protobuf.json_format import MessageToJson
 from livekit.protocol import models, webhook
 
-from relay.devserver.auth import Authenticator
-from relay.devserver.participant import new_sid
+from relay.dev.server.auth import Authenticator
+from relay.dev.server.participant import new_sid
 
-log = structlog.get_logger("relay.devserver.webhooks")
+log = structlog.get_logger("relay.dev.server.webhooks")
 
 CONTENT_TYPE = "application/webhook+json"
 QUEUE_MAX = 100
@@ -112,10 +112,15 @@ class WebhookNotifier:
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        # A worker's own cancellation is its result here; a cancellation of aclose()
+        # itself still propagates out of gather, and a worker's crash is raised below.
+        try:
+            results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            self._tasks.clear()
+            if self._session is not None:
+                session, self._session = self._session, None
+                await session.close()
+        for result in results:
+            if isinstance(result, Exception):
+                raise result

@@ -5,7 +5,7 @@ through one bounded queue drained by one task, so a ParticipantUpdate queued bef
 a packet is written first. Signal and data still travel on different channels and the
 SDK reads them in different tasks, so a packet from a sender announced less than
 `ANNOUNCE_SETTLE_S` ago waits out the rest: the SDK then knows the sender when the
-packet arrives (protocols.md, section 5).
+packet arrives (docs/protocols.md, section 5).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import structlog
 from livekit.protocol import models, rtc
 
-from relay.devserver.auth import JoinGrant
-from relay.devserver.peer import PublisherPeer, SubscriberPeer, close_quietly
+from relay.dev.server.auth import JoinGrant
+from relay.dev.server.peer import PublisherPeer, SubscriberPeer, close_quietly
 
-log = structlog.get_logger("relay.devserver.participant")
+log = structlog.get_logger("relay.dev.server.participant")
 
 OUTBOUND_MAX = 10_000
 ANNOUNCE_SETTLE_S = 0.1

@@ -16,9 +16,9 @@ import structlog
 from google.protobuf.message import DecodeError
 from livekit.protocol import models
 
-from relay.devserver.participant import Kind, Participant
+from relay.dev.server.participant import Kind, Participant
 
-log = structlog.get_logger("relay.devserver.routing")
+log = structlog.get_logger("relay.dev.server.routing")
 
 RELIABLE = models.DataPacket.Kind.RELIABLE
 # Payloads the dev server forwards; others (metrics, RPC bookkeeping, ...) are dropped.

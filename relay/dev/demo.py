@@ -17,29 +17,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
 import redis
 
+from relay.checks import redact_url
 from relay.config import RedisSettings, Settings
-from relay.devserver.netns import (
-    DEV_API_KEY,
-    DEV_API_SECRET,
-    NetNS,
-    NetNSUnavailable,
-    NsProcess,
-    create_netns,
-    free_host_port,
-    start_devserver,
-    start_redis,
-    unavailable_reason,
-)
+from relay.dev.launch import redis_answers, start_devserver, start_redis
+from relay.dev.netns import NetNS, NetNSUnavailable, netns_context, unavailable_reason
+from relay.dev.ports import free_port
+from relay.dev.processes import ManagedProcess
+from relay.dev.tokens import DEV_API_KEY, DEV_API_SECRET
 from relay.keys import room_key
 from relay.tail import format_line
 
@@ -49,15 +44,16 @@ PACE_S = 0.25
 STOP_TIMEOUT_S = 30.0
 
 
-def run_demo(settings: Settings, *, seconds: float = 0) -> int:
+def run_demo(settings: Settings, *, seconds: float = 0, config: Path | None = None) -> int:
+    """Run the demo; `config` is the --config file the settings came from, if any."""
     _stop_on_signals()
     reason = unavailable_reason()
     if reason is not None:
         print(f"relay demo: cannot create the network namespace: {reason}", file=sys.stderr)
         return 2
     try:
-        with _namespace() as ns:
-            return _run_in(ns, settings, seconds)
+        with netns_context("relay-demo") as ns:
+            return _run_in(ns, settings, seconds, config)
     except NetNSUnavailable as exc:
         print(f"relay demo: {exc}", file=sys.stderr)
         return 2
@@ -80,16 +76,7 @@ def _stop_on_signals() -> None:
         signal.signal(sig, interrupt)
 
 
-@contextlib.contextmanager
-def _namespace() -> Iterator[NetNS]:
-    ns = create_netns("relay-demo")
-    try:
-        yield ns
-    finally:
-        ns.close()
-
-
-def _run_in(ns: NetNS, settings: Settings, seconds: float) -> int:
+def _run_in(ns: NetNS, settings: Settings, seconds: float, config: Path | None) -> int:
     """Start the parts, wait, stop them in order. Processes outside the namespace (the
     relay, tail) are stopped here whatever happens; the namespace's own go with it."""
     devserver = start_devserver(ns, extra_args=["--log-level", "warning"])  # the events speak
@@ -98,6 +85,7 @@ def _run_in(ns: NetNS, settings: Settings, seconds: float) -> int:
     env = _relay_env(settings, devserver.ws_url, redis_url)
     if redis_url is not None:
         _clear_demo_room(redis_url)
+        say(f"follow it from another shell: {tail_command(settings, redis_url, config)}")
     relay = tail = None
     status = 1
     try:
@@ -125,9 +113,9 @@ def _run_in(ns: NetNS, settings: Settings, seconds: float) -> int:
     return 0 if status == 0 else 1
 
 
-def _start_conversation(ns: NetNS, livekit_url: str, seconds: float) -> NsProcess:
+def _start_conversation(ns: NetNS, livekit_url: str, seconds: float) -> ManagedProcess:
     argv = [
-        *(sys.executable, "-m", "relay.scenarios", "liveavatar", "--url", livekit_url),
+        *(sys.executable, "-m", "relay.dev.scenarios", "liveavatar", "--url", livekit_url),
         *("--api-key", DEV_API_KEY, "--api-secret", DEV_API_SECRET, "--room", DEMO_ROOM),
         *("--pace-s", str(PACE_S), "--repeat", "1000"),
     ]
@@ -146,26 +134,32 @@ def _choose_redis(ns: NetNS, settings: Settings) -> str | None:
         say("sinks without redis: the relay prints its events (stdout sink)")
         return None
     configured = settings.redis.url.get_secret_value()
-    if _redis_answers(configured):
-        say(f"writing to the configured Redis, prefix {DEMO_PREFIX!r}")
+    stream = room_key(RedisSettings(prefix=DEMO_PREFIX), DEMO_ROOM)
+    if redis_answers(configured, timeout_s=1.0):
+        say(f"writing to the configured Redis {redact_url(configured)}, stream {stream}")
         return configured
     try:
         private = start_redis(ns)
     except (NetNSUnavailable, RuntimeError) as exc:
         say(f"no Redis ({exc}): using the stdout sink")
         return None
-    say(f"configured Redis not reachable: writing to a private redis-server at {private.url}")
+    say(
+        f"configured Redis {redact_url(configured)} not reachable: writing to a private "
+        f"redis-server at {private.url}, stream {stream}"
+    )
     return private.url
 
 
-def _redis_answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
+def tail_command(settings: Settings, redis_url: str, config: Path | None) -> str:
+    """The `relay tail` command that follows the demo room from another shell: the
+    demo's prefix, and the URL when it is not the configured one (a private server)."""
+    words = [f"RELAY_REDIS__PREFIX={DEMO_PREFIX}"]
+    if redis_url != settings.redis.url.get_secret_value():
+        words.append(f"RELAY_REDIS__URL={redis_url}")
+    words.append("relay")
+    if config is not None:
+        words += ["--config", str(config)]
+    return shlex.join([*words, "tail", "--room", DEMO_ROOM, "--from-start"])
 
 
 def _clear_demo_room(url: str) -> None:
@@ -187,7 +181,7 @@ def _relay_env(settings: Settings, livekit_url: str, redis_url: str | None) -> d
         RELAY_SINKS=json.dumps(["redis"] if redis_url else ["stdout"]),
         RELAY_REDIS__PREFIX=DEMO_PREFIX,
         RELAY_HTTP__HOST="127.0.0.1",
-        RELAY_HTTP__PORT=str(free_host_port("127.0.0.1")),
+        RELAY_HTTP__PORT=str(free_port("127.0.0.1")),
         RELAY_LOG__LEVEL="error",  # the demo shows events; warnings would interleave
         RELAY_LOG__FORMAT="console",
     )

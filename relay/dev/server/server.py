@@ -12,14 +12,14 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from relay.devserver.auth import Authenticator
-from relay.devserver.peer import check_bind_address, pin_ice_address
-from relay.devserver.room import RoomManager
-from relay.devserver.signal import SignalHandler
-from relay.devserver.twirp import RoomService
-from relay.devserver.webhooks import WebhookNotifier
+from relay.dev.server.auth import Authenticator
+from relay.dev.server.peer import check_bind_address, pin_ice_address
+from relay.dev.server.room import RoomManager
+from relay.dev.server.signal import SignalHandler
+from relay.dev.server.twirp import RoomService
+from relay.dev.server.webhooks import WebhookNotifier
 
-log = structlog.get_logger("relay.devserver")
+log = structlog.get_logger("relay.dev.server")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7880
@@ -87,10 +87,9 @@ class DevServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
-        server = site._server  # aiohttp exposes no public bound port
-        if server is not None and self.config.port == 0:
-            sockets = getattr(server, "sockets", None) or []
-            self.port = int(sockets[0].getsockname()[1])
+        if self.config.port == 0:
+            # One site bound to one address: its (host, port, ...) is the only entry.
+            self.port = int(self._runner.addresses[0][1])
         log.info("devserver.started", url=self.ws_url)
 
     async def stop(self) -> None:

@@ -4,7 +4,7 @@ Each scenario joins a room as the participants a real session has (the user's br
 agent, the avatar), sends exactly what those protocols send, and returns what it sent so a
 test can assert the relay's output. Run inside the dev server's network namespace:
 
-    python -m relay.scenarios liveavatar --url ws://10.213.0.1:7880 --room demo ...
+    python -m relay.dev.scenarios liveavatar --url ws://10.213.0.1:7880 --room demo ...
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from livekit import api, rtc
+from livekit import rtc
+
+from relay.dev.tokens import join_token
 
 RELIABLE = True
 USER_LINES = ["Hi, can you tell me about your pricing?", "What about the enterprise plan?"]
@@ -34,16 +36,11 @@ class Credentials:
         self.url, self.api_key, self.api_secret = url, api_key, api_secret
 
     def token(self, room: str, identity: str, *, kind: str | None = None) -> str:
-        grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True)
-        builder = (
-            api.AccessToken(self.api_key, self.api_secret)
-            .with_identity(identity)
-            .with_grants(grants)
-            .with_ttl(timedelta(minutes=30))
+        ttl = timedelta(minutes=30)
+        grants = {"can_publish": True, "can_subscribe": True}
+        return join_token(
+            self.api_key, self.api_secret, identity, room, kind=kind, ttl=ttl, **grants
         )
-        if kind is not None:
-            builder = builder.with_kind(kind)  # type: ignore[arg-type]
-        return builder.to_jwt()
 
 
 async def join(
@@ -136,7 +133,7 @@ async def _main(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     # The SDK warns on every connect that the dev server has no /rtc/v1 path.
     logging.basicConfig(level=logging.ERROR)
-    parser = argparse.ArgumentParser(prog="python -m relay.scenarios")
+    parser = argparse.ArgumentParser(prog="python -m relay.dev.scenarios")
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--url", required=True)
     parser.add_argument("--api-key", required=True)

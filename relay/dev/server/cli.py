@@ -1,4 +1,4 @@
-"""Command line of the dev server: `python -m relay.devserver` or `relay devserver`."""
+"""Command line of the dev server: `python -m relay.dev.server` or `relay devserver`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import asyncio
 import os
 from collections.abc import Sequence
 
-from relay.devserver.peer import check_bind_address
-from relay.devserver.server import DEFAULT_HOST, DEFAULT_PORT, serve
+from relay.dev.server.peer import check_bind_address
+from relay.dev.server.server import DEFAULT_HOST, DEFAULT_PORT, serve
+from relay.dev.server.webrtc_internals import InternalsChanged
+from relay.dev.server.webrtc_internals import check as check_internals
 from relay.logs import configure_logging
 
 
@@ -60,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser().error(str(exc))
     configure_logging(args.log_level)
+    try:
+        check_internals()  # an untested aiortc/aioice version logs a warning (stderr)
+    except InternalsChanged as exc:
+        parser().exit(2, f"relay devserver: {exc}\n")
     asyncio.run(
         serve(
             args.host,
