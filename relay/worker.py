@@ -2,8 +2,9 @@
 down in order.
 
 Components that live as long as the worker run supervised in an `asyncio.TaskGroup`:
-the pipeline's flush loop and the event-loop lag watcher (the HTTP server has no task of its own: asyncio accepts
-its connections, and its one way to fail, the bind, is a start step). If one raises, or
+the pipeline's flush loop and the event-loop lag watcher (the HTTP server has no task of
+its own: asyncio accepts its connections, and its one way to fail, the bind, is a start
+step). If one raises, or
 returns while the worker is not stopping, the worker logs `worker_component_failed`
 (component, error) and shuts down as on a signal; its drain runs the flush loop itself,
 so what is buffered is still written, or counted.
