@@ -32,6 +32,9 @@ SINK_WRITE_FAILURES = Counter(
     "relay_sink_write_failures_total", "Batch writes that failed (and were retried).", ["sink"]
 )
 BUFFER_EVENTS = Gauge("relay_buffer_events", "Events accepted and not yet acknowledged.")
+BUFFER_CAPACITY_EVENTS = Gauge(
+    "relay_buffer_capacity_events", "Events the buffer holds at most (pipeline.buffer_max_events)."
+)
 ROOMS_OBSERVED = Gauge("relay_rooms_observed", "Rooms this process is connected to.")
 ROOMS_WANTED = Gauge("relay_rooms_wanted", "Rooms this process should observe.")
 ROOM_RECONNECTS = Counter("relay_room_reconnects_total", "Observer reconnects (SDK or relay).")
