@@ -55,7 +55,11 @@ def runtime_closure() -> dict[NormalizedName, list[Requirement]]:
         if key in expanded:
             continue
         expanded.add(key)
-        for line in metadata.requires(requirement.name) or []:
+        try:
+            requires = metadata.requires(requirement.name) or []
+        except metadata.PackageNotFoundError:
+            raise LookupError(f"{requirement.name} is not installed: run `make install`") from None
+        for line in requires:
             child = Requirement(line)
             if _applies(child, set(requirement.extras)):
                 todo.append(child)

@@ -97,14 +97,3 @@ def secret_template() -> Obj:
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     """A label selector's matchLabels (or a Service selector) picks these labels."""
     return all(labels.get(key) == value for key, value in selector.items())
-
-
-def container_port(container: Obj, name_or_number: str | int) -> int:
-    """A probe's or Service's `port`: a number, or the name of a container port."""
-    if isinstance(name_or_number, int):
-        return name_or_number
-    for port in container["ports"]:
-        if port["name"] == name_or_number:
-            number: int = port["containerPort"]
-            return number
-    raise AssertionError(f"container has no port named {name_or_number!r}")

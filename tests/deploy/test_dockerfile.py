@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -130,8 +131,6 @@ def test_the_pinned_dependencies_are_pyprojects() -> None:
 def test_no_dev_dependency_is_pinned_for_the_image() -> None:
     dev = _project()["optional-dependencies"]
     assert isinstance(dev, dict)
-    from packaging.requirements import Requirement
-
     dev_names = {canonicalize_name(Requirement(line).name) for line in dev["dev"]}
     direct = {canonicalize_name(r.name) for r in direct_requirements()}
     assert dev_names & set(read_pins()) - direct == set()
