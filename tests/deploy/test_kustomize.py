@@ -29,6 +29,7 @@ from tests.deploy.manifests import (
 )
 
 OVERLAYS = ("dev", "production")
+_PROBES = ("startup", "liveness", "readiness")
 
 
 def _validate(obj: Obj, version: str) -> None:
@@ -106,9 +107,6 @@ def test_the_probes_point_at_relay_endpoints(renders: dict[str, list[Obj]]) -> N
     assert paths == {"startup": "/healthz", "liveness": "/healthz", "readiness": "/readyz"}
     for kind in _PROBES:
         assert container[f"{kind}Probe"]["httpGet"]["port"] == "http"
-
-
-_PROBES = ("startup", "liveness", "readiness")
 
 
 def _effective_settings(objs: list[Obj], monkeypatch: pytest.MonkeyPatch) -> Settings:
