@@ -38,6 +38,9 @@ LOOP_LAG = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
 BUFFER_EVENTS = Gauge("relay_buffer_events", "Events accepted and not yet acknowledged.")
+BUFFER_CAPACITY_EVENTS = Gauge(
+    "relay_buffer_capacity_events", "Events the buffer holds at most (pipeline.buffer_max_events)."
+)
 ROOMS_OBSERVED = Gauge("relay_rooms_observed", "Rooms this process is connected to.")
 ROOMS_WANTED = Gauge("relay_rooms_wanted", "Rooms this process should observe.")
 ROOM_RECONNECTS = Counter("relay_room_reconnects_total", "Observer reconnects (SDK or relay).")

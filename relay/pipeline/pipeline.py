@@ -34,6 +34,7 @@ from relay.contract.event import DeadLetter, Entry, Event
 from relay.contract.sink import Sink
 from relay.errors import SinkError
 from relay.metrics import (
+    BUFFER_CAPACITY_EVENTS,
     BUFFER_EVENTS,
     EVENT_LATENCY,
     EVENTS_RECEIVED,
@@ -50,6 +51,7 @@ log = structlog.get_logger(__name__)
 # moved on every event (a locked gauge update per event is a visible share of its cost).
 _LIVE: weakref.WeakSet[Pipeline] = weakref.WeakSet()
 BUFFER_EVENTS.set_function(lambda: float(sum(p.buffered for p in list(_LIVE))))
+BUFFER_CAPACITY_EVENTS.set_function(lambda: float(sum(p.capacity for p in list(_LIVE))))
 
 
 class Pipeline:
@@ -131,6 +133,11 @@ class Pipeline:
     def buffered(self) -> int:
         """Entries accepted and not yet acknowledged by every sink."""
         return len(self._pending) + len(self._batch)
+
+    @property
+    def capacity(self) -> int:
+        """Entries the buffer holds at most (`buffer_max_events`)."""
+        return self._slots.capacity
 
     @property
     def healthy(self) -> bool:

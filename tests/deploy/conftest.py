@@ -1,0 +1,90 @@
+"""Fixtures of the deploy tests: the renders, promtool, and one run of the manifest."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.manifest_run import LIVEKIT_KEY, LIVEKIT_SECRET, ManifestRun, run_manifest
+from tests.deploy.manifests import (
+    KUSTOMIZATIONS,
+    ROOT,
+    Obj,
+    kubectl_path,
+    render,
+    secret_template,
+    skip_or_fail,
+)
+from tests.fixtures.netns import NetNS, create_netns_or_skip, start_devserver, start_redis
+
+INSTALL_PROMTOOL = ROOT / "scripts" / "install-promtool.sh"
+INSTALL_TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    return kubectl_path()
+
+
+@pytest.fixture(scope="session")
+def renders(kubectl: str) -> dict[str, list[Obj]]:
+    """Every kustomization rendered once: {"base"|"dev"|"production": objects}."""
+    return {name: render(kubectl, path) for name, path in KUSTOMIZATIONS.items()}
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """promtool, installed from Debian's prometheus package the first time."""
+    path = shutil.which("promtool")
+    if path is None:
+        done = subprocess.run(
+            ["bash", str(INSTALL_PROMTOOL)],
+            capture_output=True,
+            text=True,
+            timeout=INSTALL_TIMEOUT_S,
+            check=False,
+        )
+        path = shutil.which("promtool")
+        if path is None:
+            skip_or_fail(f"promtool is missing and could not be installed: {done.stderr[-500:]}")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def deploy_ns() -> Iterator[NetNS]:
+    ns = create_netns_or_skip()
+    try:
+        yield ns
+    finally:
+        ns.close()
+
+
+@pytest.fixture(scope="session")
+def manifest_run(deploy_ns: NetNS, renders: dict[str, list[Obj]]) -> Iterator[ManifestRun]:
+    """The production Deployment's container run once against a Redis and the dev server
+    (with the test's LiveKit key and secret) in the namespace."""
+    redis = start_redis(deploy_ns)
+    server = start_devserver(deploy_ns, api_key=LIVEKIT_KEY, api_secret=LIVEKIT_SECRET)
+    workdir = Path(tempfile.mkdtemp(prefix="relay-deploy-", dir="/tmp"))
+    urls = (server.ws_url, redis.url)
+    try:
+        yield run_manifest(deploy_ns, renders["production"], secret_template(), urls, workdir)
+    finally:
+        server.proc.stop()
+        redis.proc.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def exported(manifest_run: ManifestRun) -> set[str]:
+    """Every metric name the running relay's /metrics page shows."""
+    from tests.deploy.promql import exported_names
+
+    assert manifest_run.metrics_text, f"no /metrics scrape: {manifest_run.log()}"
+    return exported_names(manifest_run.metrics_text)

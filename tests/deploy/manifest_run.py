@@ -1,0 +1,183 @@
+"""One run of the production Deployment's container as a local process (tests/deploy/
+podlike.py says how faithfully), with what a kubelet and Prometheus would see of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from tests.deploy import podlike
+from tests.deploy.manifests import ROOT, Obj
+from tests.fixtures.netns import NetNS, NsProcess
+
+POLL_S = 0.05
+ROOM = "deploy-check"  # the room the run observes, added through the admin API
+OBSERVE_TIMEOUT_S = 20.0
+# Test values for the Secret template's placeholders; every key of the template needs one.
+ADMIN_TOKEN = "deploy-test-admin-token"
+LIVEKIT_KEY = "deploy-test-key"
+LIVEKIT_SECRET = "deploy-test-secret-0123456789abcdef-0123456789"
+SECRET_VALUES = {
+    "RELAY_LIVEKIT__API_KEY": LIVEKIT_KEY,
+    "RELAY_LIVEKIT__API_SECRET": LIVEKIT_SECRET,
+    "RELAY_HTTP__ADMIN_TOKEN": ADMIN_TOKEN,
+}
+WRITE_PROBE = """
+import errno, json, os, sys
+result = {}
+for where, path in (("venv", sys.prefix), ("tmp", "/tmp")):
+    probe = os.path.join(path, ".write-probe-%d" % os.getpid())
+    try:
+        open(probe, "w").close()
+        os.remove(probe)
+        result[where] = "writable"
+    except OSError as exc:
+        result[where] = errno.errorcode.get(exc.errno or 0, str(exc))
+print(json.dumps(result))
+"""
+
+
+@dataclass
+class ManifestRun:
+    spec: podlike.PodSpec
+    log_path: Path
+    who: str = ""
+    host: str = ""
+    healthy_after_s: float | None = None
+    answers: dict[str, tuple[int, str]] = field(default_factory=dict)  # url path -> answer
+    admin: dict[str, int] = field(default_factory=dict)  # with/without token -> status
+    metrics_text: str = ""
+    observed_after_s: float | None = None  # from the admin call to relay_rooms_observed 1
+    room_events: list[str] = field(default_factory=list)  # kinds written for ROOM
+    exit_code: int | None = None
+    exit_after_s: float | None = None
+    write_probe: dict[str, str] = field(default_factory=dict)  # where -> result
+
+    def log(self) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def fill_secret(secret: Obj, redis_url: str) -> Obj:
+    """The Secret template with its placeholders replaced by test values."""
+    values = {**SECRET_VALUES, "RELAY_REDIS__URL": redis_url}
+    missing = sorted(set(secret["stringData"]) - set(values))
+    assert not missing, f"no test value for Secret keys {missing}: add them to SECRET_VALUES"
+    return {**secret, "stringData": {key: values[key] for key in secret["stringData"]}}
+
+
+def _get(
+    url: str, timeout_s: float, token: str | None = None, body: dict[str, str] | None = None
+) -> tuple[int, str]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def _wait_healthy(run: ManifestRun, alive: subprocess.Popen[bytes]) -> None:
+    """Poll the startup probe as the kubelet would, within its budget."""
+    probe = run.spec.probes["startup"]
+    budget_s = (
+        probe.get("initialDelaySeconds", 0) + probe["periodSeconds"] * probe["failureThreshold"]
+    )
+    url = podlike.probe_url(run.host, run.spec, probe)
+    started = time.monotonic()
+    while time.monotonic() - started < budget_s and alive.poll() is None:
+        if _get(url, probe["timeoutSeconds"])[0] == 200:
+            run.healthy_after_s = time.monotonic() - started
+            return
+        time.sleep(POLL_S)
+
+
+def _probe_and_scrape(run: ManifestRun) -> None:
+    for probe in run.spec.probes.values():
+        url = podlike.probe_url(run.host, run.spec, probe)
+        path = probe["httpGet"]["path"]
+        run.answers[path] = _get(url, probe["timeoutSeconds"])
+    base = f"http://{run.host}:{run.spec.port}"
+    run.admin["with_token"] = _get(f"{base}/v1/rooms", 5, ADMIN_TOKEN)[0]
+    run.admin["without_token"] = _get(f"{base}/v1/rooms", 5)[0]
+    status, text = _get(f"{base}/metrics", 5)
+    run.metrics_text = text if status == 200 else ""
+
+
+def _observe_room(run: ManifestRun) -> None:
+    """Add ROOM through the admin API and wait until relay is connected to it (with a
+    token it minted from the Secret's LiveKit key and secret)."""
+    base = f"http://{run.host}:{run.spec.port}"
+    asked = time.monotonic()
+    run.admin["add_room"] = _get(f"{base}/v1/rooms", 5, ADMIN_TOKEN, {"room": ROOM})[0]
+    while time.monotonic() - asked < OBSERVE_TIMEOUT_S:
+        text = _get(f"{base}/metrics", 5)[1]
+        if "\nrelay_rooms_observed 1.0\n" in text:
+            run.observed_after_s = time.monotonic() - asked
+            return
+        time.sleep(POLL_S)
+
+
+def _room_events(redis_url: str) -> list[str]:
+    with redis.Redis.from_url(redis_url, socket_timeout=5) as client:
+        entries = client.xrange("relay:events")
+    return [f[b"kind"].decode() for _, f in entries if f[b"room"] == ROOM.encode()]
+
+
+def _terminate(run: ManifestRun, proc: NsProcess) -> None:
+    """What the kubelet does after the preStop pause: one SIGTERM (`timeout`, in front of
+    the command, forwards it once), then wait up to the grace period."""
+    terminated = time.monotonic()
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        run.exit_code = proc.popen.wait(timeout=run.spec.grace_s)
+        run.exit_after_s = time.monotonic() - terminated
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def run_manifest(
+    ns: NetNS, objs: list[Obj], secret: Obj, urls: tuple[str, str], workdir: Path
+) -> ManifestRun:
+    """Start the container's command, probe it, scrape it, have it observe a room of
+    the dev server, SIGTERM it, and say how it went. `urls`: (LiveKit, Redis)."""
+    livekit_url, redis_url = urls
+    spec = podlike.pod_spec(objs, fill_secret(secret, redis_url))
+    spec.env["RELAY_LIVEKIT__URL"] = livekit_url  # the ConfigMap's placeholder
+    run = ManifestRun(spec=spec, log_path=workdir / "relay.log", host=ns.addr)
+    argv = podlike.local_argv(spec.argv, podlike.write_files(spec, workdir))
+    read_only = [Path(sys.prefix), ROOT, Path(os.path.realpath(sys.executable))]
+    confined, run.who = podlike.confine(argv, spec, read_only)
+    probe_argv, _ = podlike.confine([sys.executable, "-c", WRITE_PROBE], spec, read_only)
+    probed = ns.run(probe_argv)
+    assert probed.returncode == 0, f"the write probe failed: {probed.stderr}"
+    run.write_probe = json.loads(probed.stdout)
+    env = {**podlike.image_env(), **spec.env}
+    with run.log_path.open("wb") as log:
+        proc = ns.spawn(confined, name="relay", env=env, stdout=log.fileno(), stderr=log.fileno())
+    try:
+        _wait_healthy(run, proc.popen)
+        if run.healthy_after_s is not None:
+            _probe_and_scrape(run)
+            _observe_room(run)
+        _terminate(run, proc)
+    finally:
+        proc.stop()
+    run.room_events = _room_events(redis_url)
+    return run

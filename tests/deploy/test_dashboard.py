@@ -1,0 +1,78 @@
+"""The Grafana dashboard: well formed, its queries read only metrics relay exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from tests.deploy.manifests import DEPLOY, Obj, find
+from tests.deploy.promql import grafana_query_names
+
+DASHBOARD = DEPLOY / "monitoring" / "relay-dashboard.json"
+GRID_WIDTH = 24
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return data
+
+
+def _queries(dashboard: dict[str, Any]) -> list[str]:
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            queries.append(variable["query"]["query"])
+    return queries
+
+
+def test_the_panels_are_laid_out_and_query_prometheus(dashboard: dict[str, Any]) -> None:
+    panels = dashboard["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["w"] > 0 and grid["x"] + grid["w"] <= GRID_WIDTH, panel
+        if panel["type"] in {"row", "text"}:
+            continue
+        assert panel["targets"], f"panel {panel['title']!r} has no query"
+        for target in panel["targets"]:
+            assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            assert target["expr"].strip(), panel["title"]
+
+
+def test_the_queries_use_only_defined_variables(dashboard: dict[str, Any]) -> None:
+    defined = {v["name"] for v in dashboard["templating"]["list"]} | {"__rate_interval"}
+    used = set(re.findall(r"\$\{?(\w+)", " ".join(_queries(dashboard))))
+    assert used - defined == set()
+
+
+def test_the_queries_read_only_metrics_relay_exports(
+    dashboard: dict[str, Any], exported: set[str]
+) -> None:
+    read = set().union(*(grafana_query_names(q) for q in _queries(dashboard)))
+    assert read - exported == set()
+    # What an operator watches (deploy/README.md): traffic, latency, rooms, drops, Redis,
+    # buffer, per-pod load.
+    wanted = {
+        "relay_events_received_total",
+        "relay_event_latency_seconds_bucket",
+        "relay_rooms_wanted",
+        "relay_rooms_observed",
+        "relay_events_dropped_total",
+        "relay_sink_write_duration_seconds_bucket",
+        "relay_buffer_events",
+        "relay_buffer_capacity_events",
+        "process_cpu_seconds_total",
+    }
+    assert wanted <= read, f"not on the dashboard: {wanted - read}"
+
+
+def test_production_ships_the_dashboard_file(
+    renders: dict[str, list[Obj]], dashboard: dict[str, Any]
+) -> None:
+    config_map = find(renders["production"], "ConfigMap", "relay-grafana-dashboard")
+    assert json.loads(config_map["data"][DASHBOARD.name]) == dashboard
