@@ -16,9 +16,10 @@ from pathlib import Path
 
 import redis
 
+from relay.dev.netns import NetNS
+from relay.dev.processes import ManagedProcess
 from tests.deploy import podlike
 from tests.deploy.manifests import ROOT, Obj
-from tests.fixtures.netns import NetNS, NsProcess
 
 POLL_S = 0.05
 ROOM = "deploy-check"  # the room the run observes, added through the admin API
@@ -140,7 +141,7 @@ def _room_events(redis_url: str) -> list[str]:
     return [f[b"kind"].decode() for _, f in entries if f[b"room"] == ROOM.encode()]
 
 
-def _terminate(run: ManifestRun, proc: NsProcess) -> None:
+def _terminate(run: ManifestRun, proc: ManagedProcess) -> None:
     """What the kubelet does after the preStop pause: one SIGTERM (`timeout`, in front of
     the command, forwards it once), then wait up to the grace period."""
     terminated = time.monotonic()
