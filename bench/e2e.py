@@ -12,18 +12,25 @@ on this machine, so they share one clock.
 
 - relay latency: the Redis stream entry id's time (Redis's clock when it ran the
   relay's XADD, in whole milliseconds) minus `sent_at`. Millisecond resolution, truncated:
-  it reads up to 1 ms low (0.5 ms on average). The relay's flush interval (2 ms by
-  default) is part of it: a partial batch waits that long for company.
+  it reads up to 1 ms low (0.5 ms on average). A flush interval, if configured, is part
+  of it (none by default: a batch goes out at once).
 - relay SDK receive: the event's `ts` (the relay's SDK callback, ms) minus `sent_at`.
 - floor latency: `time.time()` in the floor subscriber's `data_received` callback minus
   `sent_at`.
 - lost: published minus found in Redis (matched on the event's `source.event_id`).
+- CPU per event: each process's CPU (all threads, user + system, from /proc) during the
+  publish window divided by the events published in it; the relay's beside the floor's
+  is what the relay costs on top of the SDK.
+- event-loop lag: the relay's `relay_event_loop_lag_seconds` over the window (a 50 ms
+  timer's lateness): the share of wake-ups later than 1 and 3 ms, and the bucket holding
+  the 99th percentile.
 
     .venv/bin/python bench/e2e.py [--seconds 10] [--rates 100,1000,2000] [--rooms 10]
 
 Needs root (network namespaces) and redis-server. The last lines, one per rate, are
 machine-readable:
     rate=N relay_p50_ms=X relay_p99_ms=X floor_p50_ms=X floor_p99_ms=X lost=N
+    rate=N relay_cpu_us_per_event=X floor_cpu_us_per_event=Y ratio=R
 """
 
 from __future__ import annotations
@@ -72,6 +79,8 @@ class RateResult:
     drain_s: float
     dropped: dict[str, float]
     cpu_pct: dict[str, float] = field(default_factory=dict)
+    cpu_us_per_event: dict[str, float] = field(default_factory=dict)
+    lag: dict[float, float] = field(default_factory=dict)  # bucket bound -> wake-ups in it
     udp_drops: dict[str, int] = field(default_factory=dict)
     rcvbuf_errors: int = 0
 
@@ -136,14 +145,17 @@ class Run:
     def measure(self, rate: int, seconds: float) -> RateResult:
         tag = f"r{rate}"
         dropped_before = self.relay.dropped()
+        lag_before = self.relay.loop_lag_buckets()
         cpu_before = {name: cpu_s(pid) for name, pid in self.pids.items()}
         drops_before, rcvbuf_before = udp_drops(self.pids), udp_rcvbuf_errors(self.relay.pid)
         started = time.monotonic()
         sent, reply = self.publish(tag, rate, seconds)
         window = time.monotonic() - started
-        cpu_pct = {
-            name: (cpu_s(pid) - cpu_before[name]) / window * 100 for name, pid in self.pids.items()
-        }
+        cpu_used = {name: cpu_s(pid) - cpu_before[name] for name, pid in self.pids.items()}
+        cpu_pct = {name: used / window * 100 for name, used in cpu_used.items()}
+        cpu_per_event = {name: used / max(1, len(sent)) * 1e6 for name, used in cpu_used.items()}
+        lag_after = self.relay.loop_lag_buckets()
+        lag = {bound: n - lag_before.get(bound, 0.0) for bound, n in lag_after.items()}
         _, drain_s = self.reader.wait_for(list(sent), self.quiet_s, max_s=self.quiet_s + 120)
         self.floor_received(list(sent))
         drops = {name: n - drops_before[name] for name, n in udp_drops(self.pids).items()}
@@ -176,6 +188,8 @@ class Run:
                 if v - dropped_before.get(k, 0.0)
             },
             cpu_pct=cpu_pct,
+            cpu_us_per_event=cpu_per_event,
+            lag=lag,
             udp_drops=drops,
             rcvbuf_errors=udp_rcvbuf_errors(self.relay.pid) - rcvbuf_before,
         )
@@ -209,6 +223,22 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ratio(r: RateResult) -> float:
+    return r.cpu_us_per_event["relay"] / max(1e-9, r.cpu_us_per_event["floor"])
+
+
+def _lag(buckets: dict[float, float]) -> tuple[float, float, float]:
+    """Share of wake-ups later than 1 ms and 3 ms, and the upper bound (ms) of the bucket
+    holding the 99th percentile (cumulative buckets, as Prometheus keeps them)."""
+    total = buckets.get(float("inf"), 0.0)
+    if not total:
+        return 0.0, 0.0, 0.0
+    over1 = 1 - buckets.get(0.001, 0.0) / total
+    over3 = 1 - buckets.get(0.003, 0.0) / total
+    p99 = next(bound for bound in sorted(buckets) if buckets[bound] >= 0.99 * total)
+    return over1, over3, p99 * 1000
+
+
 def _ms(values: Sequence[float], q: float) -> str:
     return f"{percentile(values, q):.1f}"
 
@@ -235,6 +265,15 @@ def report(results: Sequence[RateResult], relay_rss: float, relay_status: int | 
     for r in results:
         cpu = "".join(f"{r.cpu_pct[n]:>11.0f}" for n in names)
         print(f"{r.rate:>6}{cpu}{r.lag_max_ms:>10.0f} ms")
+    print("\nCPU per event published (us, all threads), and the relay's event-loop lag:")
+    print(
+        f"{'rate':>6}" + "".join(f"{n:>11}" for n in names) + f"{'relay/floor':>13}"
+        f"{'lag>1ms':>9}{'lag>3ms':>9}{'lag p99 <=':>12}"
+    )
+    for r in results:
+        cpu = "".join(f"{r.cpu_us_per_event[n]:>11.0f}" for n in names)
+        over1, over3, p99 = _lag(r.lag)
+        print(f"{r.rate:>6}{cpu}{_ratio(r):>13.2f}{over1:>8.1%}{over3:>9.1%}{p99:>10.1f} ms")
     print("\nUDP datagrams dropped on arrival (socket receive buffer full), by receiver:")
     print(f"{'rate':>6}" + "".join(f"{n:>11}" for n in names) + f"{'namespace':>13}")
     for r in results:
@@ -269,6 +308,10 @@ def report(results: Sequence[RateResult], relay_rss: float, relay_status: int | 
             f"rate={r.rate} relay_p50_ms={_ms(r.relay_ms, 50)} "
             f"relay_p99_ms={_ms(r.relay_ms, 99)} floor_p50_ms={_ms(r.floor_ms, 50)} "
             f"floor_p99_ms={_ms(r.floor_ms, 99)} lost={r.lost}"
+        )
+        print(
+            f"rate={r.rate} relay_cpu_us_per_event={r.cpu_us_per_event['relay']:.0f} "
+            f"floor_cpu_us_per_event={r.cpu_us_per_event['floor']:.0f} ratio={_ratio(r):.2f}"
         )
 
 

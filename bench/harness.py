@@ -212,6 +212,16 @@ class Relay:
             self.proc.popen.wait(grace_s)
         return self.proc.stop()
 
+    def loop_lag_buckets(self) -> dict[float, float]:
+        """relay_event_loop_lag_seconds: cumulative count per bucket bound (s), /metrics."""
+        _, text = self.get("/metrics")
+        out: dict[float, float] = {}
+        for line in text.splitlines():
+            if line.startswith("relay_event_loop_lag_seconds_bucket{"):
+                bound = line.split('le="', 1)[1].split('"', 1)[0]
+                out[float(bound)] = float(line.rsplit(" ", 1)[1])
+        return out
+
     def dropped(self) -> dict[str, float]:
         """relay_events_dropped_total by reason, from /metrics."""
         _, text = self.get("/metrics")

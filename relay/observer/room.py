@@ -1,9 +1,9 @@
 """RoomObserver: one hidden, receive-only participant in one room.
 
-The LiveKit handlers are synchronous and tiny: they stamp the receive time, turn the SDK
-object into a raw item and put it on this room's bounded inbox, and return. What happens
-to the items next (decoding, the pipeline) is the decode stage's business, not the
-observer's: it knows nothing of decoders.
+This module is the join / re-join / leave state machine and the connection's own events
+(observer.joined, reconnecting, resumed, left); relay.observer.handlers turns what the SDK
+hands over into raw items. Both only put raw items in the room's inbox: what happens to
+them next (decoding, the pipeline) is the decode stage's business, not the observer's.
 
 `room.connect()` is never cancelled (a cancelled connect makes the SDK SIGTERM the process
 later): it is bounded by `RoomOptions.connect_timeout` and, when the observer is stopped
@@ -25,35 +25,16 @@ from livekit import rtc
 from relay import metrics
 from relay.backoff import backoff_s
 from relay.config import LiveKitSettings, PipelineSettings
-from relay.contract.kinds import RefusedReason
-from relay.contract.raw import (
-    AttributesItem,
-    DataItem,
-    ObserverItem,
-    ParticipantItem,
-    RawItem,
-    RejectedItem,
-    RoomContext,
-    SpeakersItem,
-    TextStreamItem,
-    TranscriptionItem,
-)
-from relay.observer.convert import (
-    enum_name,
-    identified_only,
-    oversized_detail,
-    text_stream_detail,
-    to_participant,
-    to_segment,
-)
+from relay.contract.raw import ObserverItem, RawItem, RoomContext
+from relay.observer.convert import enum_name
+from relay.observer.handlers import TEXT_STREAM_TOPICS, RoomHandlers
 from relay.observer.inbox import RoomInbox
-from relay.observer.presence import Presence, PresenceChange
 from relay.observer.sdk_room import ObserverRoom
 from relay.observer.token import RoomTarget, next_observer_identity
 
 log = structlog.get_logger(__name__)
 
-TEXT_STREAM_TOPICS = ("lk.transcription", "lk.chat")
+__all__ = ["TEXT_STREAM_TOPICS", "RoomObserver"]
 ObserverState = Literal["idle", "connecting", "connected", "reconnecting", "stopped"]
 ObserverChange = Literal["joined", "reconnecting", "resumed", "left"]
 # Disconnects that end the observation: re-joining would re-create a deleted room (LiveKit
@@ -87,12 +68,9 @@ class RoomObserver:
         self._clock = clock
         self._room_factory = room_factory
         self._inbox = inbox
-        self._ctx = RoomContext(room=target.room)
+        self._handlers = RoomHandlers(inbox, pipeline, clock, lambda: self.state == "reconnecting")
         self._stop = asyncio.Event()
         self._disconnected = asyncio.Event()
-        self._stream_tasks: set[asyncio.Task[None]] = set()
-        self._room: ObserverRoom | None = None
-        self._presence = Presence()
         self._joined_once = False
         # When the connection was lost (SDK reconnecting or gave up), for observer.resumed.
         self._lost_at: float | None = None
@@ -109,9 +87,7 @@ class RoomObserver:
             await self._observe()
         finally:
             self.state = "stopped"
-            for task in list(self._stream_tasks):
-                task.cancel()
-            await asyncio.gather(*self._stream_tasks, return_exceptions=True)
+            await self._handlers.close_streams()
 
     def stop(self) -> None:
         self._stop.set()
@@ -131,13 +107,13 @@ class RoomObserver:
                 failures += 1
                 continue
             joined_at = time.monotonic()
-            self._room = room
+            self._handlers.room = room
             self._announce_joined()
             for item in held:  # made before connect() returned the room's sid: add it
-                self._inbox.put(dataclasses.replace(item, ctx=self._ctx))
-            self._report(self._presence.reconcile(room.remote_participants))
+                self._inbox.put(dataclasses.replace(item, ctx=self._handlers.ctx))
+            self._handlers.report(self._handlers.presence.reconcile(room.remote_participants))
             await self._wait_until_lost_or_stopped()
-            self._room = None
+            self._handlers.room = None
             if self._stop.is_set():
                 await room.disconnect()
                 break
@@ -212,10 +188,11 @@ class RoomObserver:
             await self._leave_after_connect(connect, room)
             raise
         metrics.ROOM_CONNECT_DURATION.observe(time.monotonic() - started)
-        self._ctx = RoomContext(room=self.target.room, room_sid=await _room_sid(room))
+        ctx = RoomContext(room=self.target.room, room_sid=await _room_sid(room))
+        self._handlers.ctx = ctx
         self.state = "connected"
         self._disconnected.clear()
-        self._log.info("room_joined", identity=self._identity, sid=self._ctx.room_sid)
+        self._log.info("room_joined", identity=self._identity, sid=ctx.room_sid)
         return True
 
     async def _leave_after_connect(self, connect: asyncio.Future[None], room: rtc.Room) -> None:
@@ -243,112 +220,15 @@ class RoomObserver:
     def _gap_ms(self, lost_at: float) -> int:
         return int((self._clock() - lost_at) * 1000)
 
-    # -- LiveKit handlers: synchronous, tiny -------------------------------------------
+    # -- the connection's own events (SDK handlers: synchronous, tiny) -------------------
 
     def _new_room(self) -> ObserverRoom:
         room = self._room_factory()
-        room.on("data_received", self._on_data)
-        room.on("participant_connected", self._on_participant_connected)
-        room.on("participant_disconnected", self._on_participant_disconnected)
-        room.on("participant_attributes_changed", self._on_attributes)
-        room.on("active_speakers_changed", self._on_active_speakers)
-        room.on("transcription_received", self._on_transcription)
+        self._handlers.attach(room)  # text stream handlers before connect(), one per topic
         room.on("reconnecting", self._on_reconnecting)
         room.on("reconnected", self._on_reconnected)
         room.on("disconnected", self._on_disconnected)
-        # Text stream handlers must be registered before connect(), one per topic.
-        for topic in TEXT_STREAM_TOPICS:
-            room.register_text_stream_handler(topic, self._on_text_stream)
         return room
-
-    def _on_data(self, packet: rtc.DataPacket) -> None:
-        now = self._clock()
-        sender = to_participant(packet.participant)
-        topic = packet.topic or ""
-        if len(packet.data) > self._limits.max_payload_bytes:
-            self._dead_letter("oversized", now, oversized_detail(sender, topic, packet.data))
-            return
-        reliable = packet.kind == rtc.DataPacketKind.KIND_RELIABLE
-        self._inbox.put(DataItem(self._ctx, sender, topic, packet.data, reliable, now))
-
-    def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
-        self._report(self._presence.connected(participant))
-
-    def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
-        if self.state == "reconnecting":
-            return  # reconnect churn: reconciled once the connection is back
-        reason = enum_name(rtc.DisconnectReason, participant.disconnect_reason)
-        self._report(self._presence.left(participant.identity, reason))
-
-    def _report(self, changes: list[PresenceChange]) -> None:
-        now = self._clock()
-        for c in changes:
-            item = ParticipantItem(self._ctx, c.who, c.change, c.reason, now, c.attributes)
-            self._inbox.put(item)
-            if c.attributes:
-                self._inbox.put(AttributesItem(self._ctx, c.who, c.attributes, c.attributes, now))
-
-    def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
-        who = to_participant(participant)
-        attrs = dict(participant.attributes)
-        self._inbox.put(AttributesItem(self._ctx, who, dict(changed), attrs, self._clock()))
-
-    def _on_active_speakers(self, speakers: list[rtc.Participant]) -> None:
-        identities = [speaker.identity for speaker in speakers]
-        self._inbox.put(SpeakersItem(self._ctx, identities, self._clock()))
-
-    def _on_transcription(
-        self,
-        segments: list[rtc.TranscriptionSegment],
-        participant: rtc.Participant | None,
-        publication: rtc.TrackPublication | None,
-    ) -> None:
-        converted = [to_segment(segment) for segment in segments]
-        track_sid = publication.sid if publication is not None else None
-        sender = to_participant(participant)
-        self._inbox.put(TranscriptionItem(self._ctx, sender, track_sid, converted, self._clock()))
-
-    def _on_text_stream(self, reader: rtc.TextStreamReader, sender_identity: str) -> None:
-        task = asyncio.create_task(self._read_text_stream(reader, sender_identity))
-        self._stream_tasks.add(task)
-        task.add_done_callback(lambda done: self._text_stream_done(done, reader))
-
-    def _text_stream_done(self, task: asyncio.Task[None], reader: rtc.TextStreamReader) -> None:
-        self._stream_tasks.discard(task)
-        reader.close()  # else its SDK subscription lives as long as the process
-        if task.cancelled():  # the room was left before the stream ended
-            metrics.dropped("text_stream_unfinished")
-
-    async def _read_text_stream(self, reader: rtc.TextStreamReader, sender_identity: str) -> None:
-        """The text so far after each chunk (the decoder decides what a partial is worth),
-        then the whole stream with the trailer's attributes."""
-        info = reader.info
-        known = self._room.participant(sender_identity) if self._room else None
-        sender = to_participant(known) if known else identified_only(sender_identity)
-
-        def item(text: str, attributes: dict[str, str], chunks: int | None) -> TextStreamItem:
-            return TextStreamItem(
-                self._ctx,
-                sender,
-                info.topic,
-                info.stream_id,
-                text,
-                attributes,
-                self._clock(),
-                chunks,
-            )
-
-        header = dict(info.attributes or {})
-        text, chunks = "", 0
-        try:
-            async for chunk in reader:
-                text, chunks = text + chunk, chunks + 1
-                self._inbox.put(item(text, header, chunks))
-        except rtc.StreamError as exc:  # aborted, oversized, or the room went away
-            detail = text_stream_detail(info, sender_identity, str(exc))
-            self._dead_letter("text_stream_error", self._clock(), detail)
-            return
-        self._inbox.put(item(text, dict(info.attributes or {}), None))
 
     def _on_reconnecting(self) -> None:
         self._mark_lost("signal_lost")
@@ -356,8 +236,9 @@ class RoomObserver:
     def _on_reconnected(self) -> None:
         self.state = "connected"
         self._announce_resumed()  # first, as after a re-join: then what changed meanwhile
-        if self._room is not None:
-            self._report(self._presence.reconcile(self._room.remote_participants))
+        handlers = self._handlers
+        if handlers.room is not None:
+            handlers.report(handlers.presence.reconcile(handlers.room.remote_participants))
 
     def _on_disconnected(self, reason: rtc.DisconnectReason.ValueType) -> None:
         self._disconnect_reason = enum_name(rtc.DisconnectReason, reason) or "unknown"
@@ -369,12 +250,8 @@ class RoomObserver:
         self, change: ObserverChange, reason: str | None, gap_ms: int | None = None
     ) -> None:
         self._log.info("observer_" + change, reason=reason, gap_ms=gap_ms)
-        self._inbox.put(ObserverItem(self._ctx, change, reason, gap_ms, self._clock()))
-
-    def _dead_letter(self, reason: RefusedReason, now: float, detail: dict[str, object]) -> None:
-        """Refused here, dead-lettered by the decode stage: in order with the room's events."""
-        metrics.dropped(reason)
-        self._inbox.put(RejectedItem(self._ctx, reason, detail, now))
+        item = ObserverItem(self._handlers.ctx, change, reason, gap_ms, self._clock())
+        self._inbox.put(item)
 
 
 async def _room_sid(room: rtc.Room) -> str | None:
