@@ -194,11 +194,3 @@ def _inconsistencies(s: Settings) -> list[str]:
         if key == "room_key" and filled == template.format(**{**fields, "room": "other"}):
             problems.append(f"{_name(section, key)}: must use {{room}} (one stream a room)")
     return problems
-
-
-def redacted(settings: Settings) -> dict[str, Any]:
-    """Settings as a dict with every secret masked, for `relay check` and logs."""
-    dumped: dict[str, Any] = settings.model_dump(mode="json")
-    # model_dump(mode="json") renders SecretStr as "**********" already; redis URLs may
-    # carry a password, so they are SecretStr too.
-    return dumped

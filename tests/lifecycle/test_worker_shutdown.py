@@ -9,7 +9,6 @@ import json
 from collections.abc import Callable
 
 from livekit import rtc
-from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from relay.config import (
@@ -23,6 +22,7 @@ from relay.observer import RoomTarget
 from relay.worker import Worker
 from tests.fixtures.sockets import free_port
 from tests.observer.sdk_objects import SLOW, Script, ScriptedRoom, remote_participant
+from tests.support import dropped
 
 GRACE_S = 1.0
 SLOW_CONNECT_S = 1.5  # a native connect in flight: it cannot be cancelled, only awaited
@@ -32,10 +32,6 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not check():  # noqa: ASYNC110 (counters have no event to wait on)
             await asyncio.sleep(0.02)
-
-
-def dropped(reason: str) -> float:
-    return REGISTRY.get_sample_value("relay_events_dropped_total", {"reason": reason}) or 0.0
 
 
 def busy_room_then_reconnecting() -> Script:
