@@ -14,14 +14,24 @@ take the standard library's path, which accepts both.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import orjson
 
 _CANONICAL = orjson.OPT_SORT_KEYS
+
+
+def _plain(value: Any) -> Any:
+    """What the standard library cannot encode: dataclasses as objects, the rest as text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return repr(value)
+
+
 _FALLBACK = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
 )
 
 

@@ -17,11 +17,22 @@ from relay.contract.kinds import DeadLetterReason, EventKind, ParticipantRole, P
 CONTRACT_VERSION = 1
 
 
+# The last second formatted, (epoch second, "2026-11-21T13:45:01"): events come in bursts
+# within a second, and strftime is most of the cost. One tuple, so a reader in another
+# thread never sees a second with another second's text.
+_last_second: tuple[int, str] = (-1, "")
+
+
 def format_ts(epoch_s: float) -> str:
     """RFC 3339 UTC with milliseconds: 2026-11-21T13:45:01.123Z."""
+    global _last_second
     whole = int(epoch_s)
     millis = int((epoch_s - whole) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    second, text = _last_second
+    if second != whole:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _last_second = (whole, text)
+    return f"{text}.{millis:03d}Z"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,13 +107,14 @@ class Event:
         if self.room_sid:
             out["room_sid"] = self.room_sid
         out["session_id"] = self.session_id
-        out["participant"] = self.participant.to_dict()
+        out["participant"] = self.participant  # orjson writes the dataclass's fields in order
         out["protocol"] = self.protocol
         out["kind"] = self.kind
         return out
 
     def to_dict(self) -> dict[str, Any]:
         out = self._head(self.id, self.seq)
+        out["participant"] = self.participant.to_dict()
         out["data"] = self.data
         out["source"] = self.source
         return out

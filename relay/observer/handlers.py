@@ -30,6 +30,7 @@ from relay.observer.convert import (
     enum_name,
     identified_only,
     oversized_detail,
+    sdk_callback,
     text_stream_detail,
     to_participant,
     to_segment,
@@ -61,12 +62,12 @@ class RoomHandlers:
 
     def attach(self, room: ObserverRoom) -> None:
         """Register every handler on a new room, before its connect()."""
-        room.on("data_received", self._on_data)
-        room.on("participant_connected", self._on_participant_connected)
-        room.on("participant_disconnected", self._on_participant_disconnected)
-        room.on("participant_attributes_changed", self._on_attributes)
-        room.on("active_speakers_changed", self._on_active_speakers)
-        room.on("transcription_received", self._on_transcription)
+        room.on("data_received", sdk_callback(self._on_data))
+        room.on("participant_connected", sdk_callback(self._on_participant_connected))
+        room.on("participant_disconnected", sdk_callback(self._on_participant_disconnected))
+        room.on("participant_attributes_changed", sdk_callback(self._on_attributes))
+        room.on("active_speakers_changed", sdk_callback(self._on_active_speakers))
+        room.on("transcription_received", sdk_callback(self._on_transcription))
         for topic in TEXT_STREAM_TOPICS:
             room.register_text_stream_handler(topic, self._on_text_stream)
 

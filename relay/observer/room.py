@@ -26,7 +26,7 @@ from relay import metrics
 from relay.backoff import backoff_s
 from relay.config import LiveKitSettings, PipelineSettings
 from relay.contract.raw import ObserverItem, RawItem, RoomContext
-from relay.observer.convert import enum_name
+from relay.observer.convert import enum_name, sdk_callback
 from relay.observer.handlers import TEXT_STREAM_TOPICS, RoomHandlers
 from relay.observer.inbox import RoomInbox
 from relay.observer.sdk_room import ObserverRoom
@@ -225,9 +225,9 @@ class RoomObserver:
     def _new_room(self) -> ObserverRoom:
         room = self._room_factory()
         self._handlers.attach(room)  # text stream handlers before connect(), one per topic
-        room.on("reconnecting", self._on_reconnecting)
-        room.on("reconnected", self._on_reconnected)
-        room.on("disconnected", self._on_disconnected)
+        room.on("reconnecting", sdk_callback(self._on_reconnecting))
+        room.on("reconnected", sdk_callback(self._on_reconnected))
+        room.on("disconnected", sdk_callback(self._on_disconnected))
         return room
 
     def _on_reconnecting(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from livekit import rtc
 
 from relay.lru import LRU
+from relay.observer.convert import sdk_callback
 from relay.observer.sdk_internals import install_sender_lookup
 
 DEPARTED_MAX = 256  # per room: far more than leave between two packets of one participant
@@ -20,7 +21,7 @@ class ObserverRoom(rtc.Room):
     def __init__(self) -> None:
         super().__init__()
         self._departed: LRU[str, rtc.RemoteParticipant] = LRU(DEPARTED_MAX)
-        self.on("participant_disconnected", self._remember_departed)
+        self.on("participant_disconnected", sdk_callback(self._remember_departed))
         self.keeps_late_senders = install_sender_lookup(self, self.participant)
 
     def _remember_departed(self, participant: rtc.RemoteParticipant) -> None:

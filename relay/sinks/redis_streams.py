@@ -8,9 +8,11 @@ the retried batch writes it again, with the same ids, for consumers to drop.
 
 The batch goes out in one socket write on a connection the sink keeps (taken from the
 client's pool), and the replies are read in order: at realistic rates a batch holds one
-event, and a redis-py `Pipeline` object per batch cost twice the CPU of this
-(bench/pipeline.py). A connection error drops the connection (its replies may be half
-read); the next write takes a fresh one.
+event, and a redis-py `Pipeline` object per batch cost twice the CPU of this at 300
+writes/s. The commands are encoded here, in RESP, from parts made once: each stream's
+`XADD key MAXLEN ~ n *` and an event's fields (the same bytes serve both of its XADDs).
+A connection error drops the connection (its replies may be half read); the next write
+takes a fresh one.
 
 Replies are read one by one. An error that cannot pass by waiting (`WRONGTYPE`: a key
 taken by something else; `NOPERM`: an ACL that refuses a key) rejects only the entries
@@ -38,13 +40,32 @@ from relay.errors import SinkError
 from relay.lru import LRU
 
 ROOM_CACHE_MAX = 4096  # room names -> their stream's XADD head (rooms come and go)
-Command = tuple[bytes, ...]
 
 
 def _xadd_head(key: str, maxlen: int) -> tuple[bytes, ...]:
     """`XADD key MAXLEN ~ maxlen *`: trimming is approximate (whole radix-tree nodes),
     which costs next to nothing; the id is Redis's own."""
     return (b"XADD", key.encode(), b"MAXLEN", b"~", str(maxlen).encode(), b"*")
+
+
+def _bulk(arg: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(arg), arg)
+
+
+def pack(commands: Sequence[Sequence[bytes]]) -> bytes:
+    """Commands in RESP, as Redis reads them (arrays of bulk strings)."""
+    return b"".join(
+        b"*%d\r\n%s" % (len(command), b"".join(map(_bulk, command))) for command in commands
+    )
+
+
+_KIND, _ROOM, _ID, _EVENT = (_bulk(name) for name in (b"kind", b"room", b"id", b"event"))
+_REASON, _ENTRY = _bulk(b"reason"), _bulk(b"entry")
+
+
+def _resp_head(head: tuple[bytes, ...], pairs: int) -> bytes:
+    """An XADD's array header and head arguments in RESP, for `pairs` field-value pairs."""
+    return b"*%d\r\n%s" % (len(head) + 2 * pairs, b"".join(map(_bulk, head)))
 
 
 class RedisStreamsSink(Sink):
@@ -64,76 +85,98 @@ class RedisStreamsSink(Sink):
         # every str or int argument costs it a round of type checks and an encode.
         self._events_head = _xadd_head(keys.events_key(settings), settings.events_maxlen)
         self._dlq_head = _xadd_head(keys.dlq_key(settings), settings.dlq_maxlen)
-        self._rooms: LRU[str, tuple[tuple[bytes, ...], bytes]] = LRU(ROOM_CACHE_MAX)
+        self._events_resp = _resp_head(self._events_head, 4)  # kind, room, id, event
+        self._dlq_resp = _resp_head(self._dlq_head, 3)  # reason, room, entry
+        # room -> (its stream's XADD head, the same in RESP, the room name as a RESP value)
+        self._rooms: LRU[str, tuple[tuple[bytes, ...], bytes, bytes]] = LRU(ROOM_CACHE_MAX)
         self._conn: Connection | None = None  # the connection batches are written on
 
     def room_key(self, room: str) -> str:
         return keys.room_key(self._settings, room)
 
-    def _room(self, room: str) -> tuple[tuple[bytes, ...], bytes]:
-        """The XADD head of a room's stream and the room name, as bytes (cached)."""
+    def _room(self, room: str) -> tuple[tuple[bytes, ...], bytes, bytes]:
         cached = self._rooms.get(room)
         if cached is None:
             head = _xadd_head(self.room_key(room), self._settings.room_maxlen)
-            cached = (head, room.encode("utf-8", "replace"))
+            cached = (head, _resp_head(head, 4), _bulk(room.encode("utf-8", "replace")))
             self._rooms.put(room, cached)
         return cached
 
-    def add_commands(self, pipe: Any, batch: Sequence[Entry]) -> None:
-        """Queue the XADDs for `batch` on `pipe` (anything with `execute_command`)."""
-        events_head = self._events_head
+    def encode(self, batch: Sequence[Entry]) -> tuple[bytes, int]:
+        """The batch's XADDs in RESP, and how many commands (replies) that is."""
+        parts: list[bytes] = []
+        commands = 0
         for entry in batch:
             if isinstance(entry, Event):
-                room_head, room = self._room(entry.room)
+                _, room_resp, room = self._room(entry.room)
+                fields = b"".join(
+                    (_KIND, _bulk(entry.kind.encode()), _ROOM, room, _ID,
+                     _bulk(entry.id.encode()), _EVENT, _bulk(entry.json_bytes()))
+                )  # fmt: skip
+                parts += (self._events_resp, fields, room_resp, fields)
+                commands += 2
+            else:
+                room = _bulk(entry.room.encode("utf-8", "replace"))
+                parts += (self._dlq_resp, _REASON, _bulk(entry.reason.encode()), _ROOM, room)
+                parts += (_ENTRY, _bulk(entry.json_bytes()))
+                commands += 1
+        return b"".join(parts), commands
+
+    def commands(self, batch: Sequence[Entry]) -> list[tuple[bytes, ...]]:
+        """The same XADDs as argument tuples (what `encode` packs; the benchmark's
+        baselines send these through redis-py)."""
+        out: list[tuple[bytes, ...]] = []
+        for entry in batch:
+            if isinstance(entry, Event):
+                room_head = self._room(entry.room)[0]
+                room = entry.room.encode("utf-8", "replace")
                 fields = (
                     b"kind", entry.kind.encode(), b"room", room, b"id", entry.id.encode(),
                     b"event", entry.json_bytes(),
                 )  # fmt: skip
-                pipe.execute_command(*events_head, *fields)
-                pipe.execute_command(*room_head, *fields)
+                out += [(*self._events_head, *fields), (*room_head, *fields)]
             else:
-                pipe.execute_command(
-                    *self._dlq_head, b"reason", entry.reason.encode(), b"room",
-                    entry.room.encode("utf-8", "replace"), b"entry", entry.json_bytes(),
-                )  # fmt: skip
+                room = entry.room.encode("utf-8", "replace")
+                letter = (b"reason", entry.reason.encode(), b"room", room, b"entry")
+                out.append((*self._dlq_head, *letter, entry.json_bytes()))
+        return out
 
     async def write(self, batch: Sequence[Entry]) -> list[Rejected]:
         if not batch:
             return []
-        commands = CommandList()
-        self.add_commands(commands, batch)
+        payload, commands = self.encode(batch)
         try:
-            replies = await self._pipelined(commands.commands)
+            replies = await self._pipelined(payload, commands)
         except (RedisError, OSError) as exc:
             raise SinkError(f"{len(batch)} entries not written: {exc}") from exc
         return _rejected(batch, replies)
 
-    async def _pipelined(self, commands: list[Command]) -> list[Any]:
+    async def _pipelined(self, payload: bytes, commands: int) -> list[Any]:
         """Every command in one write, every reply in order (error replies as exceptions).
         A kept connection that died meanwhile (Redis restarted) is replaced once at once."""
         kept = self._conn is not None
         try:
-            return await self._send(commands)
+            return await self._send(payload, commands)
         except RedisConnectionError:
             if not kept:
                 raise
-        return await self._send(commands)
+        return await self._send(payload, commands)
 
-    async def _send(self, commands: list[Command]) -> list[Any]:
+    async def _send(self, payload: bytes, commands: int) -> list[Any]:
         if self._conn is None:
             self._conn = await self._redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         conn = self._conn
         task = asyncio.current_task()
         cancels = task.cancelling() if task is not None else 0
         try:
-            await conn.send_packed_command(conn.pack_commands(commands))
+            await conn.send_packed_command(payload)
             if task is not None and task.cancelling() > cancels:
                 # redis-py sends through asyncio.wait_for, which on Python 3.11 returns
                 # the result of a send that finished as the task was cancelled and drops
                 # the cancellation (fixed in 3.12): a drain deadline would be ignored.
                 raise asyncio.CancelledError
             replies: list[Any] = []
-            for _ in commands:
+            for _ in range(commands):
                 try:
                     replies.append(await conn.read_response())
                 except ResponseError as exc:  # an error reply: the other replies follow
@@ -161,16 +204,6 @@ class RedisStreamsSink(Sink):
             self._conn = None
         if self._close_client:
             await self._redis.aclose()
-
-
-class CommandList:
-    """Collects the commands of a batch (`execute_command` as on a redis-py pipeline)."""
-
-    def __init__(self) -> None:
-        self.commands: list[Command] = []
-
-    def execute_command(self, *args: bytes) -> None:
-        self.commands.append(args)
 
 
 def _rejected(batch: Sequence[Entry], replies: Sequence[Any]) -> list[Rejected]:

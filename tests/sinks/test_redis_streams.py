@@ -13,10 +13,11 @@ from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from relay.config import RedisSettings
-from relay.contract.event import DeadLetter, Event
+from relay.contract.event import DeadLetter, Entry, Event
 from relay.errors import SinkError
 from relay.redis_client import create_redis, ping
 from relay.sinks import RedisStreamsSink
+from relay.sinks.redis_streams import pack
 from tests.fixtures.redis_server import RedisServer
 from tests.pipeline.support import make_event
 
@@ -140,3 +141,16 @@ async def test_a_write_cut_off_mid_reply_leaves_no_reply_behind(
         await write
     # The next write reads its own replies, not the cancelled write's.
     assert await sink.write([stamped("a", 999)]) == []
+
+
+def test_the_resp_encoding_is_the_commands_packed(redis_settings: RedisSettings) -> None:
+    sink = RedisStreamsSink(None, redis_settings)  # type: ignore[arg-type]  # no I/O here
+    letter = DeadLetter(ODD_ROOM, "oversized", time.time(), {"size": 9})
+    batch: list[Entry] = [stamped(ODD_ROOM, 0), letter, stamped("plain", 1)]
+    payload, count = sink.encode(batch)
+    commands = sink.commands(batch)
+    assert count == len(commands) == 5
+    assert payload == pack(commands)
+    # pack() itself, against redis-py's own encoder:
+    conn = aioredis.Connection()
+    assert pack(commands) == b"".join(conn.pack_commands(commands))
