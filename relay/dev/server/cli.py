@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 from collections.abc import Sequence
 
@@ -62,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser().error(str(exc))
     configure_logging(args.log_level)
+    # A client's trickled ICE candidate can arrive before its answer: aiortc warns and drops
+    # it, and the candidates in the SDP carry the connection anyway (one address here).
+    logging.getLogger("aiortc.rtcpeerconnection").setLevel(logging.ERROR)
     try:
         check_internals()  # an untested aiortc/aioice version logs a warning (stderr)
     except InternalsChanged as exc:
