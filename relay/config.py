@@ -38,6 +38,9 @@ class LiveKitSettings(_Section):
     # After the SDK gives up reconnecting, the relay re-joins with capped backoff.
     rejoin_backoff_initial_s: float = Field(default=0.5, gt=0)
     rejoin_backoff_max_s: float = Field(default=30.0, gt=0)
+    # Guarded fixes of the SDK's receive path (relay/observer/sdk_internals.py): each is
+    # checked against the SDK loaded and falls back to the SDK's own behaviour.
+    sdk_fixes: bool = True
 
     @property
     def can_mint_tokens(self) -> bool:

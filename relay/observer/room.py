@@ -29,6 +29,7 @@ from relay.contract.raw import ObserverItem, RawItem, RoomContext
 from relay.observer.convert import enum_name, sdk_callback
 from relay.observer.handlers import TEXT_STREAM_TOPICS, RoomHandlers
 from relay.observer.inbox import RoomInbox
+from relay.observer.sdk_internals import route_events_to_room
 from relay.observer.sdk_room import ObserverRoom
 from relay.observer.token import RoomTarget, next_observer_identity
 
@@ -188,6 +189,8 @@ class RoomObserver:
             await self._leave_after_connect(connect, room)
             raise
         metrics.ROOM_CONNECT_DURATION.observe(time.monotonic() - started)
+        if self._livekit.sdk_fixes:
+            route_events_to_room(room)  # a packet then wakes its own room only
         ctx = RoomContext(room=self.target.room, room_sid=await _room_sid(room))
         self._handlers.ctx = ctx
         self.state = "connected"

@@ -14,16 +14,26 @@ Uses:
   recently departed participants (the SDK uses it too for `participant_active` and SIP
   DTMF events, which then also name a departed sender). Fallback: such late packets
   come without a sender (`participant.identity` "").
+- events routed to their room: the SDK (1.2.0) hands every native event to every
+  `rtc.Room` of the process (each subscribes to the one FFI queue; each listen task wakes
+  for each event, compares the room handle and passes it on). Once a room is connected,
+  relay narrows that room's subscription (the SDK's own `filter_fn` slot) to its own room
+  events and what is not a room event, so a packet wakes only its room. Fallback: every
+  room wakes for every event, as in the SDK (`livekit.sdk_fixes = false` turns it off).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from livekit import rtc
+
+FFI_CLIENT_MODULE = "livekit.rtc._ffi_client"  # private: checked before any use
 
 log = structlog.get_logger(__name__)
 
@@ -63,3 +73,66 @@ def install_sender_lookup(room: rtc.Room, lookup: SenderLookup) -> bool:
         return False
     setattr(room, SENDER_LOOKUP, lookup)  # an instance attribute: this room only
     return True
+
+
+def room_routing_problem(version: str) -> str | None:
+    """Why a room's FFI subscription cannot be narrowed in this SDK, or None when it can."""
+    if version not in TESTED_VERSIONS:
+        return f"livekit {version} is not a tested version ({', '.join(sorted(TESTED_VERSIONS))})"
+    queue = _ffi_queue()
+    if queue is None:
+        return f"{FFI_CLIENT_MODULE}.FfiClient.instance.queue is missing"
+    queue_type = type(queue)
+    for name in ("_subscribers", "_lock", "put"):
+        if not hasattr(queue, name):
+            return f"{queue_type.__name__}.{name} is missing"
+    subscribers = queue._subscribers
+    if not isinstance(subscribers, list):
+        return f"{queue_type.__name__}._subscribers is a {type(subscribers).__name__}, not a list"
+    return None
+
+
+@functools.cache
+def room_routing_supported() -> bool:
+    problem = room_routing_problem(rtc.__version__)
+    if problem is not None:
+        log.warning("sdk_internals_mismatch", feature="room_routing", problem=problem)
+    return problem is None
+
+
+def route_events_to_room(room: rtc.Room) -> bool:
+    """After `room` connected: its FFI subscription takes only its own room events (and
+    everything that is not a room event). False, nothing changed, where it cannot."""
+    if not room_routing_supported():
+        return False
+    own_queue, handle = getattr(room, "_ffi_queue", None), getattr(room, "_ffi_handle", None)
+    if own_queue is None or handle is None:
+        return False
+    ffi_queue = _ffi_queue()
+    with ffi_queue._lock:
+        for n, subscriber in enumerate(ffi_queue._subscribers):
+            if len(subscriber) == 3 and subscriber[0] is own_queue:
+                queue, loop, previous = subscriber
+                ffi_queue._subscribers[n] = (queue, loop, _own_events(handle.handle, previous))
+                return True
+    return False
+
+
+def _ffi_queue() -> Any:
+    """The SDK's one FFI event queue, or None where the SDK has none by that name."""
+    try:
+        module = importlib.import_module(FFI_CLIENT_MODULE)
+        return module.FfiClient.instance.queue
+    except (ImportError, AttributeError):
+        return None
+
+
+def _own_events(handle: int, previous: Callable[[Any], bool] | None) -> Callable[[Any], bool]:
+    """A filter for one room's subscription; runs on the SDK's native callback thread."""
+
+    def accept(event: Any) -> bool:
+        if event.WhichOneof("message") == "room_event" and event.room_event.room_handle != handle:
+            return False  # another room's event: this room's listen task need not wake
+        return previous is None or bool(previous(event))
+
+    return accept

@@ -3,13 +3,15 @@ built offline: a packet that arrives after its sender's leave still names the se
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 
 import pytest
 import structlog
 from livekit import rtc
-from livekit.rtc._proto import participant_pb2, room_pb2
+from livekit.rtc._ffi_client import FfiClient
+from livekit.rtc._proto import ffi_pb2, participant_pb2, room_pb2
 
 from relay.observer import sdk_internals
 from relay.observer.sdk_room import DEPARTED_MAX, ObserverRoom
@@ -109,3 +111,55 @@ async def test_on_an_untested_sdk_the_room_falls_back_to_the_sdks_own_lookup(
         assert got == [(None, b"late")]  # the SDK's public behaviour: no sender, no crash
     finally:
         sdk_internals.late_senders_supported.cache_clear()
+
+
+class _Handle:
+    def __init__(self, handle: int) -> None:
+        self.handle = handle
+
+
+def _room_event(handle: int) -> ffi_pb2.FfiEvent:
+    event = ffi_pb2.FfiEvent()
+    event.room_event.room_handle = handle
+    event.room_event.eos.SetInParent()
+    return event
+
+
+async def test_a_routed_room_wakes_only_for_its_own_room_events() -> None:
+    """Through the SDK's real FFI queue: before routing every room gets every event."""
+    ffi_queue = FfiClient.instance.queue
+    mine, other = rtc.Room(), rtc.Room()
+    for room, handle in ((mine, 101), (other, 202)):
+        room._ffi_queue = ffi_queue.subscribe(asyncio.get_running_loop())
+        room._ffi_handle = _Handle(handle)  # type: ignore[assignment]
+    try:
+        assert sdk_internals.route_events_to_room(mine)
+        not_a_room_event = ffi_pb2.FfiEvent()
+        not_a_room_event.disconnect.async_id = 7
+        for event in (_room_event(202), _room_event(101), not_a_room_event):
+            ffi_queue.put(event)
+        await asyncio.sleep(0.05)  # call_soon_threadsafe deliveries
+        got_mine = [mine._ffi_queue.get_nowait() for _ in range(mine._ffi_queue.qsize())]
+        got_other = other._ffi_queue.qsize()
+        assert [e.WhichOneof("message") for e in got_mine] == ["room_event", "disconnect"]
+        assert got_mine[0].room_event.room_handle == 101
+        assert got_other == 3  # not routed: it still wakes for everything
+    finally:
+        ffi_queue.unsubscribe(mine._ffi_queue)
+        ffi_queue.unsubscribe(other._ffi_queue)
+
+
+async def test_routing_falls_back_on_an_untested_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "not a tested version" in str(sdk_internals.room_routing_problem("9.9.9"))
+    monkeypatch.setattr(rtc, "__version__", "9.9.9")
+    sdk_internals.room_routing_supported.cache_clear()
+    try:
+        room = rtc.Room()
+        room._ffi_queue = FfiClient.instance.queue.subscribe()
+        room._ffi_handle = _Handle(303)  # type: ignore[assignment]
+        with structlog.testing.capture_logs() as logs:
+            assert not sdk_internals.route_events_to_room(room)
+        assert [entry["feature"] for entry in logs] == ["room_routing"]
+        FfiClient.instance.queue.unsubscribe(room._ffi_queue)
+    finally:
+        sdk_internals.room_routing_supported.cache_clear()
