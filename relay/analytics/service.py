@@ -1,0 +1,119 @@
+"""`relay analytics`: a consumer group on the events stream feeding the store, and a
+sweep that lets time close turns and sessions. Several processes may share the group:
+the state is in Redis, and a dead consumer's pending entries are taken over."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from relay import keys
+from relay.analytics.model import AnalyticsConfig
+from relay.analytics.store import AnalyticsStore
+from relay.config import Settings
+from relay.consumer import StreamConsumer, StreamEvent
+
+log = structlog.get_logger(__name__)
+
+
+def config_of(settings: Settings) -> AnalyticsConfig:
+    a = settings.analytics
+    return AnalyticsConfig(
+        utterance_timeout_s=a.utterance_timeout_s, participants_idle_s=a.participants_idle_s
+    )
+
+
+class AnalyticsService:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: Settings,
+        *,
+        consumer_name: str | None = None,
+        clock_ms: Callable[[], int] | None = None,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 60_000,
+    ) -> None:
+        a = settings.analytics
+        self.store = AnalyticsStore(redis, settings.redis, config_of(settings), a.summary_ttl_s)
+        self.sweep_interval_s = a.sweep_interval_s
+        self.clock_ms = clock_ms or (lambda: round(time.time() * 1000))
+        name = consumer_name or a.consumer or socket.gethostname()
+        self.consumer = StreamConsumer(
+            redis,
+            keys.events_key(settings.redis),
+            a.group,
+            name,
+            self._handle,
+            block_ms=block_ms,
+            claim_idle_ms=claim_idle_ms,
+        )
+        self._stopping = asyncio.Event()
+
+    async def _handle(self, item: StreamEvent) -> None:
+        outcome = await self.store.apply_event(item.event)
+        for summary in outcome.summaries_written:
+            log.info(
+                "analytics_session_summarized",
+                room=summary["room"],
+                session_id=summary["session_id"],
+                end_reason=summary["end_reason"],
+                turns=len(summary["turns"]),
+            )
+
+    async def sweep_once(self) -> int:
+        """Tick every room whose last event is old enough for a timeout; summaries written."""
+        now = self.clock_ms()
+        config = self.store.config
+        shortest = min(config.utterance_timeout_s, config.participants_idle_s)
+        written = 0
+        for room in await self.store.due_rooms(now - round(shortest * 1000)):
+            outcome = await self.store.tick(room, now)
+            written += len(outcome.summaries_written)
+        return written
+
+    async def run(self) -> None:
+        """Until stop(): the consumer and the sweep."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.consumer.run())
+            group.create_task(self._sweep_loop())
+
+    async def _sweep_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.sweep_once()
+            except (RedisError, OSError) as exc:
+                log.warning("analytics_sweep_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.sweep_interval_s)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.consumer.stop()
+
+
+async def run_analytics(settings: Settings) -> int:
+    """`relay analytics` until SIGINT/SIGTERM."""
+    import signal
+
+    from relay.redis_client import create_redis
+
+    redis = create_redis(settings.redis)
+    service = AnalyticsService(redis, settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, service.stop)
+    log.info("analytics_started", group=settings.analytics.group)
+    try:
+        await service.run()
+    finally:
+        await redis.aclose()
+    log.info("analytics_stopped")
+    return 0
