@@ -9,6 +9,7 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -38,9 +39,9 @@ class AnalyticsService:
         *,
         consumer_name: str | None = None,
         clock_ms: Callable[[], int] | None = None,
-        block_ms: int = 1000,
-        claim_idle_ms: int = 60_000,
+        **consumer_options: Any,
     ) -> None:
+        """`consumer_options`: StreamConsumer's (block_ms, claim_idle_ms, ...)."""
         a = settings.analytics
         self.store = AnalyticsStore(redis, settings.redis, config_of(settings), a.summary_ttl_s)
         self.sweep_interval_s = a.sweep_interval_s
@@ -52,8 +53,7 @@ class AnalyticsService:
             a.group,
             name,
             self._handle,
-            block_ms=block_ms,
-            claim_idle_ms=claim_idle_ms,
+            **consumer_options,
         )
         self._stopping = asyncio.Event()
 

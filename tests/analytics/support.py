@@ -85,15 +85,25 @@ async def analytics(
 
 
 async def run_script(
-    redis: aioredis.Redis, settings: Settings, script: Script, now_ms: int | None = None
+    redis: aioredis.Redis, settings: Settings, script: Script, sweep_at_ms: int | None = None
 ) -> dict[str, Any]:
-    """Write the script, run the analytics until its summary is out, return the summary."""
+    """Write the script, run the analytics over all of it (then one sweep at script time
+    `sweep_at_ms`, when given), return the one summary written."""
     await write(redis, settings.redis, script.events)
-    clock = now_ms if now_ms is not None else T0_MS
+    clock = T0_MS + (sweep_at_ms or 0)
     async with analytics(redis, settings, now_ms=clock) as service:
+        await wait_for(lambda: consumed(service) >= len(script.events), 10, "the events")
+        if sweep_at_ms is not None:
+            await service.sweep_once()
         await wait_for(lambda: summaries_count(redis, settings), 10, "a session summary")
-        await service.sweep_once()
-    return (await summaries(redis, settings))[0]
+    found = await summaries(redis, settings)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def consumed(service: AnalyticsService) -> int:
+    stats = service.consumer.stats
+    return stats.handled + stats.duplicates
 
 
 async def summaries_count(redis: aioredis.Redis, settings: Settings) -> bool:

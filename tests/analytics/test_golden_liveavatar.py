@@ -16,6 +16,8 @@ from the script (offsets in ms from T0; the session starts at session.started, 2
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -219,6 +221,6 @@ async def test_liveavatar_session_golden(redis: aioredis.Redis, settings: Settin
         validate_document(doc, "utterance")
     assert sorted(u["utterance_id"] for u in summary["transcript"]) == sorted(ids)
     check_summary(summary)
-    stored = await redis.hgetall(keys.session_key(settings.redis, "s1"))
+    stored = await cast(Awaitable[Any], redis.hgetall(keys.session_key(settings.redis, "s1")))
     assert stored[b"end_reason"] == b"session_stopped"
     assert 0 < await redis.ttl(keys.session_key(settings.redis, "s1")) <= 7 * 24 * 3600
