@@ -86,3 +86,17 @@ def _remember(state: State, event_id: str, config: AnalyticsConfig) -> None:
     ids.append(event_id)
     if len(ids) > config.dedupe_ids:
         del ids[: len(ids) - config.dedupe_ids]
+
+
+def on_events(state: State | None, events: list[Doc], config: AnalyticsConfig) -> Step:
+    """Several events of one room in order, as one step (one transaction)."""
+    total = Step(None, duplicate=bool(events))
+    current = state
+    for event in events:
+        step = on_event(current, event, config)
+        total.duplicate = total.duplicate and step.duplicate
+        total.utterances.extend(step.utterances)
+        total.summaries.extend(step.summaries)
+        if step.state is not None:
+            current = total.state = step.state
+    return total

@@ -20,7 +20,7 @@ from relay import keys
 from relay.analytics import metrics
 from relay.analytics.assemble import Doc, State
 from relay.analytics.model import AnalyticsConfig
-from relay.analytics.step import Step, on_clock, on_event
+from relay.analytics.step import Step, on_clock, on_events
 from relay.config import RedisSettings
 
 TRANSCRIPTS_MAXLEN = 100_000
@@ -58,7 +58,11 @@ class AnalyticsStore:
         self.ttl_s = ttl_s
 
     async def apply_event(self, event: Doc) -> Outcome:
-        return await self._transact(str(event["room"]), lambda s: on_event(s, event, self.config))
+        return await self.apply_events(str(event["room"]), [event])
+
+    async def apply_events(self, room: str, events: list[Doc]) -> Outcome:
+        """Events of `room`, in order, in one transaction."""
+        return await self._transact(room, lambda s: on_events(s, events, self.config))
 
     async def tick(self, room: str, now_ms: int) -> Outcome:
         return await self._transact(room, lambda s: on_clock(s, now_ms, self.config))

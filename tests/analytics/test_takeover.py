@@ -39,12 +39,14 @@ class CrashAfterApplying:
     """A consumer that applies event `seq` to the store, then dies before the XACK."""
 
     def __init__(self, service: AnalyticsService, seq: int) -> None:
-        self.apply = service.store.apply_event
+        self.apply = service.store.apply_events
         self.seq = seq
+        self.crashes = 0
 
-    async def __call__(self, event: Doc) -> Outcome:
-        outcome = await self.apply(event)
-        if event["seq"] >= self.seq:
+    async def __call__(self, room: str, events: list[Doc]) -> Outcome:
+        outcome = await self.apply(room, events)
+        if any(event["seq"] >= self.seq for event in events):
+            self.crashes += 1
             raise RuntimeError("killed between the store and the XACK")
         return outcome
 
@@ -55,11 +57,14 @@ async def test_another_consumer_takes_over_what_a_dead_one_left(
     events = liveavatar_script().events
     await write(redis, settings.redis, events)
     fast: dict[str, Any] = {"claim_idle_ms": 50, "claim_every_s": 0.05}
-    async with analytics(redis, settings, name="dying", retry_max_s=0.05) as dying:
-        dying.store.apply_event = CrashAfterApplying(dying, 25)  # type: ignore[method-assign]
-        await wait_for(lambda: dying.consumer.stats.failures >= 2, 10, "the crash")
+    # Batches of 10: 1-20 acknowledged, 21-30 applied and never acknowledged.
+    async with analytics(redis, settings, name="dying", retry_max_s=0.05, batch=10) as dying:
+        crash = CrashAfterApplying(dying, 25)
+        dying.store.apply_events = crash  # type: ignore[method-assign]
+        await wait_for(lambda: crash.crashes >= 2, 10, "the crash")
     stream = keys.events_key(settings.redis)
-    assert await pending_count(redis, stream, GROUP) > 0
+    assert await pending_count(redis, stream, GROUP) == 10
+    assert await summaries(redis, settings) == []
     async with analytics(redis, settings, name="heir", **fast) as heir:
         await wait_for(lambda: heir.consumer.stats.claimed > 0, 10, "the takeover")
         await wait_for(lambda: summaries_out(redis, settings), 10, "the summary")
