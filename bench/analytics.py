@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import time
 import uuid
@@ -30,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import structlog
 from pydantic import SecretStr
 
 from relay import keys
@@ -170,4 +172,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    # One info line per session summary would flood the table (and cost CPU here).
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     main()
