@@ -90,6 +90,8 @@ class AnalyticsSettings(_Section):
     participants_idle_s: float = Field(default=30.0, gt=0)
     summary_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     sweep_interval_s: float = Field(default=1.0, gt=0)
+    # `relay analytics` serves GET /metrics here (its own metrics); 0: not at all.
+    metrics_port: int = Field(default=8081, ge=0, le=65535)
 
 
 class LogSettings(_Section):

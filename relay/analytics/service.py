@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from relay import keys
@@ -112,7 +115,7 @@ class AnalyticsService:
 
 
 async def run_analytics(settings: Settings) -> int:
-    """`relay analytics` until SIGINT/SIGTERM."""
+    """`relay analytics` until SIGINT/SIGTERM; 1 if its metrics port cannot be bound."""
     import signal
 
     from relay.redis_client import create_redis
@@ -122,10 +125,33 @@ async def run_analytics(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, service.stop)
-    log.info("analytics_started", group=settings.analytics.group)
+    runner = None
     try:
+        runner = await _serve_metrics(settings.http.host, settings.analytics.metrics_port)
+        log.info("analytics_started", group=settings.analytics.group)
         await service.run()
+    except OSError as exc:
+        print(f"relay: cannot serve /metrics: {exc.strerror}", file=sys.stderr)
+        return 1
     finally:
+        if runner is not None:
+            await runner.cleanup()
         await redis.aclose()
     log.info("analytics_stopped")
     return 0
+
+
+async def _serve_metrics(host: str, port: int) -> web.AppRunner | None:
+    """GET /metrics of this process (the analytics metrics are counted here)."""
+    if not port:
+        return None
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

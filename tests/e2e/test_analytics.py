@@ -15,6 +15,7 @@ import sys
 import uuid
 from typing import Any
 
+import aiohttp
 import pytest
 
 from relay.analytics.views import SessionReader
@@ -22,6 +23,7 @@ from relay.config import RedisSettings
 from relay.dev.launch import DevServer, RedisServer
 from relay.dev.netns import NetNS
 from tests.e2e.support import StartRelay, Streams, actor, unique
+from tests.fixtures.sockets import free_port
 
 pytestmark = pytest.mark.e2e
 TOLERANCE_MS = 150
@@ -41,6 +43,8 @@ async def test_a_timed_session_is_summarized_as_played(
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     env |= {"RELAY_REDIS__URL": e2e_redis.url, "RELAY_REDIS__PREFIX": streams.prefix}
     env["RELAY_ANALYTICS__SWEEP_INTERVAL_S"] = "0.2"
+    port = free_port()
+    env |= {"RELAY_HTTP__HOST": "127.0.0.1", "RELAY_ANALYTICS__METRICS_PORT": str(port)}
     analytics = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -57,11 +61,21 @@ async def test_a_timed_session_is_summarized_as_played(
             await scenario.result()
         reader = SessionReader(streams.redis, RedisSettings(prefix=streams.prefix))
         summary = await wait_summary(reader, session_id)
+        metrics = await scrape(f"http://127.0.0.1:{port}/metrics")
     finally:
         analytics.send_signal(signal.SIGTERM)  # the process we started, by its PID
         out, _ = await asyncio.wait_for(analytics.communicate(), 10)
     assert analytics.returncode == 0, out.decode(errors="replace")
     check_timings(summary)
+    assert 'relay_sessions_total{end_reason="session_stopped"} 1.0' in metrics
+    assert 'relay_turn_response_seconds_count{pair="user->avatar"} 2.0' in metrics
+    assert 'relay_interruptions_total{kind="command"} 0.0' in metrics
+
+
+async def scrape(url: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        assert response.status == 200
+        return await response.text()
 
 
 async def wait_summary(reader: SessionReader, session_id: str) -> dict[str, Any]:
