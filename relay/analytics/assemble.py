@@ -157,6 +157,10 @@ def _note_participant(state: State, event: Doc) -> None:
         state["present"].remove(identity)
         if not state["present"]:
             state["empty_since_ms"] = ts_ms(event["ts"])
+    elif identity and role not in ("observer", "unknown", None) and not state["present"]:
+        # Someone speaks in a room where nobody was seen joining (or after everyone
+        # left): the idle time counts from the last sign of life, not from the leave.
+        state["empty_since_ms"] = ts_ms(event["ts"])
 
 
 def _on_partial(state: State, event: Doc, at: int) -> list[Doc]:

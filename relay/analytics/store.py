@@ -65,7 +65,11 @@ class AnalyticsStore:
         return await self._transact(room, lambda s: on_events(s, events, self.config))
 
     async def tick(self, room: str, now_ms: int) -> Outcome:
-        return await self._transact(room, lambda s: on_clock(s, now_ms, self.config))
+        outcome = await self._transact(room, lambda s: on_clock(s, now_ms, self.config))
+        if not outcome.utterances and not outcome.summaries_written:
+            # Nothing due yet: visit the room again a timeout from now, not at every sweep.
+            await self.redis.zadd(keys.analytics_open_key(self.settings), {room: now_ms}, xx=True)
+        return outcome
 
     async def due_rooms(self, before_ms: int) -> list[str]:
         """Rooms whose last event is older than `before_ms`: candidates for a sweep."""
