@@ -113,3 +113,39 @@ def test_a_repeated_event_id_is_applied_once() -> None:
     assert first.state is not None and len(first.utterances) == 1
     again = on_event(first.state, {**event, "data": {**event["data"], "segment_id": "y"}}, CONFIG)
     assert again.duplicate and again.state is None and again.utterances == []
+
+
+def test_an_agents_segment_sent_as_a_stream_and_as_legacy_segments_is_one_utterance() -> None:
+    """The real decoder on both copies (tests/decode/test_agents.py asserts it emits each
+    once), then the assembly: one utterance, the stream's final text."""
+    from relay.contract.raw import RawItem
+    from relay.decode import RoomDecoder
+    from relay.pipeline import IdMinter
+    from tests.decode.conftest import segment, text_stream, transcription
+
+    final = {
+        "lk.segment_id": "SG_1",
+        "lk.transcribed_track_id": "TR_1",
+        "lk.transcription_final": "true",
+    }
+    decoder, minter = RoomDecoder(), IdMinter()
+    items: list[RawItem] = [
+        transcription(segment("SG_1", "Hel", False)),
+        transcription(segment("SG_1", "Hel", False)),
+        text_stream("lk.transcription", "Hello there", final),
+        transcription(segment("SG_1", "Hello there", True)),
+        transcription(segment("SG_1", "Hello th", False)),
+    ]
+    events = [e for item in items for e in decoder.decode(item)]
+    stamped = [
+        e.stamped(minter.mint(e, *e.encoded_parts()), seq).to_dict()
+        for seq, e in enumerate(events, start=1)
+    ]
+    assert [e["kind"] for e in stamped] == ["transcript.partial", "transcript.final"]
+    room = Room()
+    room.send(0, "participant.joined", AGENT, identity="voice-agent")
+    for event in stamped:
+        room._keep(on_event(room.state, {**event, "room": "r"}, CONFIG))
+    [utterance] = room.utterances
+    assert (utterance["text"], utterance["segment_ids"]) == ("Hello there", ["SG_1"])
+    assert utterance["closed_without_final"] is False
