@@ -1,4 +1,5 @@
-"""The `relay` command: run, check, token, tail, demo, devserver.
+"""The `relay` command: run, check, token, tail, demo, devserver, and the conversation
+analytics: analytics, sessions, transcript, report.
 
 Settings are parsed once here and passed down; a configuration error names the variable
 and exits with status 2. The exit statuses of `relay run` are listed in relay/worker.py.
@@ -66,8 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--count", type=int, help="exit after this many events")
     tail.add_argument("--json", action="store_true", help="print the raw event JSON")
     tail.add_argument(
+        "--transcripts", action="store_true", help="follow finalized utterances, not events"
+    )
+    tail.add_argument(
         "--prefix", type=_prefix, help="key prefix (default RELAY_REDIS__PREFIX, else relay)"
     )
+    _analytics_parsers(sub)
 
     demo_help = "everything on one machine: dev server, avatar, relay (needs relay[devkit])"
     demo = sub.add_parser("demo", help=demo_help)
@@ -76,6 +81,21 @@ def _parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands `relay devserver ...` to relay.dev.server.
     sub.add_parser("devserver", help="the LiveKit-protocol dev server (testing; relay[devkit])")
     return parser
+
+
+def _analytics_parsers(sub: Any) -> None:
+    prefix: dict[str, Any] = {"type": _prefix, "help": "key prefix (default relay)"}
+    sub.add_parser("analytics", help="assemble transcripts and session summaries (a group)")
+    sessions = sub.add_parser("sessions", help="recent session summaries, as a table")
+    sessions.add_argument("--count", type=int, default=20)
+    sessions.add_argument("--prefix", **prefix)
+    transcript = sub.add_parser("transcript", help="a session's transcript, with latencies")
+    transcript.add_argument("name", help="session id, or room (its latest session)")
+    transcript.add_argument("--prefix", **prefix)
+    report = sub.add_parser("report", help="a session's report page, self-contained HTML")
+    report.add_argument("session", help="session id, or room (its latest session)")
+    report.add_argument("-o", "--output", type=Path, default=Path("report.html"))
+    report.add_argument("--prefix", **prefix)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,9 +149,42 @@ def _tail(settings: Settings, args: argparse.Namespace) -> int:
     from relay.tail import tail
 
     try:
-        return asyncio.run(tail(settings, args.room, args.from_start, args.count, args.json))
+        return asyncio.run(
+            tail(
+                settings,
+                args.room,
+                args.from_start,
+                args.count,
+                args.json,
+                transcripts=args.transcripts,
+            )
+        )
     except KeyboardInterrupt:
         return 0
+
+
+def _analytics(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.analytics.service import run_analytics
+
+    return asyncio.run(run_analytics(settings))
+
+
+def _sessions(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.analytics.commands import sessions_command
+
+    return asyncio.run(sessions_command(settings, args.count))
+
+
+def _transcript(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.analytics.commands import transcript_command
+
+    return asyncio.run(transcript_command(settings, args.name))
+
+
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.analytics.commands import report_command
+
+    return asyncio.run(report_command(settings, args.session, args.output))
 
 
 # The dev toolkit is imported only here, and only when its extra (aiortc) is installed:
@@ -165,7 +218,17 @@ def _devserver(argv: list[str]) -> int:
     return devserver_main(argv)
 
 
-_COMMANDS = {"run": _run, "check": _check, "token": _token, "tail": _tail, "demo": _demo}
+_COMMANDS = {
+    "run": _run,
+    "check": _check,
+    "token": _token,
+    "tail": _tail,
+    "demo": _demo,
+    "analytics": _analytics,
+    "sessions": _sessions,
+    "transcript": _transcript,
+    "report": _report,
+}
 
 
 if __name__ == "__main__":

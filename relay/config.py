@@ -85,6 +85,18 @@ class HttpSettings(_Section):
     admin_token: SecretStr = SecretStr("")
 
 
+class AnalyticsSettings(_Section):
+    # `relay analytics` (relay/analytics): a consumer group on the events stream.
+    group: str = Field(default="analytics", min_length=1)
+    consumer: str = ""  # default: the host name (stable across restarts of one pod)
+    utterance_timeout_s: float = Field(default=10.0, gt=0)
+    participants_idle_s: float = Field(default=30.0, gt=0)
+    summary_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    sweep_interval_s: float = Field(default=1.0, gt=0)
+    # `relay analytics` serves GET /metrics here (its own metrics); 0: not at all.
+    metrics_port: int = Field(default=8081, ge=0, le=65535)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -103,6 +115,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
     # Rooms observed from start (names; tokens are minted with the API key/secret).
     rooms: tuple[Annotated[str, Field(min_length=1)], ...] = ()
     sinks: tuple[Literal["redis", "stdout"], ...] = Field(default=("redis",), min_length=1)

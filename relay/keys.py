@@ -16,3 +16,37 @@ def room_key(settings: RedisSettings, room: str) -> str:
 
 def dlq_key(settings: RedisSettings) -> str:
     return settings.dlq_key.format(prefix=settings.prefix)
+
+
+# Conversation analytics (relay/analytics): outputs, then the assembly's own state.
+
+
+def transcripts_key(settings: RedisSettings) -> str:
+    return f"{settings.prefix}:transcripts"
+
+
+def room_transcripts_key(settings: RedisSettings, room: str) -> str:
+    return f"{settings.prefix}:transcripts:{{{room}}}"
+
+
+def sessions_key(settings: RedisSettings) -> str:
+    return f"{settings.prefix}:sessions"
+
+
+def session_key(settings: RedisSettings, session_id: str) -> str:
+    """The summary's hash, for lookup by session id (with a TTL)."""
+    return f"{settings.prefix}:session:{session_id}"
+
+
+def session_written_key(settings: RedisSettings, session_id: str) -> str:
+    """The SET NX guard: the summary of a session is written once."""
+    return f"{settings.prefix}:session:{session_id}:written"
+
+
+def analytics_state_key(settings: RedisSettings, room: str) -> str:
+    return f"{settings.prefix}:analytics:state:{{{room}}}"
+
+
+def analytics_open_key(settings: RedisSettings) -> str:
+    """Rooms with an open session, scored by their last event (ms): what the sweep visits."""
+    return f"{settings.prefix}:analytics:open"

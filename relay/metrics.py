@@ -67,3 +67,21 @@ def dropped(reason: DropReason, count: int = 1) -> None:
 
 def dead_lettered(reason: DeadLetterReason) -> None:
     _DEAD_LETTERED[reason].inc()
+
+
+# Conversation analytics (relay/analytics): observed once per session summary written.
+TURN_RESPONSE = Histogram(
+    "relay_turn_response_seconds",
+    "The user stops speaking -> the avatar or agent starts (per turn).",
+    ["pair"],
+    buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30),
+)
+INTERRUPTIONS = Counter(
+    "relay_interruptions_total", "Interruptions in finished sessions, by kind.", ["kind"]
+)
+SPEAKING_SECONDS = Counter(
+    "relay_speaking_seconds_total", "Speaking time in finished sessions, by role.", ["role"]
+)
+SESSIONS = Counter(
+    "relay_sessions_total", "Session summaries written, by end reason.", ["end_reason"]
+)

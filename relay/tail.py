@@ -15,7 +15,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from relay.checks import redact_url
 from relay.config import Settings
-from relay.keys import events_key, room_key
+from relay.keys import events_key, room_key, room_transcripts_key, transcripts_key
 from relay.redis_client import create_redis
 
 BLOCK_MS = 1000
@@ -24,9 +24,16 @@ EXIT_REDIS = 1
 
 
 async def tail(
-    settings: Settings, room: str | None, from_start: bool, count: int | None, as_json: bool
+    settings: Settings,
+    room: str | None,
+    from_start: bool,
+    count: int | None,
+    as_json: bool,
+    *,
+    transcripts: bool = False,
 ) -> int:
-    key = room_key(settings.redis, room) if room else events_key(settings.redis)
+    """`transcripts`: follow the finalized utterances (relay analytics) instead of events."""
+    key = _key(settings, room, transcripts)
     where = redact_url(settings.redis.url.get_secret_value())
     redis = create_redis(settings.redis)
     try:
@@ -66,8 +73,18 @@ async def _follow(
                     return
 
 
+def _key(settings: Settings, room: str | None, transcripts: bool) -> str:
+    if transcripts:
+        if room:
+            return room_transcripts_key(settings.redis, room)
+        return transcripts_key(settings.redis)
+    return room_key(settings.redis, room) if room else events_key(settings.redis)
+
+
 def render(entry_id: str, fields: dict[bytes, bytes], as_json: bool) -> str:
     """The entry's line; an entry that is not an event says so instead of stopping tail."""
+    if b"utterance" in fields:
+        return _render_utterance(entry_id, fields[b"utterance"], as_json)
     raw = fields.get(b"event")
     if raw is None:
         return f"(entry {entry_id}: no event field)"
@@ -83,6 +100,19 @@ def render(entry_id: str, fields: dict[bytes, bytes], as_json: bool) -> str:
         return format_line(event)
     except (AttributeError, TypeError):  # e.g. `data` or `participant` not an object
         return f"(entry {entry_id}: not a relay event: {raw.decode(errors='replace')[:200]})"
+
+
+def _render_utterance(entry_id: str, raw: bytes, as_json: bool) -> str:
+    """`13:45:01.200 la-1 user:visitor "Can you check my order?" (no final)`."""
+    if as_json:
+        return raw.decode(errors="replace")
+    try:
+        u = json.loads(raw)
+        note = " (no final)" if u.get("closed_without_final") else ""
+        who = f"{u.get('role')}:{u.get('identity') or '-'}"
+        return f'{str(u.get("start", ""))[11:23]} {u.get("room")} {who} "{u.get("text")}"{note}'
+    except (ValueError, AttributeError):
+        return f"(entry {entry_id}: utterance is not a JSON object)"
 
 
 def _say(message: str) -> None:

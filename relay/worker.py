@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import structlog
 
 from relay import metrics
+from relay.analytics.views import SessionReader
 from relay.config import Settings
 from relay.errors import StartError
 from relay.http import HttpServer, build_app
@@ -91,6 +92,7 @@ class Worker:
             self.readiness,
             settings.http.admin_token.get_secret_value(),
             mints_tokens=settings.livekit.can_mint_tokens,
+            sessions=SessionReader(self._redis, settings.redis) if self._redis else None,
         )
         self.http = HttpServer(app, settings.http.host, settings.http.port)
 

@@ -4,6 +4,8 @@
 - `GET /healthz`: the process is alive (the event loop answers).
 - `GET /readyz`: Redis answers and every room of the static list is observed.
 - `GET|POST /v1/rooms`, `DELETE /v1/rooms/{room}`: the admin API, bearer token.
+- `GET /v1/sessions/{id}` and `/v1/sessions/{id}/report`: session summaries and their
+  report page (relay/analytics/http.py), bearer token.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from relay.analytics.http import add_session_routes
+from relay.analytics.views import SessionReader
 from relay.errors import StartError
 from relay.observer import RoomTarget
 from relay.rooms import RoomCapacityError, RoomManager, ShuttingDownError
@@ -38,7 +42,12 @@ MINTS_TOKENS_KEY = web.AppKey("mints_tokens", bool)
 
 
 def build_app(
-    manager: RoomManager, readiness: ReadinessCheck, admin_token: str, *, mints_tokens: bool
+    manager: RoomManager,
+    readiness: ReadinessCheck,
+    admin_token: str,
+    *,
+    mints_tokens: bool,
+    sessions: SessionReader | None = None,
 ) -> web.Application:
     """`mints_tokens`: the relay has the LiveKit API key and secret, so a room may come
     without a url+token pair."""
@@ -53,6 +62,7 @@ def build_app(
     app.router.add_get("/v1/rooms", list_rooms)
     app.router.add_post("/v1/rooms", add_room)
     app.router.add_delete("/v1/rooms/{room}", remove_room)
+    add_session_routes(app, sessions, _authorized)
     return app
 
 

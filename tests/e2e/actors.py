@@ -12,6 +12,8 @@ derive their expectations from it rather than from constants.
 - `garbage`: one participant publishes `count` malformed packets on `agent-response`
   (random bytes, invalid UTF-8, malformed JSON, cycling), paced in bursts, oversized
   payloads among them, then reports and stays until its stdin closes.
+- `timed`: a LiveAvatar session with known timings (`--turns user_s:latency_s:avatar_s,...`)
+  for the analytics end-to-end test; reports the script it played.
 - `ticker`: publishes `{"event_type": "tick", "n": i}` on `agent-response` every
   `interval_s` until its stdin closes (or SIGTERM), then leaves and reports the count.
 """
@@ -127,7 +129,47 @@ async def play_ticker(creds: Credentials, args: argparse.Namespace) -> dict[str,
     return {"sent": sent}
 
 
-ACTORS = {"liveavatar": play_liveavatar, "garbage": play_garbage, "ticker": play_ticker}
+async def play_timed(creds: Credentials, args: argparse.Namespace) -> dict[str, Any]:
+    """LiveAvatar turns with known durations: the user speaks `user_s`, the avatar starts
+    `latency_s` after the user stopped and speaks `avatar_s`."""
+    session_id = args.session_id
+    user = await join(creds, args.room, "user-browser")
+    agent = await join(creds, args.room, f"liveavatar-agent-{session_id}", kind="agent")
+    avatar = await join(creds, args.room, "heygen")
+    local = agent.local_participant
+
+    async def respond(event_type: str, **fields: Any) -> None:
+        message = {"event_type": event_type, "session_id": session_id, **fields}
+        await local.publish_data(json.dumps(message).encode(), topic="agent-response")
+
+    turns = [tuple(float(x) for x in t.split(":")) for t in args.turns.split(",")]
+    try:
+        await asyncio.sleep(0.5)
+        for n, (user_s, latency_s, avatar_s) in enumerate(turns):
+            await respond("user.speak_started")
+            await asyncio.sleep(user_s)
+            await respond("user.speak_ended")
+            await respond("user.transcription", text=f"question number {n}")
+            await asyncio.sleep(latency_s)
+            await respond("avatar.speak_started")
+            await respond("avatar.transcription.chunk", text="answer ")
+            await asyncio.sleep(avatar_s)
+            await respond("avatar.speak_ended")
+            await respond("avatar.transcription", text=f"answer number {n}")
+            await asyncio.sleep(0.3)
+        await respond("session.stopped", end_reason="USER_CLOSED")
+    finally:
+        for room in (user, agent, avatar):
+            await room.disconnect()
+    return {"turns": turns}
+
+
+ACTORS = {
+    "liveavatar": play_liveavatar,
+    "garbage": play_garbage,
+    "ticker": play_ticker,
+    "timed": play_timed,
+}
 
 
 def _sizes(text: str) -> list[int]:
@@ -149,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--oversized-sizes", type=_sizes, default=[])
     parser.add_argument("--stream-bytes", type=int, default=0)
     parser.add_argument("--interval-s", type=float, default=0.01)
+    parser.add_argument("--turns", default="1:0.5:1")
     return parser
 
 

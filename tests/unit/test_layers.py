@@ -17,6 +17,16 @@ FORBIDDEN = {
     "decode": ("relay.observer", "relay.pipeline", "relay.sinks", "relay.rooms", "relay.http"),
     "pipeline": ("relay.observer", "relay.decode", "relay.sinks", "relay.rooms", "relay.http"),
     "sinks": ("relay.observer", "relay.decode", "relay.pipeline", "relay.rooms", "relay.http"),
+    # Reads the streams like any consumer: never the runtime's stages.
+    "analytics": (
+        "relay.observer",
+        "relay.decode",
+        "relay.pipeline",
+        "relay.sinks",
+        "relay.rooms",
+        "relay.http",
+        "relay.worker",
+    ),
 }
 # Nothing of the runtime may import the development toolkit (it needs the dev extra).
 RUNTIME_FORBIDDEN = ("relay.dev", "aiortc", "aioice", "av")

@@ -1,0 +1,157 @@
+"""`relay analytics`: a consumer group on the events stream feeding the store, and a
+sweep that lets time close turns and sessions. Several processes may share the group:
+the state is in Redis, and a dead consumer's pending entries are taken over."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from relay import keys
+from relay.analytics.assemble import Doc
+from relay.analytics.model import AnalyticsConfig
+from relay.analytics.store import AnalyticsStore, Outcome
+from relay.config import Settings
+from relay.consumer import StreamConsumer, StreamEvent
+
+log = structlog.get_logger(__name__)
+
+
+def config_of(settings: Settings) -> AnalyticsConfig:
+    a = settings.analytics
+    return AnalyticsConfig(
+        utterance_timeout_s=a.utterance_timeout_s, participants_idle_s=a.participants_idle_s
+    )
+
+
+class AnalyticsService:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: Settings,
+        *,
+        consumer_name: str | None = None,
+        clock_ms: Callable[[], int] | None = None,
+        **consumer_options: Any,
+    ) -> None:
+        """`consumer_options`: StreamConsumer's (block_ms, claim_idle_ms, ...)."""
+        a = settings.analytics
+        self.store = AnalyticsStore(redis, settings.redis, config_of(settings), a.summary_ttl_s)
+        self.sweep_interval_s = a.sweep_interval_s
+        self.clock_ms = clock_ms or (lambda: round(time.time() * 1000))
+        name = consumer_name or a.consumer or socket.gethostname()
+        self.consumer = StreamConsumer(
+            redis,
+            keys.events_key(settings.redis),
+            a.group,
+            name,
+            self._handle,
+            before_ack=self._flush,
+            **consumer_options,
+        )
+        self._stopping = asyncio.Event()
+        # A batch's events per room: applied in one transaction per room before the XACK
+        # (a failure redelivers the whole batch; the state's ids make that harmless).
+        self._batch: dict[str, list[Doc]] = {}
+
+    async def _handle(self, item: StreamEvent) -> None:
+        self._batch.setdefault(item.room, []).append(item.event)
+
+    async def _flush(self) -> None:
+        batch, self._batch = self._batch, {}
+        for room, events in batch.items():
+            self._log(await self.store.apply_events(room, events))
+
+    def _log(self, outcome: Outcome) -> None:
+        for summary in outcome.summaries_written:
+            log.info(
+                "analytics_session_summarized",
+                room=summary["room"],
+                session_id=summary["session_id"],
+                end_reason=summary["end_reason"],
+                turns=len(summary["turns"]),
+            )
+
+    async def sweep_once(self) -> int:
+        """Tick every room whose last event is old enough for a timeout; summaries written."""
+        now = self.clock_ms()
+        config = self.store.config
+        shortest = min(config.utterance_timeout_s, config.participants_idle_s)
+        written = 0
+        for room in await self.store.due_rooms(now - round(shortest * 1000)):
+            outcome = await self.store.tick(room, now)
+            written += len(outcome.summaries_written)
+        return written
+
+    async def run(self) -> None:
+        """Until stop(): the consumer and the sweep."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.consumer.run())
+            group.create_task(self._sweep_loop())
+
+    async def _sweep_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.sweep_once()
+            except (RedisError, OSError) as exc:
+                log.warning("analytics_sweep_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.sweep_interval_s)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.consumer.stop()
+
+
+async def run_analytics(settings: Settings) -> int:
+    """`relay analytics` until SIGINT/SIGTERM; 1 if its metrics port cannot be bound."""
+    import signal
+
+    from relay.redis_client import create_redis
+
+    redis = create_redis(settings.redis)
+    service = AnalyticsService(redis, settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, service.stop)
+    runner = None
+    try:
+        runner = await _serve_metrics(settings.http.host, settings.analytics.metrics_port)
+        log.info("analytics_started", group=settings.analytics.group)
+        await service.run()
+    except OSError as exc:
+        print(f"relay: cannot serve /metrics: {exc.strerror}", file=sys.stderr)
+        return 1
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await redis.aclose()
+    log.info("analytics_stopped")
+    return 0
+
+
+async def _serve_metrics(host: str, port: int) -> web.AppRunner | None:
+    """GET /metrics of this process (the analytics metrics are counted here)."""
+    if not port:
+        return None
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
