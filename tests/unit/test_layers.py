@@ -17,6 +17,8 @@ FORBIDDEN = {
     "decode": ("relay.observer", "relay.pipeline", "relay.sinks", "relay.rooms", "relay.http"),
     "pipeline": ("relay.observer", "relay.decode", "relay.sinks", "relay.rooms", "relay.http"),
     "sinks": ("relay.observer", "relay.decode", "relay.pipeline", "relay.rooms", "relay.http"),
+    # Browser ingest feeds the decode stage like an observed room: contract and decode only.
+    "ingest": ("relay.observer", "relay.pipeline", "relay.sinks", "relay.rooms", "relay.http"),
 }
 # Nothing of the runtime may import the development toolkit (it needs the dev extra).
 RUNTIME_FORBIDDEN = ("relay.dev", "aiortc", "aioice", "av")
