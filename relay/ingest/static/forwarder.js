@@ -63,7 +63,12 @@ export class Forwarder {
     this._retryMs = 0;
     this._timer = null;
     this._detachers = [];
-    this._onHidden = () => { if (document.visibilityState === "hidden") this.flushOnExit(); };
+    // Hidden: beacon what is queued. Visible again: send it for real (answered duplicate
+    // if the beacon got there), so nothing rests on a beacon nobody confirmed.
+    this._onHidden = () => {
+      if (document.visibilityState === "hidden") this.flushOnExit();
+      else if (this.beaconed > 0) this.flush();
+    };
     this._onPageHide = () => this.flushOnExit();
     if (typeof document !== "undefined") {
       document.addEventListener("visibilitychange", this._onHidden);
