@@ -8,12 +8,14 @@ when the page was hidden, and when it was unloaded, arrives too."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from livekit import api
 from playwright.sync_api import Page
 
 from relay.dev.launch import DevServer, RedisServer
@@ -29,6 +31,23 @@ BROWSER_IDENTITY = "customer-page"
 ACTORS = ("user-browser", "heygen")  # and liveavatar-agent-<session>
 
 
+@contextlib.asynccontextmanager
+async def _relay(
+    ns: NetNS, server: DevServer, redis: RedisServer, streams: Streams, web_base: str
+) -> AsyncIterator[tuple[RelayProcess, str]]:
+    """`relay run` observing a room of this test, with ingest on for the page's origin."""
+    room = unique("browser")
+    env = relay_env(server, redis.url, streams.prefix, [room])
+    env |= {"RELAY_INGEST__SECRET": SECRET, "RELAY_INGEST__ALLOWED_ORIGINS": json.dumps([web_base])}
+    process = RelayProcess.start(ns, env)
+    try:
+        await process.wait_ready()
+        yield process, room
+    finally:
+        await process.stop()
+        print("\n".join(process.text[-30:]))
+
+
 @pytest.fixture
 async def relay(
     browser_ns: NetNS,
@@ -37,17 +56,8 @@ async def relay(
     browser_streams: Streams,
     web_base: str,
 ) -> AsyncIterator[tuple[RelayProcess, str]]:
-    """`relay run` observing a room of this test, with ingest on for the page's origin."""
-    room = unique("browser")
-    env = relay_env(browser_devserver, browser_redis.url, browser_streams.prefix, [room])
-    env |= {"RELAY_INGEST__SECRET": SECRET, "RELAY_INGEST__ALLOWED_ORIGINS": json.dumps([web_base])}
-    process = RelayProcess.start(browser_ns, env)
-    try:
-        await process.wait_ready()
-        yield process, room
-    finally:
-        await process.stop()
-        print("\n".join(process.text[-30:]))
+    async with _relay(browser_ns, browser_devserver, browser_redis, browser_streams, web_base) as r:
+        yield r
 
 
 async def evaluate(chromium: NamespacedChromium, page: Page, script: str, arg: Any = None) -> Any:
@@ -166,3 +176,80 @@ def said(event: Event) -> tuple[Any, ...]:
 
 def session_of(agent: str) -> str:
     return agent.removeprefix("liveavatar-agent-")
+
+
+@pytest.fixture
+async def relay_for_liveavatar(
+    browser_ns: NetNS,
+    browser_devserver: DevServer,
+    browser_redis: RedisServer,
+    browser_streams: Streams,
+    web_base: str,
+) -> AsyncIterator[tuple[RelayProcess, str]]:
+    async with _relay(browser_ns, browser_devserver, browser_redis, browser_streams, web_base) as r:
+        yield r
+
+
+async def test_a_liveavatar_web_sdk_page_forwards_the_agent_events(
+    browser_ns: NetNS,
+    browser_devserver: DevServer,
+    browser_streams: Streams,
+    chromium: NamespacedChromium,
+    web_base: str,
+    relay_for_liveavatar: tuple[RelayProcess, str],
+) -> None:
+    """The real LiveAvatarSession, started against the dev server's stand-in of the
+    LiveAvatar API (its `apiUrl`), joins the room; its agent events reach Redis through
+    the forwarder with the observer's ids."""
+    process, room = relay_for_liveavatar
+    session_id = uuid.uuid4().hex[:8]
+    server = browser_devserver
+    session_token = session_access_token(server, room, session_id)
+    ingest_token = mint_ingest_token(SECRET, room=room, session=session_id, ttl_s=600)
+    page = await chromium.new_page()
+    await chromium.call(page.goto, f"{web_base}/liveavatar.html")
+    start = {
+        "relay": process.base_url,
+        "apiUrl": server.ws_url.replace("ws://", "http://"),
+        "sessionToken": session_token,
+        "ingestToken": ingest_token,
+        "options": {"batchSize": 10, "flushIntervalMs": 100},
+    }
+    await evaluate(chromium, page, "(a) => startLiveAvatar(a)", start)
+    # The SDK's own room (a private field) is in before the avatar and the agent come.
+    await wait_page(chromium, page, "session.room && session.room.state === 'connected'")
+
+    args = ["--room", room, "--session-id", session_id, "--pace-s", "0.02"]
+    async with actor(browser_ns, server, "liveavatar", *args) as scenario:
+        started = await evaluate(chromium, page, "started")
+        assert started == {"sessionId": session_id, "state": "CONNECTED"}
+        sent: list[dict[str, Any]] = (await scenario.result())["sent"]
+    await wait_page(chromium, page, "seen.stopped")
+    responses = [m for m in sent if m["topic"] == "agent-response"]
+
+    def complete(events: list[Event]) -> bool:
+        ingest = [e for e in events if e.get("ingress") == "ingest"]
+        return len(ingest) >= len(responses)
+
+    events = await browser_streams.wait_room(room, complete, what="every agent event, ingested")
+    ingest = [e for e in events if e.get("ingress") == "ingest"]
+    observed = [e for e in events if "ingress" not in e and e["source"].get("topic")]
+    observed = [e for e in observed if e["source"]["topic"] == "agent-response"]
+    assert len(ingest) == len(observed) == len(responses)
+    assert [e["id"] for e in ingest] == [e["id"] for e in observed]
+    assert {e["session_id"] for e in ingest} == {session_id}
+    # The SDK hands on `stop_reason` only; the scenario (like LiveAvatar's docs) says
+    # `end_reason`, which the observer reads and the SDK drops (docs/ingest.md).
+    stop = [(a["data"], b["data"]) for a, b in zip(ingest, observed, strict=True)][-1]
+    assert stop == ({}, {"reason": "USER_CLOSED"})
+    assert [said(e) for e in ingest[:-1]] == [said(e) for e in observed[:-1]]
+
+
+def session_access_token(server: DevServer, room: str, session_id: str) -> str:
+    """What the stand-in takes as a LiveAvatar session token: a dev server join token
+    whose metadata names the session (relay/dev/server/liveavatar_api.py)."""
+    grants = api.VideoGrants(room_join=True, room=room)
+    token = api.AccessToken(server.api_key, server.api_secret).with_identity("liveavatar-user")
+    token = token.with_grants(grants).with_kind("standard")
+    token = token.with_metadata(json.dumps({"liveavatar_session_id": session_id}))
+    return str(token.to_jwt())

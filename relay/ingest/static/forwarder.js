@@ -270,7 +270,8 @@ export class Forwarder {
     for (const name of LIVEAVATAR_AGENT_EVENTS) {
       const fn = (event) => {
         const sessionId = event.session_id || session.sessionId || "";
-        const envelope = { session_id: sessionId || undefined, ...event, event_type: name };
+        const envelope = { ...event, event_type: name };
+        if (sessionId) envelope.session_id = sessionId;
         const sender = { identity: `liveavatar-agent-${sessionId}`, sid: null, kind: "agent" };
         this.push({ type: "data", topic: "agent-response", sender, payload: JSON.stringify(envelope) });
       };

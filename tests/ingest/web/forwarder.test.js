@@ -253,11 +253,12 @@ const tests = {
     session.sessionId = "sess9";
     fwd.attachLiveAvatar(session);
     session.emit("user.transcription", { event_id: "e1", event_type: "user.transcription", text: "hi" });
-    session.emit("session.stopped", { event_id: "e2", event_type: "session.stopped", stop_reason: "USER_CLOSED" });
+    session.emit("session.stopped", { event_id: "e2", event_type: "session.stopped", session_id: undefined, stop_reason: "USER_CLOSED" });
     eq(fwd.queue.length, 2, "two events");
     const first = fwd.queue[0];
     eq([first.topic, first.sender.identity, first.sender.kind], ["agent-response", "liveavatar-agent-sess9", "agent"], "as sent");
-    eq(JSON.parse(first.payload), { session_id: "sess9", event_id: "e1", event_type: "user.transcription", text: "hi" }, "envelope");
+    eq(JSON.parse(first.payload), { event_id: "e1", event_type: "user.transcription", text: "hi", session_id: "sess9" }, "envelope");
+    eq(JSON.parse(fwd.queue[1].payload).stop_reason, "USER_CLOSED", "fields kept");
     fwd.detach();
     session.emit("user.transcription", { event_id: "e3", event_type: "user.transcription", text: "x" });
     eq(fwd.queue.length, 2, "detached");
