@@ -23,6 +23,7 @@ from relay.dev.netns import NetNS
 from relay.dev.tokens import join_token
 from relay.ingest import mint_ingest_token
 from tests.e2e.support import Deadline, Event, RelayProcess, Streams, actor, relay_env, unique
+from tests.fixtures.lk_client import LkProcess
 from tests.ingest.browser import NamespacedChromium
 from tests.ingest.support import SECRET
 
@@ -253,3 +254,78 @@ def session_access_token(server: DevServer, room: str, session_id: str) -> str:
     token = token.with_grants(grants).with_kind("standard")
     token = token.with_metadata(json.dumps({"liveavatar_session_id": session_id}))
     return str(token.to_jwt())
+
+
+async def test_text_streams_and_agent_state_through_the_pages_own_handlers(
+    browser_ns: NetNS,
+    browser_devserver: DevServer,
+    browser_streams: Streams,
+    chromium: NamespacedChromium,
+    web_base: str,
+    relay: tuple[RelayProcess, str],
+) -> None:
+    """A LiveKit Agents conversation: the page reads lk.transcription and lk.chat with
+    handlers of its own (the forwarder tees them: livekit-client allows one per topic);
+    the stream events reach Redis with the observer's ids (the stream id)."""
+    process, room = relay
+    server = browser_devserver
+    page = await chromium.new_page()
+    await chromium.call(page.goto, f"{web_base}/page.html")
+    start = {
+        "relay": process.base_url,
+        "livekitUrl": server.ws_url,
+        "livekitToken": join_token(server.api_key, server.api_secret, BROWSER_IDENTITY, room),
+        "ingestToken": mint_ingest_token(SECRET, room=room, session="agents-1", ttl_s=600),
+        "options": {"batchSize": 5, "flushIntervalMs": 50},
+        "ownTextHandlers": True,
+    }
+    await evaluate(chromium, page, "(a) => startSession(a)", start)
+    user, agent = "visitor", "voice-agent"
+    async with LkProcess.start(browser_ns) as lk:
+        await lk.connect(user, server.ws_url, server.token(user, room))
+        agent_token = server.token(agent, room, kind="agent", can_update_own_metadata=True)
+        await lk.connect(agent, server.ws_url, agent_token)
+        await lk.call("set_attributes", client=agent, attributes={"lk.agent.state": "listening"})
+        segment = {"lk.segment_id": "SG_1", "lk.transcribed_track_id": "TR_a"}
+        await lk.call(
+            "stream_text",
+            client=agent,
+            chunks=["Your order ", "ships ", "tomorrow."],
+            topic="lk.transcription",
+            attributes={**segment, "lk.transcription_final": "true"},
+        )
+        await lk.call("send_text", client=user, text="thanks!", topic="lk.chat")
+        await wait_page(chromium, page, "read.length === 2")
+        await lk.call("set_attributes", client=agent, attributes={"lk.agent.state": "idle"})
+        idle = (
+            "[...room.remoteParticipants.values()]"
+            ".some((p) => p.attributes['lk.agent.state'] === 'idle')"
+        )
+        await wait_page(chromium, page, idle)
+        await wait_page(chromium, page, "fwd.queue.length === 0 && fwd.stats.accepted === fwd.seq")
+
+    read = await evaluate(chromium, page, "read")
+    assert sorted(read) == [
+        ["lk.chat", user, "thanks!"],
+        ["lk.transcription", agent, "Your order ships tomorrow."],
+    ]
+
+    def both(events: list[Event]) -> bool:
+        kinds = [(e.get("ingress"), e["kind"]) for e in events]
+        wanted = ("transcript.final", "chat.message")
+        return all((i, k) in kinds for i in (None, "ingest") for k in wanted)
+
+    events = await browser_streams.wait_room(room, both, what="stream events, both ingresses")
+    ingest = {e["id"]: e for e in events if e.get("ingress") == "ingest"}
+    observed = {e["id"]: e for e in events if "ingress" not in e}
+    for kind in ("transcript.final", "chat.message"):
+        mine = [e for e in ingest.values() if e["kind"] == kind]
+        assert len(mine) == 1, mine
+        assert mine[0]["id"] in observed, (
+            mine[0],
+            [e for e in observed.values() if e["kind"] == kind],
+        )
+        assert said(mine[0]) == said(observed[mine[0]["id"]])
+    states = [said(e) for e in events if e["kind"] == "agent.state"]
+    ingest_states = [said(e) for e in ingest.values() if e["kind"] == "agent.state"]
+    assert ingest_states and all(s in states for s in ingest_states)
