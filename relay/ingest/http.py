@@ -73,10 +73,13 @@ async def _body(request: web.Request, limit: int) -> bytes:
     too_large = Refused(413, "too_large", f"body above {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise too_large
-    return body
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():  # a body may arrive in many pieces
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -94,7 +97,11 @@ def _cors(request: web.Request) -> dict[str, str] | None:
     allowed = request.app[SERVICE_KEY].settings.allowed_origins
     if origin not in allowed and "*" not in allowed:
         return None
-    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": "Retry-After",  # the forwarder's 429 backoff reads it
+        "Vary": "Origin",
+    }
 
 
 def _refused(exc: Refused, cors: dict[str, str]) -> web.Response:

@@ -338,3 +338,29 @@ async def test_the_forwarder_is_served(relay: Relay) -> None:
     assert response.content_type == "text/javascript"
     assert await response.read() == forwarder_source()
     assert b"export function createForwarder" in forwarder_source()
+
+
+async def test_a_body_that_arrives_in_pieces_is_read_whole(relay: Relay) -> None:
+    """Chunked, without Content-Length: the cap counts every piece, the body is whole."""
+    items = [liveavatar_item(n, f"evt_{n}", "x" * 500) for n in range(1, 61)]
+    raw = json.dumps(batch(items)).encode()
+    assert 30_000 < len(raw) < 60 * 1024
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(raw), 1000):
+            yield raw[start : start + 1000]
+            await asyncio.sleep(0)
+
+    headers = {"Authorization": f"Bearer {token()}"}
+    response = await relay.http.post("/v1/ingest", data=pieces(), headers=headers)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["accepted"] == 60
+
+
+@pytest.mark.ingest(rate_items_per_s=1.0, burst_items=1)
+async def test_a_page_can_read_retry_after(relay: Relay) -> None:
+    headers = {"Authorization": f"Bearer {token()}", "Origin": ORIGIN}
+    body = json.dumps(batch([liveavatar_item(n, f"e{n}", "x") for n in range(2)]))
+    response = await relay.http.post("/v1/ingest", data=body, headers=headers)
+    assert response.status == 429
+    assert "Retry-After" in response.headers["Access-Control-Expose-Headers"]

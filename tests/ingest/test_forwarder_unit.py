@@ -10,7 +10,7 @@ from relay.ingest.http import forwarder_source
 from tests.ingest.browser import NamespacedChromium
 
 pytestmark = pytest.mark.browser
-EXPECTED_TESTS = 14
+EXPECTED_TESTS = 15
 
 
 def run_unit_tests(page: Page, base: str) -> list[dict[str, object]]:

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import time
 
 import jwt
 import orjson
 import pytest
 
-from relay.cli import main
 from relay.config import load_settings
 from relay.contract.schema import validate_event
 from relay.errors import ConfigError
@@ -63,21 +65,36 @@ def test_a_bad_ttl_names_the_forms() -> None:
         parse_ttl_s("1w")
 
 
-def test_the_cli_mints_a_token_the_relay_accepts(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("RELAY_INGEST__SECRET", SECRET)
-    assert main(["ingest-token", "--room", "r1", "--session", "s1", "--ttl", "2m"]) == 0
-    grant = verify_ingest_token(SECRET, capsys.readouterr().out.strip())
+def relay_cli(*argv: str, secret: str | None) -> subprocess.CompletedProcess[str]:
+    """`relay ...` as a process: the CLI configures logging, which must not reach
+    pytest's captured streams."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    if secret is not None:
+        env["RELAY_INGEST__SECRET"] = secret
+    return subprocess.run(
+        [sys.executable, "-m", "relay", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_cli_mints_a_token_the_relay_accepts() -> None:
+    done = relay_cli(
+        "ingest-token", "--room", "r1", "--session", "s1", "--ttl", "2m", secret=SECRET
+    )
+    assert done.returncode == 0, done.stderr
+    grant = verify_ingest_token(SECRET, done.stdout.strip())
     assert (grant.room, grant.session) == ("r1", "s1")
     assert grant.expires_at <= time.time() + 120
 
 
-def test_the_cli_without_a_secret_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["ingest-token", "--room", "r", "--session", "s"]) == 2
-    assert (
-        capsys.readouterr().err == "relay: RELAY_INGEST__SECRET (toml: ingest.secret) is required\n"
-    )
+def test_the_cli_without_a_secret_is_one_line() -> None:
+    done = relay_cli("ingest-token", "--room", "r", "--session", "s", secret=None)
+    assert done.returncode == 2
+    assert done.stderr == "relay: RELAY_INGEST__SECRET (toml: ingest.secret) is required\n"
 
 
 def test_a_short_ingest_secret_is_a_configuration_error() -> None:

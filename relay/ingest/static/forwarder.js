@@ -138,14 +138,17 @@ export class Forwarder {
       } catch (err) {
         return this._retryLater(null);
       }
-      if (response.status === 429 || response.status >= 500) return this._retryLater(response);
+      const refreshable = response.status === 401 && typeof this.options.token === "function";
+      if (response.status === 429 || response.status >= 500 || refreshable) {
+        return this._retryLater(response);  // a token function may give a fresh token
+      }
       this.stats.sent += items.length;
       this._acknowledge(items[items.length - 1].seq, reported);
       if (response.ok) {
-        const answer = await response.json();
-        this.stats.accepted += answer.accepted;
-        this.stats.duplicate += answer.duplicate;
-        this.stats.rejected += answer.rejected;
+        const answer = await response.json().catch(() => ({}));
+        this.stats.accepted += answer.accepted || 0;
+        this.stats.duplicate += answer.duplicate || 0;
+        this.stats.rejected += answer.rejected || 0;
       } else {
         // 4xx: the relay will never take this batch (the reason is counted there).
         this.stats.rejected += items.length;

@@ -148,6 +148,16 @@ const tests = {
     await fwd.close();
   },
 
+  async "a 401 with a token function is retried with the next token"() {
+    const fetch = fakeFetch([{ status: 401, json: { error: "expired", reason: "expired_token" } }]);
+    const tokens = [TOKEN, TOKEN, `${TOKEN}.fresh`];
+    const fwd = forwarder(fetch, { token: () => (tokens.length > 1 ? tokens.shift() : tokens[0]) });
+    fwd.push({ type: "speakers", identities: [] });
+    await until(() => fwd.queue.length === 0, "delivered with the fresh token");
+    eq(fetch.calls.map((c) => c.init.headers.Authorization.endsWith(".fresh")), [false, true], "tokens");
+    await fwd.close();
+  },
+
   async "no request is above maxBatchBytes"() {
     const fetch = fakeFetch();
     const fwd = forwarder(fetch, { batchSize: 50, maxBatchBytes: 5000 });
