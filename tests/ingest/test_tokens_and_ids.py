@@ -15,6 +15,7 @@ import jwt
 import orjson
 import pytest
 
+from relay.checks import summary
 from relay.config import load_settings
 from relay.contract.schema import validate_event
 from relay.errors import ConfigError
@@ -133,3 +134,11 @@ def test_content_hashed_repeats_are_numbered_per_ingress() -> None:
     first = minter.mint(observed, *observed.encoded_parts())
     assert minter.mint(ingested, *ingested.encoded_parts()) == first
     assert minter.mint(observed, *observed.encoded_parts()) == f"{first}-2"
+
+
+def test_the_ingest_secret_never_appears_in_the_summary() -> None:
+    secret = "s3cr3t-ingest-0123456789abcdef0123456789"
+    settings = load_settings(ingest={"secret": secret})
+    assert settings.ingest.enabled
+    text = repr(summary(settings)) + repr(settings) + str(settings)
+    assert secret not in text
