@@ -1,5 +1,5 @@
-"""The `relay` command: run, check, token, tail, demo, devserver, and the conversation
-analytics: analytics, sessions, transcript, report.
+"""The `relay` command: run, check, token, ingest-token, tail, demo, devserver, and the
+conversation analytics: analytics, sessions, transcript, report.
 
 Settings are parsed once here and passed down; a configuration error names the variable
 and exits with status 2. The exit statuses of `relay run` are listed in relay/worker.py.
@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="mint a hidden, receive-only observer token")
     token.add_argument("--room", required=True)
     token.add_argument("--identity", help="default: the observer identity template")
+
+    ingest = sub.add_parser("ingest-token", help="mint a browser ingest token (one session)")
+    ingest.add_argument("--room", required=True)
+    ingest.add_argument("--session", required=True)
+    ingest.add_argument("--ttl", default="1h", help="lifetime: seconds, or 15m, 1h, 1d (1h)")
+    ingest.add_argument("--origin", help="the only browser origin that may use it")
 
     tail = sub.add_parser("tail", help="follow the event stream, one line per event")
     tail.add_argument("--room", help="follow one room's stream")
@@ -145,6 +151,25 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingest_token(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.ingest.tokens import mint_ingest_token, parse_ttl_s
+
+    secret = settings.ingest.secret.get_secret_value()
+    if not secret:
+        print("relay: RELAY_INGEST__SECRET (toml: ingest.secret) is required", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        ttl_s = parse_ttl_s(args.ttl)
+        token = mint_ingest_token(
+            secret, room=args.room, session=args.session, ttl_s=ttl_s, origin=args.origin
+        )
+    except ValueError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(token)
+    return 0
+
+
 def _tail(settings: Settings, args: argparse.Namespace) -> int:
     from relay.tail import tail
 
@@ -222,6 +247,7 @@ _COMMANDS = {
     "run": _run,
     "check": _check,
     "token": _token,
+    "ingest-token": _ingest_token,
     "tail": _tail,
     "demo": _demo,
     "analytics": _analytics,

@@ -21,6 +21,7 @@ from relay.errors import ConfigError
 
 ENV_PREFIX = "RELAY_"
 ENV_NESTED_DELIMITER = "__"
+INGEST_SECRET_MIN_CHARS = 32
 
 
 class _Section(BaseModel):
@@ -97,6 +98,31 @@ class AnalyticsSettings(_Section):
     metrics_port: int = Field(default=8081, ge=0, le=65535)
 
 
+class IngestSettings(_Section):
+    """`POST /v1/ingest`: what browsers forward (docs/ingest.md). Off while `secret` is empty."""
+
+    # HS256 key of the ingest tokens the customer's backend mints (relay ingest-token).
+    secret: SecretStr = SecretStr("")
+    # Origins a browser may post from ("*": any); an empty list refuses every origin.
+    allowed_origins: tuple[str, ...] = ()
+    # Below the browsers' 64 KiB keepalive/beacon budget, with room for headers.
+    max_body_bytes: int = Field(default=60 * 1024, gt=0, le=64 * 1024)
+    max_items: int = Field(default=200, gt=0)
+    # Per token (room + session): a bucket of `burst_items`, refilled at this rate.
+    rate_items_per_s: float = Field(default=100.0, gt=0)
+    burst_items: int = Field(default=1000, gt=0)
+    # Ingest sessions with a decode state and a dedupe window (least recently used go).
+    max_sessions: int = Field(default=10_000, gt=0)
+    # Client sequence numbers remembered per page (a retried batch is answered duplicate).
+    dedupe_window: int = Field(default=4096, gt=0)
+    # A client receive time further than this from the relay's clock is replaced by it.
+    max_clock_skew_s: float = Field(default=300.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.secret.get_secret_value())
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -114,6 +140,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     pipeline: PipelineSettings = PipelineSettings()
     http: HttpSettings = HttpSettings()
+    ingest: IngestSettings = IngestSettings()
     log: LogSettings = LogSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
     # Rooms observed from start (names; tokens are minted with the API key/secret).
@@ -196,6 +223,11 @@ def _inconsistencies(s: Settings) -> list[str]:
     if lk.rejoin_backoff_max_s < lk.rejoin_backoff_initial_s:
         problems.append(
             f"{_name('livekit', 'rejoin_backoff_max_s')}: below rejoin_backoff_initial_s"
+        )
+    if 0 < len(s.ingest.secret.get_secret_value()) < INGEST_SECRET_MIN_CHARS:
+        problems.append(
+            f"{_name('ingest', 'secret')}: at least {INGEST_SECRET_MIN_CHARS} characters "
+            "(an HS256 key; e.g. `openssl rand -hex 32`)"
         )
     if pipeline.retry_max_s < pipeline.retry_initial_s:
         problems.append(f"{_name('pipeline', 'retry_max_s')}: below retry_initial_s")

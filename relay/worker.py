@@ -46,6 +46,7 @@ from relay.analytics.views import SessionReader
 from relay.config import Settings
 from relay.errors import StartError
 from relay.http import HttpServer, build_app
+from relay.ingest import IngestService, add_ingest_routes
 from relay.loop_lag import watch_loop_lag
 from relay.observer import RoomTarget
 from relay.observer.room import RoomFactory
@@ -94,6 +95,13 @@ class Worker:
             mints_tokens=settings.livekit.can_mint_tokens,
             sessions=SessionReader(self._redis, settings.redis) if self._redis else None,
         )
+        if settings.ingest.enabled:  # POST /v1/ingest: what browsers forward
+            ingest = IngestService(
+                settings.ingest,
+                self.pipeline,
+                max_payload_bytes=settings.pipeline.max_payload_bytes,
+            )
+            add_ingest_routes(app, ingest)
         self.http = HttpServer(app, settings.http.host, settings.http.port)
 
     def _make_observer(self, target: RoomTarget) -> ObservedRoom:

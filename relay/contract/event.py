@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from relay.contract.encoding import canonical, document, encode
-from relay.contract.kinds import DeadLetterReason, EventKind, ParticipantRole, Protocol
+from relay.contract.kinds import DeadLetterReason, EventKind, Ingress, ParticipantRole, Protocol
 
 CONTRACT_VERSION = 1
 
@@ -68,6 +68,9 @@ class Event:
     seq: int = 0
     # The event's JSON, set by `stamped` (what the sinks write).
     encoded: bytes = b""
+    # How the event reached relay; written only when not "observer" (the JSON stays
+    # byte for byte what it was for observed events). Never part of the id.
+    ingress: Ingress = "observer"
 
     def encoded_parts(self) -> tuple[bytes, bytes]:
         """`data` and `source`, canonically encoded: the id is minted from these bytes and
@@ -94,6 +97,7 @@ class Event:
             event_id,
             seq,
             document(head, data, source),
+            self.ingress,
         )
 
     def _head(self, event_id: str, seq: int) -> dict[str, Any]:
@@ -110,6 +114,8 @@ class Event:
         out["participant"] = self.participant  # orjson writes the dataclass's fields in order
         out["protocol"] = self.protocol
         out["kind"] = self.kind
+        if self.ingress != "observer":
+            out["ingress"] = self.ingress
         return out
 
     def to_dict(self) -> dict[str, Any]:

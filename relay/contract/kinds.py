@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 Protocol = Literal["liveavatar", "livekit-agents", "livelayer", "livekit", "raw", "relay"]
+# How an event reached relay: an observer in the room, or a browser posting to /v1/ingest.
+Ingress = Literal["observer", "ingest"]
 ParticipantRole = Literal["user", "agent", "avatar", "observer", "unknown"]
 
 EventKind = Literal[

@@ -20,7 +20,13 @@ that already held a repeat numbers the later occurrences from 1, so it may give 
 the id the other observer gave the first one. Sources that can carry an identity should
 set `dedupe_key`.
 
-Occurrence counts are kept per room for the current and the previous bucket only, so
+The ingress (observer or browser ingest, `Event.ingress`) is never hashed: the same
+LiveAvatar `event_id` gets the same id whichever way it came. A content-hashed event
+hashes its receive time's second, which for ingest is the browser's receive time: it
+matches the observer's id only when both clocks put it in the same second, so consumers
+should not expect content-hashed events to pair up across ingresses.
+
+Occurrence counts are kept per room (and ingress) for the current and the previous bucket only, so
 memory follows the event rate, not the uptime; `forget_room` drops a room's state.
 """
 
@@ -88,7 +94,10 @@ class IdMinter:
         bucket = math.floor(event.received_at)
         head = canonical([event.room, event.protocol, event.kind, event.participant.identity])
         base = _digest(b"%s,%s,%s,%d]" % (head[:-1], data, source, bucket))
-        occurrence = self._occurrences(event.room, bucket).count(base, bucket)
+        # Counted per ingress: the observer and a browser that saw the same sequence each
+        # number its repeats from 1, as separate observers do.
+        scope = event.room if event.ingress == "observer" else f"{event.room}\0{event.ingress}"
+        occurrence = self._occurrences(scope, bucket).count(base, bucket)
         if occurrence == 1:
             return ID_PREFIX + base
         return f"{ID_PREFIX}{base}-{occurrence}"

@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from relay.dev.server.auth import Authenticator
+from relay.dev.server.liveavatar_api import LiveAvatarApi
 from relay.dev.server.peer import check_bind_address, pin_ice_address
 from relay.dev.server.room import RoomManager
 from relay.dev.server.signal import SignalHandler
@@ -73,6 +74,8 @@ class DevServer:
         app.router.add_post("/twirp/livekit.RoomService/{method}", service.handle)
         if self.config.debug_api:
             app.router.add_post("/devserver/active_speakers", service.active_speakers)
+        # LiveAvatar's session API, for @heygen/liveavatar-web-sdk pages (liveavatar_api.py).
+        LiveAvatarApi(self.auth, lambda: self.ws_url).add_routes(app)
         return app
 
     @property

@@ -50,6 +50,11 @@ UNSUPPORTED = (
 )
 
 
+# A browser page (livekit-client) reads the validate answers cross-origin, as it does
+# from a LiveKit server.
+_ANY_ORIGIN = {"Access-Control-Allow-Origin": "*"}
+
+
 class SignalHandler:
     """aiohttp handlers for `/rtc`, `/rtc/v1` and `/rtc/validate`."""
 
@@ -61,12 +66,13 @@ class SignalHandler:
         try:
             self._auth.join_grant(request_token(request))
         except AuthError as exc:
-            return web.Response(status=exc.status, text=exc.message)
-        return web.Response(text="success")
+            return web.Response(status=exc.status, text=exc.message, headers=_ANY_ORIGIN)
+        return web.Response(text="success", headers=_ANY_ORIGIN)
 
     async def v1(self, request: web.Request) -> web.Response:
-        """Single-PC signalling is not implemented: 404 makes the SDK fall back to /rtc."""
-        return web.Response(status=404, text="not found")
+        """Single-PC signalling is not implemented: 404 makes the SDK fall back to /rtc
+        (livekit-client reads the 404 from /rtc/v1/validate, a cross-origin fetch)."""
+        return web.Response(status=404, text="not found", headers=_ANY_ORIGIN)
 
     async def rtc(self, request: web.Request) -> web.StreamResponse:
         try:

@@ -1,0 +1,72 @@
+"""One ingest session (a token's room + session): its decode state, what it already took,
+and its item budget. All bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+
+from relay.decode.room_decoder import RoomDecoder
+from relay.lru import LRU
+
+CLIENTS_PER_SESSION = 16  # page loads of one session whose sequence numbers are kept
+
+
+class SeqWindow:
+    """The last `cap` client sequence numbers taken from one page load."""
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._seen: set[int] = set()
+        self._order: collections.deque[int] = collections.deque()
+
+    def take(self, seq: int) -> bool:
+        """True the first time `seq` comes (and remembers it), False for a repeat."""
+        if seq in self._seen:
+            return False
+        self._seen.add(seq)
+        self._order.append(seq)
+        if len(self._order) > self._cap:
+            self._seen.discard(self._order.popleft())
+        return True
+
+
+class TokenBucket:
+    """`burst` items at most, refilled at `rate_per_s`."""
+
+    def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
+        self._rate = rate_per_s
+        self._burst = float(burst)
+        self._level = float(burst)
+        self._at = now
+
+    def take(self, count: int, now: float) -> float:
+        """0 if `count` items fit (and takes them), else the seconds until they would."""
+        self._level = min(self._burst, self._level + (now - self._at) * self._rate)
+        self._at = now
+        if count <= self._level:
+            self._level -= count
+            return 0.0
+        if count > self._burst:
+            return math.inf
+        return (count - self._level) / self._rate
+
+
+class IngestSession:
+    def __init__(self, room: str, session: str, *, window: int, bucket: TokenBucket) -> None:
+        self.room = room
+        self.session = session
+        self.decoder = RoomDecoder()
+        self.bucket = bucket
+        # Held while a batch is decoded and handed on: batches of a session keep their order.
+        self.lock = asyncio.Lock()
+        self._window = window
+        self._clients: LRU[str, SeqWindow] = LRU(CLIENTS_PER_SESSION)
+
+    def seqs(self, client: str) -> SeqWindow:
+        seqs = self._clients.get(client)
+        if seqs is None:
+            seqs = SeqWindow(self._window)
+            self._clients.put(client, seqs)
+        return seqs
