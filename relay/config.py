@@ -82,6 +82,27 @@ class HttpSettings(_Section):
     admin_token: SecretStr = SecretStr("")
 
 
+class DiscoverySettings(_Section):
+    """Scale-out (relay/discovery): the wanted set in Redis, leases, webhooks, ListRooms.
+
+    Off by default: each process then observes what its static list and admin API name."""
+
+    enabled: bool = False
+    # A room's lease; renewed every lease_ttl_s / 3. A worker stops writing a room it could
+    # not renew at expiry minus lease_margin_s (clock skew, a pause).
+    lease_ttl_s: float = Field(default=15.0, gt=0)
+    lease_margin_s: float = Field(default=2.0, ge=0)
+    # Each pick-up round waits up to this long (random): no herd when a replica dies.
+    pickup_jitter_s: float = Field(default=1.0, ge=0)
+    reconcile_interval_s: float = Field(default=30.0, gt=0)
+    webhook_max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    # Room filter: names matching any `include` (glob, or /regex/), none of `exclude`;
+    # `metadata` keys that the room's JSON metadata must carry with these values.
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -100,6 +121,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
     # Rooms observed from start (names; tokens are minted with the API key/secret).
     rooms: tuple[Annotated[str, Field(min_length=1)], ...] = ()
     sinks: tuple[Literal["redis", "stdout"], ...] = Field(default=("redis",), min_length=1)
@@ -181,6 +203,8 @@ def _inconsistencies(s: Settings) -> list[str]:
         problems.append(
             f"{_name('livekit', 'rejoin_backoff_max_s')}: below rejoin_backoff_initial_s"
         )
+    if s.discovery.lease_margin_s * 2 >= s.discovery.lease_ttl_s:
+        problems.append(f"{_name('discovery', 'lease_margin_s')}: must be below lease_ttl_s / 2")
     if pipeline.retry_max_s < pipeline.retry_initial_s:
         problems.append(f"{_name('pipeline', 'retry_max_s')}: below retry_initial_s")
     for (section, key), fields in _TEMPLATES.items():

@@ -43,6 +43,7 @@ import structlog
 
 from relay import metrics
 from relay.config import Settings
+from relay.discovery.runtime import ScaleOut
 from relay.errors import StartError
 from relay.http import HttpServer, build_app
 from relay.loop_lag import watch_loop_lag
@@ -80,18 +81,25 @@ class Worker:
         if "stdout" in settings.sinks:
             self.sinks.append(StdoutSink(sys.stdout))
         self.pipeline = Pipeline(settings.pipeline, self.sinks)
-        self.rooms = RoomManager(
-            self._make_observer,
-            max_rooms=settings.max_rooms,
-            static_rooms=settings.rooms,
-            on_room_left=self.pipeline.forget_room,
-        )
+        self.scaleout: ScaleOut | None = None
+        if settings.discovery.enabled:
+            self.scaleout = ScaleOut(settings, self._make_observer, self.pipeline)
+            self.rooms: RoomManager = self.scaleout.rooms
+        else:
+            self.rooms = RoomManager(
+                self._make_observer,
+                max_rooms=settings.max_rooms,
+                static_rooms=settings.rooms,
+                on_room_left=self.pipeline.forget_room,
+            )
         app = build_app(
             self.rooms,
             self.readiness,
             settings.http.admin_token.get_secret_value(),
             mints_tokens=settings.livekit.can_mint_tokens,
         )
+        if self.scaleout is not None:
+            self.scaleout.register_routes(app)
         self.http = HttpServer(app, settings.http.host, settings.http.port)
 
     def _make_observer(self, target: RoomTarget) -> ObservedRoom:
@@ -146,8 +154,11 @@ class Worker:
         lag = self._supervise("loop_lag", watch_loop_lag(until=self._stop))
         components.create_task(lag, name="loop_lag")
         await self.http.start()
-        for room in self.settings.rooms:
-            self.rooms.want(RoomTarget(room=room))
+        if self.scaleout is not None:
+            await self.scaleout.start(components, self._supervise, self._stop)
+        else:
+            for room in self.settings.rooms:
+                self.rooms.want(RoomTarget(room=room))
         log.info("relay_started", rooms=len(self.settings.rooms), sinks=self.settings.sinks)
 
     async def _supervise(self, component: str, lifelong: Coroutine[Any, Any, None]) -> None:
@@ -178,6 +189,8 @@ class Worker:
             # Rooms still handing on (a full buffer while Redis is away, a connect that
             # cannot be cancelled): the drain below refuses what they still submit.
             log.error("shutdown_rooms_timeout")
+        if self.scaleout is not None:  # the rooms are left: others may take them now
+            await self.scaleout.stop(_left(deadline))
         # 3. Flush (the flush loop runs in drain() if the supervised one is gone).
         unwritten = await self._drain(_left(deadline))
         if not await _done_within(leaving, _left(deadline)):

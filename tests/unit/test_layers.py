@@ -17,6 +17,7 @@ FORBIDDEN = {
     "decode": ("relay.observer", "relay.pipeline", "relay.sinks", "relay.rooms", "relay.http"),
     "pipeline": ("relay.observer", "relay.decode", "relay.sinks", "relay.rooms", "relay.http"),
     "sinks": ("relay.observer", "relay.decode", "relay.pipeline", "relay.rooms", "relay.http"),
+    "discovery": ("relay.decode", "relay.sinks", "relay.http"),
 }
 # Nothing of the runtime may import the development toolkit (it needs the dev extra).
 RUNTIME_FORBIDDEN = ("relay.dev", "aiortc", "aioice", "av")
