@@ -21,6 +21,7 @@ pipeline refuses the room's entries from then on (`lease_lost`) and the room is 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 import time
@@ -143,7 +144,7 @@ class Assigner:
             won = await self._store.acquire(room, self._settings.lease_ttl_s)
             if won is None:
                 continue
-            epoch, high = won
+            epoch, high = won.epoch, won.seq_high
             if self._stopping:  # shutdown began while the acquire was in flight
                 await self._store.release(room)
                 return
@@ -154,6 +155,10 @@ class Assigner:
             m.LEASE_ACQUIRED.labels(kind="takeover" if epoch > 1 else "first").inc()
             m.LEASES_HELD.set(len(self.held))
             log.info("lease_acquired", room=room, epoch=epoch)
+            if won.gap_ms is not None:  # announced by observer.joined {reason, gap_ms}
+                target = dataclasses.replace(
+                    target, joined_reason="takeover", joined_gap_ms=won.gap_ms
+                )
             try:
                 self._rooms.observe(target)
             except (ShuttingDownError, RoomCapacityError):

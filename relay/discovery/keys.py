@@ -36,6 +36,11 @@ def seq(s: RedisSettings, room: str) -> str:
     return f"{s.prefix}:seq:{{{room}}}"
 
 
+def seen(s: RedisSettings, room: str) -> str:
+    """When an owner last acquired or renewed the room's lease (epoch ms): a takeover's gap."""
+    return f"{s.prefix}:seen:{{{room}}}"
+
+
 def workers(s: RedisSettings) -> str:
     """Sorted set: worker id -> when its registration expires (ms)."""
     return f"{s.prefix}:workers"

@@ -13,6 +13,7 @@ Each acquisition also takes, in the same script:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -22,20 +23,24 @@ from relay.discovery import keys
 
 SEQ_BLOCK = 1_000_000
 
-# KEYS: lease, epoch, seq. ARGV: owner, ttl ms, block. -> {epoch, last seq of the block}
+# KEYS: lease, epoch, seq, seen. ARGV: owner, ttl ms, block, now ms.
+# -> {epoch, last seq of the block, when an owner last acquired or renewed it (ms; 0)}
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local epoch = redis.call('INCR', KEYS[2])
   local high = redis.call('INCRBY', KEYS[3], ARGV[3])
-  return {epoch, high}
+  local seen = tonumber(redis.call('GET', KEYS[4]) or '0')
+  redis.call('SET', KEYS[4], ARGV[4], 'EX', 86400)
+  return {epoch, high, seen}
 end
 return false
 """
-# KEYS: lease, seq. ARGV: owner, ttl ms, block (0: none). -> last seq of the block, or
-# 0 (renewed, no new block); false if not the owner.
+# KEYS: lease, seq, seen. ARGV: owner, ttl ms, block (0: none), now ms. -> last seq of
+# the new block, or 0 (renewed, no new block); false if not the owner.
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[3], ARGV[4], 'EX', 86400)
   if tonumber(ARGV[3]) > 0 then
     return redis.call('INCRBY', KEYS[2], ARGV[3])
   end
@@ -49,6 +54,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+@dataclass(frozen=True)
+class Acquired:
+    epoch: int
+    seq_high: int  # the last seq of the reserved block
+    gap_ms: int | None  # since the previous owner last renewed; None: first owner
 
 
 @dataclass
@@ -70,22 +82,27 @@ class LeaseStore:
 
     def _keys(self, room: str) -> list[str]:
         s = self._settings
-        return [keys.lease(s, room), keys.epoch(s, room), keys.seq(s, room)]
+        return [keys.lease(s, room), keys.epoch(s, room), keys.seq(s, room), keys.seen(s, room)]
 
-    async def acquire(self, room: str, ttl_s: float) -> tuple[int, int] | None:
-        """(epoch, last seq of the reserved block) if won, None if another owner holds it."""
+    async def acquire(self, room: str, ttl_s: float) -> Acquired | None:
+        """The epoch, seq block and the previous owner's last renewal if won; None if
+        another owner holds it."""
+        now_ms = int(time.time() * 1000)
         reply = await self._acquire(
-            keys=self._keys(room), args=[self.owner, int(ttl_s * 1000), SEQ_BLOCK]
+            keys=self._keys(room), args=[self.owner, int(ttl_s * 1000), SEQ_BLOCK, now_ms]
         )
         if not reply:
             return None
-        return int(reply[0]), int(reply[1])
+        seen_ms = int(reply[2])
+        gap_ms = max(0, now_ms - seen_ms) if seen_ms else None
+        return Acquired(int(reply[0]), int(reply[1]), gap_ms)
 
     async def renew(self, room: str, ttl_s: float, *, new_block: bool) -> int | None:
         """None if the lease is no longer ours; else the new block's last seq, or 0."""
-        lease, _, seq = self._keys(room)
+        lease, _, seq, seen = self._keys(room)
         block = SEQ_BLOCK if new_block else 0
-        reply = await self._renew(keys=[lease, seq], args=[self.owner, int(ttl_s * 1000), block])
+        args: list[str | int] = [self.owner, int(ttl_s * 1000), block, int(time.time() * 1000)]
+        reply = await self._renew(keys=[lease, seq, seen], args=args)
         if reply is None or reply is False:
             return None
         return int(reply)

@@ -38,16 +38,21 @@ async def test_one_owner_at_a_time_and_epochs_and_seq_blocks_go_up(
 ) -> None:
     a = LeaseStore(redis, redis_settings, "worker-a")
     b = LeaseStore(redis, redis_settings, "worker-b")
-    assert await a.acquire("r", 5.0) == (1, SEQ_BLOCK)
+    first = await a.acquire("r", 5.0)
+    assert first is not None and (first.epoch, first.seq_high, first.gap_ms) == (1, SEQ_BLOCK, None)
     assert await b.acquire("r", 5.0) is None
     assert await b.renew("r", 5.0, new_block=False) is None  # not b's
     assert await b.release("r") is False
     assert await a.renew("r", 5.0, new_block=False) == 0
     assert await a.renew("r", 5.0, new_block=True) == 2 * SEQ_BLOCK
     assert await a.release("r") is True
-    assert await b.acquire("r", 0.2) == (2, 3 * SEQ_BLOCK)  # above all a could stamp
+    second = await b.acquire("r", 0.2)
+    assert second is not None and (second.epoch, second.seq_high) == (2, 3 * SEQ_BLOCK)
+    assert second.gap_ms is not None and 0 <= second.gap_ms < 1000  # a renewed just now
     await asyncio.sleep(0.3)  # b's lease expired: a takes it without b releasing
-    assert await a.acquire("r", 5.0) == (3, 4 * SEQ_BLOCK)
+    third = await a.acquire("r", 5.0)
+    assert third is not None and (third.epoch, third.seq_high) == (3, 4 * SEQ_BLOCK)
+    assert third.gap_ms is not None and third.gap_ms >= 250
     assert await b.renew("r", 5.0, new_block=False) is None
 
 
