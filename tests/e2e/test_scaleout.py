@@ -5,6 +5,8 @@ webhook endpoint. Short TTLs keep it fast (lease TTL 2 s: a tick every 0.67 s)."
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import itertools
 import json
 import os
@@ -13,14 +15,21 @@ import time
 from collections import Counter
 from typing import Any
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
+from livekit import api
 
+from relay.dev.launch import DevServer, start_devserver, start_redis
+from relay.dev.netns import NetNS
+from relay.discovery.keys import awaited
 from tests.e2e.support import (
     Deadline,
     RelayProcess,
     StartRelay,
     Streams,
     command_pid,
+    has,
     unique,
 )
 
@@ -163,3 +172,203 @@ async def test_rooms_spread_over_three_relays_and_move_on_kill_and_sigterm(
     assert written == stopped.log("relay_stopped")["accepted"]
     assert set((await owners(streams, rooms)).values()) == {worker_id(last)}
     await assert_one_writer_at_a_time(streams, rooms)
+
+
+async def wait_log(
+    relay: RelayProcess, event: str, count: int = 1, timeout_s: float = 15.0
+) -> None:
+    deadline = Deadline(timeout_s)
+    while len(relay.log_events(event)) < count:
+        assert not deadline.passed, f"no {count} {event!r}: {relay.text[-20:]}"
+        await asyncio.sleep(0.05)
+
+
+async def test_redis_away_longer_than_the_ttl_stops_writes_before_expiry_then_retakes(
+    e2e_ns: NetNS, start_relay: StartRelay
+) -> None:
+    tag = unique("fence")
+    rooms = [f"{tag}-{n}" for n in range(3)]
+    redis = start_redis(e2e_ns)
+    client = aioredis.Redis.from_url(redis.url, socket_timeout=5)
+    try:
+        streams = Streams(client, unique("fence"))
+        relay = start_relay(
+            RELAY_REDIS__URL=redis.url, RELAY_REDIS__PREFIX=streams.prefix, **scaleout_env(tag)
+        )
+        await relay.wait_listening()
+        await wait_workers(streams, 1)
+        await join(streams, rooms)
+        await wait_joined(streams, rooms, epoch=1)
+        pid = command_pid(redis.proc)
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # Redis answers nothing, its clock goes on
+        stopped_at = time.monotonic()
+        try:
+            await wait_log(relay, "lease_lost", count=len(rooms), timeout_s=TTL_S + 1)
+            fenced_after_s = time.monotonic() - stopped_at
+            # The last renewal was sent before the stop: its lease expires by stop + TTL.
+            assert fenced_after_s < TTL_S, fenced_after_s
+            await asyncio.sleep(TTL_S + 0.5 - fenced_after_s)  # away longer than the TTL
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await wait_joined(streams, rooms, epoch=2, timeout_s=15)
+        reasons = {line["reason"] for line in relay.log_events("lease_lost")}
+        assert reasons == {"renew_failed"}
+        metrics = await relay.metrics()
+        assert metrics[("relay_lease_losses_total", frozenset({("reason", "renew_failed")}))] >= 3
+        assert metrics[("relay_leases_held", frozenset())] == len(rooms)
+        await assert_one_writer_at_a_time(streams, rooms)
+        assert (await relay.stop()).returncode == 0
+    finally:
+        await client.aclose()
+        redis.close()
+
+
+async def test_reconcile_finds_a_room_started_without_webhook_and_the_filter_holds(
+    e2e_devserver: DevServer, streams: Streams, start_relay: StartRelay
+) -> None:
+    tag = unique("recon")
+    interval_s = 1.0
+    relay = start_relay(
+        **scaleout_env(
+            tag,
+            RELAY_DISCOVERY__RECONCILE_INTERVAL_S=str(interval_s),
+            RELAY_DISCOVERY__EXCLUDE=json.dumps(["*-skip"]),
+        )
+    )
+    await relay.wait_listening()
+    await wait_log(relay, "scaleout_started")
+    await asyncio.sleep(0.2)  # the first reconcile ran (at start)
+    server = e2e_devserver
+    lkapi = api.LiveKitAPI(server.http_url, server.api_key, server.api_secret)
+    try:
+        room, skipped = f"{tag}-a", f"{tag}-skip"
+        await lkapi.room.create_room(api.CreateRoomRequest(name=room))
+        await lkapi.room.create_room(api.CreateRoomRequest(name=skipped))
+        took_s = await wait_joined(streams, [room], timeout_s=interval_s + CONNECT_S + 2)
+        assert took_s < interval_s + CONNECT_S, took_s
+        wanted = await awaited(streams.redis.hgetall(f"{streams.prefix}:wanted"))
+        assert json.loads(wanted[room.encode()])["source"] == "reconcile"
+        assert skipped.encode() not in wanted
+        # A finished room is released (and not re-created by a re-join).
+        await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
+        await streams.wait_room(room, has("observer.left", reason="room_deleted"))
+        deadline = Deadline(10)
+        while await awaited(streams.redis.hexists(f"{streams.prefix}:wanted", room)):
+            assert not deadline.passed, "the finished room is still wanted"
+            await asyncio.sleep(0.05)
+    finally:
+        await lkapi.aclose()
+    metrics = await relay.metrics()
+    assert metrics[("relay_reconcile_runs_total", frozenset())] >= 2
+    assert metrics[("relay_rooms_filtered_total", frozenset())] >= 1
+    assert (await relay.stop()).returncode == 0
+
+
+def signed(server: DevServer, body: bytes, secret: str | None = None) -> str:
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    token = api.AccessToken(server.api_key, secret or server.api_secret).with_sha256(digest)
+    return token.to_jwt()
+
+
+async def post(url: str, body: bytes, auth: str | None) -> int:
+    headers = {"Content-Type": "application/webhook+json"}
+    if auth is not None:
+        headers["Authorization"] = auth
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.post(url, data=body, headers=headers) as response,
+    ):
+        return response.status
+
+
+async def test_webhooks_want_rooms_and_refuse_forgeries(
+    e2e_ns: NetNS, streams: Streams, start_relay: StartRelay
+) -> None:
+    tag = unique("hook")
+    port = e2e_ns.free_port()
+    hook_url = f"http://{e2e_ns.addr}:{port}/v1/livekit/webhook"
+    server = start_devserver(e2e_ns, webhook_urls=[hook_url])
+    lkapi = api.LiveKitAPI(server.http_url, server.api_key, server.api_secret)
+    try:
+        relay = start_relay(
+            server=server,
+            RELAY_HTTP__PORT=str(port),
+            **scaleout_env(
+                tag,
+                RELAY_DISCOVERY__RECONCILE_INTERVAL_S="600",
+                RELAY_DISCOVERY__WEBHOOK_MAX_BODY_BYTES="4096",
+            ),
+        )
+        await relay.wait_listening()
+        await wait_log(relay, "scaleout_started")
+        await asyncio.sleep(0.2)  # the reconcile at start ran: only the webhook adds rooms
+        room = f"{tag}-started"
+        await lkapi.room.create_room(api.CreateRoomRequest(name=room))
+        await wait_joined(streams, [room])
+        wanted_key = f"{streams.prefix}:wanted"
+        entry = await awaited(streams.redis.hget(wanted_key, room))
+        assert entry is not None and json.loads(entry)["source"] == "webhook"
+
+        forged_room = f"{tag}-forged"
+        body = json.dumps(
+            {"event": "room_started", "id": "EV_forged", "room": {"name": forged_room}}
+        ).encode()
+        assert await post(hook_url, body, None) == 401
+        assert await post(hook_url, body, "not-a-jwt") == 401
+        assert await post(hook_url, body, signed(server, body, secret="x" * 32)) == 401
+        assert await post(hook_url, body, signed(server, body + b" ")) == 401  # hash mismatch
+        big = json.dumps({"event": "room_started", "pad": "x" * 5000}).encode()
+        assert await post(hook_url, big, signed(server, big)) == 413
+        # Signed right, sent twice: applied once, the replay is harmless.
+        replayed_room = f"{tag}-replayed"
+        twice = json.dumps(
+            {"event": "room_started", "id": "EV_twice", "room": {"name": replayed_room}}
+        ).encode()
+        assert await post(hook_url, twice, signed(server, twice)) == 200
+        assert await post(hook_url, twice, signed(server, twice)) == 200
+        await wait_joined(streams, [replayed_room])
+        await asyncio.sleep(0.3)
+        assert not await awaited(streams.redis.hexists(wanted_key, forged_room))
+        metrics = await relay.metrics()
+        rejected = {
+            reason: metrics[("relay_webhooks_rejected_total", frozenset({("reason", reason)}))]
+            for reason in ("signature", "too_large")
+        }
+        assert rejected == {"signature": 4, "too_large": 1}
+        received = metrics[("relay_webhooks_received_total", frozenset({("result", "replayed")}))]
+        assert received == 1
+        assert (await relay.stop()).returncode == 0
+    finally:
+        await lkapi.aclose()
+        server.proc.stop()
+
+
+async def test_control_stream_garbage_is_dead_lettered_and_the_consumer_carries_on(
+    streams: Streams, start_relay: StartRelay
+) -> None:
+    tag = unique("ctl")
+    relay = start_relay(**scaleout_env(tag))
+    await relay.wait_listening()
+    await wait_workers(streams, 1)
+    control = f"{streams.prefix}:control"
+    secret_token = "eyJ.secret-token-never-dead-lettered.sig"
+    for fields in (
+        {"op": "dance", "room": f"{tag}-x"},
+        {"op": "join"},
+        {"op": "join", "room": f"{tag}-y", "token": secret_token},  # a token without url
+        {"nonsense": "\xff"},
+    ):
+        await streams.redis.xadd(control, fields)  # type: ignore[arg-type]
+    await join(streams, [f"{tag}-ok"])
+    await wait_joined(streams, [f"{tag}-ok"])
+    letters = await streams.wait_dead_letters(4)
+    assert {letter["reason"] for letter in letters} == {"control_invalid"}
+    assert secret_token not in json.dumps(letters)
+    assert secret_token not in "\n".join(relay.text)
+    pending = await streams.redis.xpending(control, "relay")
+    assert pending["pending"] == 0  # every entry acknowledged
+    await streams.redis.xadd(control, {"op": "leave", "room": f"{tag}-ok"})
+    await streams.wait_room(f"{tag}-ok", has("observer.left"))
+    assert (await relay.stop()).returncode == 0
