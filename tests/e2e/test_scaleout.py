@@ -36,6 +36,7 @@ from tests.e2e.support import (
 pytestmark = pytest.mark.e2e
 
 TTL_S = 2.0
+ADMIN = "scaleout-admin-token-0123456789"
 CONNECT_S = 3.0  # what joining a room may take here, on a loaded machine
 
 
@@ -250,6 +251,9 @@ async def test_reconcile_finds_a_room_started_without_webhook_and_the_filter_hol
         wanted = await awaited(streams.redis.hgetall(f"{streams.prefix}:wanted"))
         assert json.loads(wanted[room.encode()])["source"] == "reconcile"
         assert skipped.encode() not in wanted
+        await asyncio.sleep(interval_s + 0.5)  # a reconcile ran while the room was leased
+        metrics = await relay.metrics()
+        assert metrics[("relay_rooms_coverage_ratio", frozenset())] == 1.0
         # A finished room is released (and not re-created by a re-join).
         await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
         await streams.wait_room(room, has("observer.left", reason="room_deleted"))
@@ -349,7 +353,7 @@ async def test_control_stream_garbage_is_dead_lettered_and_the_consumer_carries_
     streams: Streams, start_relay: StartRelay
 ) -> None:
     tag = unique("ctl")
-    relay = start_relay(**scaleout_env(tag))
+    relay = start_relay(RELAY_HTTP__ADMIN_TOKEN=ADMIN, **scaleout_env(tag))
     await relay.wait_listening()
     await wait_workers(streams, 1)
     control = f"{streams.prefix}:control"
@@ -371,4 +375,16 @@ async def test_control_stream_garbage_is_dead_lettered_and_the_consumer_carries_
     assert pending["pending"] == 0  # every entry acknowledged
     await streams.redis.xadd(control, {"op": "leave", "room": f"{tag}-ok"})
     await streams.wait_room(f"{tag}-ok", has("observer.left"))
+
+    # The admin API feeds the same shared set.
+    admin = f"{tag}-admin"
+    status, _ = await relay.request("POST", "/v1/rooms", body={"room": admin}, token=ADMIN)
+    assert status == 201
+    await wait_joined(streams, [admin])
+    entry = await awaited(streams.redis.hget(f"{streams.prefix}:wanted", admin))
+    assert entry is not None and json.loads(entry)["source"] == "admin"
+    status, _ = await relay.request("DELETE", f"/v1/rooms/{admin}", token=ADMIN)
+    assert status == 200
+    await streams.wait_room(admin, has("observer.left"))
+    assert not await awaited(streams.redis.hexists(f"{streams.prefix}:wanted", admin))
     assert (await relay.stop()).returncode == 0
