@@ -26,6 +26,7 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Sequence
 
 import structlog
 
@@ -34,6 +35,7 @@ from relay.discovery import keys
 from relay.discovery import metrics as m
 from relay.discovery.leases import SEQ_BLOCK, Lease, LeaseStore
 from relay.discovery.shared import SharedRoomManager
+from relay.observer import RoomTarget
 from relay.pipeline import Pipeline
 from relay.rooms import RoomCapacityError, ShuttingDownError
 
@@ -48,7 +50,10 @@ class Assigner:
         pipeline: Pipeline,
         settings: DiscoverySettings,
         redis_settings: RedisSettings,
+        *,
+        static: Sequence[RoomTarget] = (),
     ) -> None:
+        self._static = list(static)  # written to the wanted set by the first tick that can
         self._store = store
         self._redis = store._redis
         self._rooms = rooms
@@ -81,6 +86,9 @@ class Assigner:
 
     async def tick(self) -> None:
         live = await self._register()
+        while self._static:
+            await self._rooms.shared.add(self._static[0], "static")
+            self._static.pop(0)
         await self._renew_all()
         entries = await self._rooms.shared.entries()
         self._rooms.known_wanted = set(entries)

@@ -41,7 +41,7 @@ RECONCILE_DURATION = Histogram(
 COVERAGE = Gauge(
     "relay_rooms_coverage_ratio",
     "Wanted rooms with a live lease / wanted rooms, across the deployment (set by the "
-    "reconcile leader; 1 when nothing is wanted; alert on max() across replicas).",
+    "reconcile leader; 1 on the other replicas and when nothing is wanted: alert on min()).",
 )
 CONTROL_ENTRIES = Counter(
     "relay_control_entries_total", "Control stream entries, by outcome.", ["result"]

@@ -80,6 +80,8 @@ class Reconciler:
             self._leading = holder == owner
             if self._leading:
                 await redis.pexpire(self._lease_key, ttl_ms)
+        if not self._leading:
+            m.COVERAGE.set(1.0)  # no opinion: only the leader's figure counts (min())
         return self._leading
 
     async def release(self) -> None:

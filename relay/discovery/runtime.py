@@ -48,7 +48,14 @@ class ScaleOut:
             static_rooms=settings.rooms,
             on_room_left=pipeline.forget_room,
         )
-        self.assigner = Assigner(self.store, self.rooms, pipeline, d, settings.redis)
+        self.assigner = Assigner(
+            self.store,
+            self.rooms,
+            pipeline,
+            d,
+            settings.redis,
+            static=[RoomTarget(room=room) for room in settings.rooms],
+        )
         lk = settings.livekit
         self.reconciler = Reconciler(self.wanted, self.store, self.filter, lk, d)
         self.control = ControlConsumer(
@@ -73,8 +80,6 @@ class ScaleOut:
     async def start(
         self, components: asyncio.TaskGroup, supervise: Supervise, until: asyncio.Event
     ) -> None:
-        for room in self._settings.rooms:
-            await self.wanted.add(RoomTarget(room=room), "static")
         parts: list[tuple[str, Coroutine[Any, Any, None]]] = [
             ("assigner", self.assigner.run(until)),
             ("control", self.control.run(until)),

@@ -353,9 +353,13 @@ async def test_control_stream_garbage_is_dead_lettered_and_the_consumer_carries_
     streams: Streams, start_relay: StartRelay
 ) -> None:
     tag = unique("ctl")
-    relay = start_relay(RELAY_HTTP__ADMIN_TOKEN=ADMIN, **scaleout_env(tag))
+    static = f"{tag}-static"
+    relay = start_relay(rooms=[static], RELAY_HTTP__ADMIN_TOKEN=ADMIN, **scaleout_env(tag))
     await relay.wait_listening()
     await wait_workers(streams, 1)
+    await wait_joined(streams, [static])  # the static list feeds the shared set too
+    entry = await awaited(streams.redis.hget(f"{streams.prefix}:wanted", static))
+    assert entry is not None and json.loads(entry)["source"] == "static"
     control = f"{streams.prefix}:control"
     secret_token = "eyJ.secret-token-never-dead-lettered.sig"
     for fields in (
