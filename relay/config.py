@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     # Rooms one process observes at most: the SDK's per-event cost grows with rooms per
     # process (bench/rooms.py), so scale out with processes, not rooms.
     max_rooms: int = Field(default=50, gt=0)
+    # Worker processes per pod (`relay run --workers N`, relay/supervisor.py); above 1
+    # needs discovery.enabled: each worker holds its own leases and max_rooms.
+    workers: int = Field(default=1, ge=1, le=64)
     # SIGTERM: leave rooms, flush and exit within this (keep below the pod's grace period).
     shutdown_grace_s: float = Field(default=20.0, gt=0)
 
@@ -202,6 +205,11 @@ def _inconsistencies(s: Settings) -> list[str]:
     if lk.rejoin_backoff_max_s < lk.rejoin_backoff_initial_s:
         problems.append(
             f"{_name('livekit', 'rejoin_backoff_max_s')}: below rejoin_backoff_initial_s"
+        )
+    if s.workers > 1 and not s.discovery.enabled:
+        problems.append(
+            f"{_name('workers')}: above 1 needs {_name('discovery', 'enabled')} (each worker "
+            "takes its rooms by lease; without leases every worker would observe them all)"
         )
     if s.discovery.lease_margin_s * 2 >= s.discovery.lease_ttl_s:
         problems.append(f"{_name('discovery', 'lease_margin_s')}: must be below lease_ttl_s / 2")

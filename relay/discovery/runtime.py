@@ -4,6 +4,7 @@ starts it when `discovery.enabled`)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -88,7 +89,7 @@ class ScaleOut:
             parts.append(("reconcile", self.reconciler.run(until)))
         for name, part in parts:
             components.create_task(supervise(name, part), name=name)
-        log.info("scaleout_started", worker_id=self.worker_id)
+        log.info("scaleout_started", worker_id=self.worker_id, pid=os.getpid())
 
     async def stop(self, timeout_s: float) -> None:
         """The rooms are left: hand the leases back at once, close the connection."""
