@@ -75,6 +75,10 @@ class WantedSet:
             log.info("room_released_shared", room=room)
         return bool(removed)
 
+    async def refresh(self, room: str) -> None:
+        """The room is alive: reset its reconcile miss count (a wanted room only)."""
+        await keys.awaited(self._redis.hdel(keys.missing(self._settings), room))
+
     async def entries(self) -> dict[str, dict[str, object]]:
         raw = await keys.awaited(self._redis.hgetall(self._key))
         out: dict[str, dict[str, object]] = {}

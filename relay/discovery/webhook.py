@@ -5,6 +5,11 @@ body and the raw `Authorization` header: a bad or missing signature is 401 and c
 nothing; a body above `discovery.webhook_max_body_bytes` is 413. The answer goes out at
 once (LiveKit waits on it); the wanted set is edited after, in a task. A replayed event
 (the same `id` within REPLAY_WINDOW_S) is counted and ignored.
+
+`room_started` makes a room wanted (if the filter passes it), `room_finished` releases it,
+`participant_joined` only refreshes a wanted room (its reconcile miss count goes back to
+0): a late participant event after `room_finished` must not bring a finished room back
+(LiveKit creates a room on join, so the observer would resurrect it).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ log = structlog.get_logger(__name__)
 
 PATH = "/v1/livekit/webhook"
 REPLAY_WINDOW_S = 600
-WANTS = frozenset({"room_started", "participant_joined"})
+HANDLED = frozenset({"room_started", "room_finished", "participant_joined"})
 
 
 class WebhookHandler:
@@ -68,7 +73,7 @@ class WebhookHandler:
     async def _apply(self, event: webhook_pb.WebhookEvent) -> None:
         room = event.room.name
         try:
-            if not room or event.event not in WANTS | {"room_finished"}:
+            if not room or event.event not in HANDLED:
                 m.webhook_received("ignored")
                 return
             seen = keys.webhook_seen(self._wanted._settings, event.id or "-")
@@ -77,6 +82,8 @@ class WebhookHandler:
                 return
             if event.event == "room_finished":
                 await self._wanted.remove(room)
+            elif event.event == "participant_joined":
+                await self._wanted.refresh(room)
             elif not self._filter.accepts(room, event.room.metadata):
                 m.ROOMS_FILTERED.inc()
                 m.webhook_received("filtered")
