@@ -109,3 +109,33 @@ async def test_on_an_untested_sdk_the_room_falls_back_to_the_sdks_own_lookup(
         assert got == [(None, b"late")]  # the SDK's public behaviour: no sender, no crash
     finally:
         sdk_internals.late_senders_supported.cache_clear()
+
+
+def test_the_own_room_dispatch_check_accepts_the_sdk_relay_was_tested_with() -> None:
+    """Fails when the SDK's FfiQueue or Room internals change shape."""
+    from livekit.rtc._ffi_client import FfiClient, FfiHandle
+
+    class Connected:  # what a connected rtc.Room has
+        _ffi_handle = FfiHandle(0)
+        _ffi_queue = object()
+
+    queue = FfiClient.instance.queue
+    assert sdk_internals.own_room_problem(queue, Connected(), rtc.__version__) is None
+    assert "not a tested version" in str(
+        sdk_internals.own_room_problem(queue, Connected(), "9.9.9")
+    )
+    tested = next(iter(sdk_internals.TESTED_VERSIONS))
+    assert "_subscribers" in str(sdk_internals.own_room_problem(object(), Connected(), tested))
+    assert "_ffi_handle" in str(sdk_internals.own_room_problem(queue, object(), tested))
+
+
+def test_the_own_room_filter_drops_only_other_rooms_events() -> None:
+    from livekit.rtc._proto import ffi_pb2
+
+    keep = sdk_internals.own_room_filter(7)
+    mine, other, rpc, audio = (ffi_pb2.FfiEvent() for _ in range(4))
+    mine.room_event.room_handle = 7
+    other.room_event.room_handle = 8
+    rpc.rpc_method_invocation.invocation_id = 1
+    audio.audio_stream_event.stream_handle = 1
+    assert [keep(e) for e in (mine, other, rpc, audio)] == [True, False, True, False]
