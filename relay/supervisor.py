@@ -159,7 +159,14 @@ class Supervisor:
                 continue
             if child.alive():
                 child.proc.kill()
-            statuses.append(child.proc.wait())
+            status = child.proc.wait()
+            if status == -signal.SIGTERM:
+                # Our SIGTERM arrived before the worker's handler was installed (it was
+                # still starting: a worker installs it before taking any room), so it had
+                # accepted nothing and lost nothing.
+                log.info("worker_stopped_while_starting", worker=child.index)
+                status = 0
+            statuses.append(status)
         worst = max((s if s >= 0 else 1 for s in statuses), default=0)
         log.info("supervisor_stopped", statuses=statuses)
         return worst

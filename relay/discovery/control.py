@@ -72,6 +72,8 @@ class ControlConsumer:
         self._consumer = consumer
         self._mints_tokens = mints_tokens
         self._key = keys.control(settings)
+        # XREADGROUP BLOCK must end well within the socket timeout.
+        self._block_ms = max(10, min(BLOCK_MS, int(settings.socket_timeout_s * 500)))
 
     async def run(self, until: asyncio.Event) -> None:
         while not until.is_set():
@@ -93,7 +95,7 @@ class ControlConsumer:
         # Our own pending entries first (applied but not acknowledged before a restart).
         for start in ("0", ">"):
             reply = await self._redis.xreadgroup(
-                GROUP, self._consumer, {self._key: start}, count=100, block=BLOCK_MS
+                GROUP, self._consumer, {self._key: start}, count=100, block=self._block_ms
             )
             for _, entries in reply or []:
                 for entry_id, fields in entries:

@@ -41,6 +41,7 @@ async def test_workers_restart_share_one_metrics_and_drain(
     os.kill(int(victim["pid"]), signal.SIGKILL)
     await wait_log(relay, "worker_exited")
     await wait_log(relay, "worker_spawned", count=3)
+    await wait_log(relay, "scaleout_started", count=3, timeout_s=30)  # the restart is up
     exited = relay.log_events("worker_exited")[0]
     assert (exited["worker"], exited["status"]) == (victim["worker"], -signal.SIGKILL)
     # Its rooms come back (on the survivor or on the restarted worker).
