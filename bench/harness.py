@@ -276,7 +276,14 @@ class Bench:
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_server.url, socket_timeout=10)
 
-    def start_relay(self, rooms: Sequence[str], prefix: str, ready_timeout_s: float) -> Relay:
+    def start_relay(
+        self,
+        rooms: Sequence[str],
+        prefix: str,
+        ready_timeout_s: float,
+        extra_env: dict[str, str] | None = None,
+        name: str = "",
+    ) -> Relay:
         port = self.ns.free_port()
         env = {
             **os.environ,
@@ -291,12 +298,14 @@ class Bench:
             "RELAY_HTTP__PORT": str(port),
             "RELAY_LOG__LEVEL": "warning",
             "RELAY_LOG__FORMAT": "json",
+            **(extra_env or {}),
         }
+        name = name or f"relay-{prefix}"
         proc = self.ns.spawn(
             [sys.executable, "-m", "relay", "run"],
-            name=f"relay-{prefix}",
+            name=name,
             timeout_s=self.proc_timeout_s,
-            stdout=self.log(f"relay-{prefix}"),
+            stdout=self.log(name),
             stderr=subprocess.STDOUT,
             env=env,
         )

@@ -29,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _devserver(words[1:])
     parser = _parser()
     args = parser.parse_args(words)
+    args.words = words
     if args.command is None:
         parser.print_help()
         return EXIT_CONFIG
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="observe rooms and relay their events")
     run.add_argument("--room", action="append", default=[], help="room to observe (repeat)")
     run.add_argument("--sink", action="append", choices=["redis", "stdout"], default=[])
+    run.add_argument("--workers", type=int, help="worker processes (relay/supervisor.py)")
 
     sub.add_parser("check", help="validate configuration, reach LiveKit and Redis")
 
@@ -108,11 +110,27 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if getattr(args, "room", None) and args.command == "run":
         overrides["rooms"] = tuple(args.room)
+    if getattr(args, "workers", None) is not None and args.command == "run":
+        overrides["workers"] = args.workers
     if getattr(args, "sink", None):
         overrides["sinks"] = tuple(args.sink)
     if getattr(args, "prefix", None):
         overrides["redis"] = {"prefix": args.prefix}  # merged with RELAY_REDIS__* and TOML
     return overrides
+
+
+def _without_workers(words: Sequence[str]) -> list[str]:
+    """The command line a worker of the supervisor runs: the same, minus --workers."""
+    out: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--workers":
+            skip = True
+        elif not word.startswith("--workers="):
+            out.append(word)
+    return out
 
 
 def _prefix(value: str) -> str:
@@ -124,6 +142,10 @@ def _prefix(value: str) -> str:
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from relay.worker import EXIT_FAILED, run_worker
 
+    if settings.workers > 1:
+        from relay.supervisor import run_supervisor
+
+        return asyncio.run(run_supervisor(settings, _without_workers(args.words)))
     try:
         return asyncio.run(run_worker(settings))
     except StartError as exc:  # the worker has shut down; one line, no traceback

@@ -121,6 +121,25 @@ class IngestSettings(_Section):
     @property
     def enabled(self) -> bool:
         return bool(self.secret.get_secret_value())
+class DiscoverySettings(_Section):
+    """Scale-out (relay/discovery): the wanted set in Redis, leases, webhooks, ListRooms.
+
+    Off by default: each process then observes what its static list and admin API name."""
+
+    enabled: bool = False
+    # A room's lease; renewed every lease_ttl_s / 3. A worker stops writing a room it could
+    # not renew at expiry minus lease_margin_s (clock skew, a pause).
+    lease_ttl_s: float = Field(default=15.0, gt=0)
+    lease_margin_s: float = Field(default=2.0, ge=0)
+    # Each pick-up round waits up to this long (random): no herd when a replica dies.
+    pickup_jitter_s: float = Field(default=1.0, ge=0)
+    reconcile_interval_s: float = Field(default=30.0, gt=0)
+    webhook_max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    # Room filter: names matching any `include` (glob, or /regex/), none of `exclude`;
+    # `metadata` keys that the room's JSON metadata must carry with these values.
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    metadata: dict[str, str] = Field(default_factory=dict)
 
 
 class LogSettings(_Section):
@@ -143,12 +162,16 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     log: LogSettings = LogSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
     # Rooms observed from start (names; tokens are minted with the API key/secret).
     rooms: tuple[Annotated[str, Field(min_length=1)], ...] = ()
     sinks: tuple[Literal["redis", "stdout"], ...] = Field(default=("redis",), min_length=1)
     # Rooms one process observes at most: the SDK's per-event cost grows with rooms per
     # process (bench/rooms.py), so scale out with processes, not rooms.
     max_rooms: int = Field(default=50, gt=0)
+    # Worker processes per pod (`relay run --workers N`, relay/supervisor.py); above 1
+    # needs discovery.enabled: each worker holds its own leases and max_rooms.
+    workers: int = Field(default=1, ge=1, le=64)
     # SIGTERM: leave rooms, flush and exit within this (keep below the pod's grace period).
     shutdown_grace_s: float = Field(default=20.0, gt=0)
 
@@ -229,6 +252,13 @@ def _inconsistencies(s: Settings) -> list[str]:
             f"{_name('ingest', 'secret')}: at least {INGEST_SECRET_MIN_CHARS} characters "
             "(an HS256 key; e.g. `openssl rand -hex 32`)"
         )
+    if s.workers > 1 and not s.discovery.enabled:
+        problems.append(
+            f"{_name('workers')}: above 1 needs {_name('discovery', 'enabled')} (each worker "
+            "takes its rooms by lease; without leases every worker would observe them all)"
+        )
+    if s.discovery.lease_margin_s * 2 >= s.discovery.lease_ttl_s:
+        problems.append(f"{_name('discovery', 'lease_margin_s')}: must be below lease_ttl_s / 2")
     if pipeline.retry_max_s < pipeline.retry_initial_s:
         problems.append(f"{_name('pipeline', 'retry_max_s')}: below retry_initial_s")
     for (section, key), fields in _TEMPLATES.items():

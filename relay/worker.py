@@ -44,6 +44,7 @@ import structlog
 from relay import metrics
 from relay.analytics.views import SessionReader
 from relay.config import Settings
+from relay.discovery.runtime import ScaleOut
 from relay.errors import StartError
 from relay.http import HttpServer, build_app
 from relay.ingest import IngestService, add_ingest_routes
@@ -82,12 +83,17 @@ class Worker:
         if "stdout" in settings.sinks:
             self.sinks.append(StdoutSink(sys.stdout))
         self.pipeline = Pipeline(settings.pipeline, self.sinks)
-        self.rooms = RoomManager(
-            self._make_observer,
-            max_rooms=settings.max_rooms,
-            static_rooms=settings.rooms,
-            on_room_left=self.pipeline.forget_room,
-        )
+        self.scaleout: ScaleOut | None = None
+        if settings.discovery.enabled:
+            self.scaleout = ScaleOut(settings, self._make_observer, self.pipeline)
+            self.rooms: RoomManager = self.scaleout.rooms
+        else:
+            self.rooms = RoomManager(
+                self._make_observer,
+                max_rooms=settings.max_rooms,
+                static_rooms=settings.rooms,
+                on_room_left=self.pipeline.forget_room,
+            )
         app = build_app(
             self.rooms,
             self.readiness,
@@ -102,6 +108,8 @@ class Worker:
                 max_payload_bytes=settings.pipeline.max_payload_bytes,
             )
             add_ingest_routes(app, ingest)
+        if self.scaleout is not None:
+            self.scaleout.register_routes(app)
         self.http = HttpServer(app, settings.http.host, settings.http.port)
 
     def _make_observer(self, target: RoomTarget) -> ObservedRoom:
@@ -156,8 +164,11 @@ class Worker:
         lag = self._supervise("loop_lag", watch_loop_lag(until=self._stop))
         components.create_task(lag, name="loop_lag")
         await self.http.start()
-        for room in self.settings.rooms:
-            self.rooms.want(RoomTarget(room=room))
+        if self.scaleout is not None:
+            await self.scaleout.start(components, self._supervise, self._stop)
+        else:
+            for room in self.settings.rooms:
+                self.rooms.want(RoomTarget(room=room))
         log.info("relay_started", rooms=len(self.settings.rooms), sinks=self.settings.sinks)
 
     async def _supervise(self, component: str, lifelong: Coroutine[Any, Any, None]) -> None:
@@ -188,6 +199,8 @@ class Worker:
             # Rooms still handing on (a full buffer while Redis is away, a connect that
             # cannot be cancelled): the drain below refuses what they still submit.
             log.error("shutdown_rooms_timeout")
+        if self.scaleout is not None:  # the rooms are left: others may take them now
+            await self.scaleout.stop(_left(deadline))
         # 3. Flush (the flush loop runs in drain() if the supervised one is gone).
         unwritten = await self._drain(_left(deadline))
         if not await _done_within(leaving, _left(deadline)):

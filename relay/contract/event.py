@@ -71,16 +71,24 @@ class Event:
     # How the event reached relay; written only when not "observer" (the JSON stays
     # byte for byte what it was for observed events). Never part of the id.
     ingress: Ingress = "observer"
+    # The writer's fencing epoch for this room (scale-out leases); None: no lease.
+    epoch: int | None = None
 
     def encoded_parts(self) -> tuple[bytes, bytes]:
         """`data` and `source`, canonically encoded: the id is minted from these bytes and
         the entry is built from them (relay.contract.encoding)."""
         return canonical(self.data), canonical(self.source)
 
-    def stamped(self, event_id: str, seq: int, parts: tuple[bytes, bytes] | None = None) -> Event:
-        """This event with its id and seq, and its JSON built from the encoded parts
-        (`encoded_parts()`, encoded now when not given)."""
-        head = self._head(event_id, seq)
+    def stamped(
+        self,
+        event_id: str,
+        seq: int,
+        parts: tuple[bytes, bytes] | None = None,
+        epoch: int | None = None,
+    ) -> Event:
+        """This event with its id, seq and epoch, and its JSON built from the encoded parts
+        (`encoded_parts()`, encoded now when not given). The id never depends on epoch."""
+        head = self._head(event_id, seq, epoch)
         data, source = parts if parts is not None else self.encoded_parts()
         # A direct call: dataclasses.replace costs twice as much on this per-event path.
         return Event(
@@ -98,16 +106,19 @@ class Event:
             seq,
             document(head, data, source),
             self.ingress,
+            epoch,
         )
 
-    def _head(self, event_id: str, seq: int) -> dict[str, Any]:
+    def _head(self, event_id: str, seq: int, epoch: int | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
             "v": CONTRACT_VERSION,
             "id": event_id,
             "seq": seq,
-            "ts": format_ts(self.received_at),
-            "room": self.room,
         }
+        if epoch is not None:
+            out["epoch"] = epoch
+        out["ts"] = format_ts(self.received_at)
+        out["room"] = self.room
         if self.room_sid:
             out["room_sid"] = self.room_sid
         out["session_id"] = self.session_id
@@ -119,7 +130,7 @@ class Event:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        out = self._head(self.id, self.seq)
+        out = self._head(self.id, self.seq, self.epoch)
         out["participant"] = self.participant.to_dict()
         out["data"] = self.data
         out["source"] = self.source
@@ -129,7 +140,7 @@ class Event:
         """The event's JSON: encoded once when stamped, else now."""
         if self.encoded:
             return self.encoded
-        return document(self._head(self.id, self.seq), *self.encoded_parts())
+        return document(self._head(self.id, self.seq, self.epoch), *self.encoded_parts())
 
     def to_json(self) -> str:
         return self.json_bytes().decode("utf-8", "replace")

@@ -45,12 +45,13 @@ DropReason = Literal[
     "shutdown_timeout",  # accepted but not written when the shutdown grace ran out
     "forced_exit",  # still buffered when a second signal forced the exit
     "dead_letter_rejected",  # a dead letter that a sink refused for good
+    "lease_lost",  # the room's lease could not be renewed in time: its writes stop
 ]
 
 # What the observer refuses: counted as a drop and written to the dead-letter stream.
 RefusedReason = Literal["oversized", "text_stream_error"]
 # Why an entry went to the dead-letter stream (`relay_dead_letters_total{reason}`).
-DeadLetterReason = Literal[RefusedReason, "write_rejected"]
+DeadLetterReason = Literal[RefusedReason, "write_rejected", "control_invalid"]
 
 PROTOCOLS: tuple[Protocol, ...] = get_args(Protocol)
 EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)

@@ -140,7 +140,7 @@ class RoomObserver:
     def _announce_joined(self) -> None:
         if not self._joined_once:
             self._joined_once = True
-            self._emit_observer("joined", None)
+            self._emit_observer("joined", self.target.joined_reason, self.target.joined_gap_ms)
         else:
             self._announce_resumed()
 

@@ -47,6 +47,9 @@ class RoomTarget:
     room: str
     url: str | None = None
     token: str | None = None
+    # Scale-out: why the first observer.joined happens (`takeover`) and the gap before it.
+    joined_reason: str | None = None
+    joined_gap_ms: int | None = None
 
     def credentials(self, livekit: LiveKitSettings, identity: str) -> tuple[str, str]:
         """The url and token to join with: the given pair, else a token minted here."""

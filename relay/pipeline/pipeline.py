@@ -10,7 +10,9 @@ partly written batch is written again with the same ids. An event leaves the buf
 
 - `shutdown`: submitted after `drain()` began, or still waiting for room when it began;
 - `shutdown_timeout`: accepted but not acknowledged when the drain deadline passed;
-- `dead_letter_rejected`: a dead letter a sink refused for good.
+- `dead_letter_rejected`: a dead letter a sink refused for good;
+- `lease_lost`: an entry of a room whose lease this process could not renew in time
+  (`fence_room`), or past the seq block its lease reserved.
 
 An event a sink refuses for good (a key of the wrong type) becomes a `write_rejected`
 dead letter holding the whole event. See docs/delivery.md.
@@ -71,6 +73,11 @@ class Pipeline:
         self._clock = clock
         self._ids = minter if minter is not None else IdMinter()
         self._seqs: dict[str, int] = {}
+        # Scale-out: the epoch of this process's lease per room, and the rooms whose lease
+        # could not be renewed in time (their entries are refused: `lease_lost`).
+        self._epochs: dict[str, int] = {}
+        self._seq_limits: dict[str, int] = {}  # the last seq of the lease's reserved block
+        self._fenced: set[str] = set()
         self.accepted = 0  # events accepted since start (the shutdown summary reports it)
         self._slots = Slots(settings.buffer_max_events)
         self._pending: deque[Entry] = deque()
@@ -102,6 +109,9 @@ class Pipeline:
 
         After `drain()` began the entry is dropped (reason `shutdown`), not raised: the
         callers are decode stages of rooms being left, which have nowhere else to put it."""
+        if self._fenced and entry.room in self._fenced:
+            metrics.dropped("lease_lost")
+            return
         # try_acquire first: the common case then costs no coroutine.
         if not self._slots.try_acquire() and (self._closing or not await self._slots.acquire()):
             metrics.dropped("shutdown")
@@ -112,9 +122,19 @@ class Pipeline:
         # Stamped only once a slot is ours (no await from here on): a cancelled or refused
         # submit never burns a seq, so a room's seqs have no gaps.
         seq = self._seqs.get(entry.room, 0) + 1
+        epoch = None
+        # Fenced while waiting for a slot, or past the lease's seq block: refused.
+        if (
+            self._epochs
+            and (epoch := self._epochs.get(entry.room)) is not None
+            and (entry.room in self._fenced or seq > self._seq_limits[entry.room])
+        ):
+            self._slots.release(1)
+            metrics.dropped("lease_lost")
+            return
         self._seqs[entry.room] = seq
         parts = entry.encoded_parts()
-        self._accept(entry.stamped(self._ids.mint(entry, *parts), seq, parts))
+        self._accept(entry.stamped(self._ids.mint(entry, *parts), seq, parts, epoch))
         self.accepted += 1
         received = self._received.get((entry.protocol, entry.kind))
         if received is None:  # labels() takes a lock and builds a key: once per pair
@@ -125,9 +145,32 @@ class Pipeline:
 
     def forget_room(self, room: str) -> None:
         """Drop a left room's counters. If the room is observed again its seq restarts at
-        1 (after an `observer.joined` event), as it does on another replica."""
+        1 (after an `observer.joined` event), unless `own_room` seeds it."""
         self._seqs.pop(room, None)
+        self._epochs.pop(room, None)
+        self._seq_limits.pop(room, None)
+        self._fenced.discard(room)
         self._ids.forget_room(room)
+
+    def own_room(self, room: str, epoch: int, first_seq: int, last_seq: int) -> None:
+        """This process won `room`'s lease with `epoch`: its events carry the epoch and
+        their seq goes on from `first_seq` (never below what it already stamped), up to
+        `last_seq` (the lease's reserved block; `extend_room` moves it)."""
+        self._epochs[room] = epoch
+        self._seqs[room] = max(self._seqs.get(room, 0), first_seq - 1)
+        self._seq_limits[room] = last_seq
+        self._fenced.discard(room)
+
+    def extend_room(self, room: str, last_seq: int) -> None:
+        if room in self._seq_limits:
+            self._seq_limits[room] = max(self._seq_limits[room], last_seq)
+
+    def fence_room(self, room: str) -> None:
+        """The lease on `room` may expire: refuse its entries from now on (`lease_lost`)."""
+        self._fenced.add(room)
+
+    def last_seq(self, room: str) -> int:
+        return self._seqs.get(room, 0)
 
     def _accept(self, entry: Entry) -> None:
         self._pending.append(entry)

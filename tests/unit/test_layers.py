@@ -29,6 +29,7 @@ FORBIDDEN = {
     ),
     # Browser ingest feeds the decode stage like an observed room: contract and decode only.
     "ingest": ("relay.observer", "relay.pipeline", "relay.sinks", "relay.rooms", "relay.http"),
+    "discovery": ("relay.decode", "relay.sinks", "relay.http"),
 }
 # Nothing of the runtime may import the development toolkit (it needs the dev extra).
 RUNTIME_FORBIDDEN = ("relay.dev", "aiortc", "aioice", "av")

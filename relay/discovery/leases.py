@@ -1,0 +1,123 @@
+"""Room leases in Redis: SET NX PX to take, a Lua check-and-extend to renew, a Lua
+check-and-delete to release. Only the owner (its worker id in the value) can renew or
+release.
+
+Each acquisition also takes, in the same script:
+- a fencing epoch: INCR of the room's epoch key, stamped into every event the owner
+  writes (`epoch`), so a consumer can tell an old owner's late writes;
+- a block of seq numbers: INCRBY of the room's seq key by SEQ_BLOCK. The owner stamps
+  seqs inside its block only, and every later owner's block starts above it, so a room's
+  seq never goes back across owners (it may skip numbers at a takeover). Renewal reserves
+  the next block when the owner has used half of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from relay.config import RedisSettings
+from relay.discovery import keys
+
+SEQ_BLOCK = 1_000_000
+
+# KEYS: lease, epoch, seq, seen. ARGV: owner, ttl ms, block, now ms.
+# -> {epoch, last seq of the block, when an owner last acquired or renewed it (ms; 0)}
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local epoch = redis.call('INCR', KEYS[2])
+  local high = redis.call('INCRBY', KEYS[3], ARGV[3])
+  local seen = tonumber(redis.call('GET', KEYS[4]) or '0')
+  redis.call('SET', KEYS[4], ARGV[4], 'EX', 86400)
+  return {epoch, high, seen}
+end
+return false
+"""
+# KEYS: lease, seq, seen. ARGV: owner, ttl ms, block (0: none), now ms. -> last seq of
+# the new block, or 0 (renewed, no new block); false if not the owner.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[3], ARGV[4], 'EX', 86400)
+  if tonumber(ARGV[3]) > 0 then
+    return redis.call('INCRBY', KEYS[2], ARGV[3])
+  end
+  return 0
+end
+return false
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Acquired:
+    epoch: int
+    seq_high: int  # the last seq of the reserved block
+    gap_ms: int | None  # since the previous owner last renewed; None: first owner
+
+
+@dataclass
+class Lease:
+    room: str
+    epoch: int
+    seq_high: int  # the last seq of the newest block reserved
+    valid_until: float  # loop time: when the lease may expire (measured from the request)
+
+
+class LeaseStore:
+    def __init__(self, redis: aioredis.Redis, settings: RedisSettings, owner: str) -> None:
+        self._redis = redis
+        self._settings = settings
+        self.owner = owner
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    def _keys(self, room: str) -> list[str]:
+        s = self._settings
+        return [keys.lease(s, room), keys.epoch(s, room), keys.seq(s, room), keys.seen(s, room)]
+
+    async def acquire(self, room: str, ttl_s: float) -> Acquired | None:
+        """The epoch, seq block and the previous owner's last renewal if won; None if
+        another owner holds it."""
+        now_ms = int(time.time() * 1000)
+        reply = await self._acquire(
+            keys=self._keys(room), args=[self.owner, int(ttl_s * 1000), SEQ_BLOCK, now_ms]
+        )
+        if not reply:
+            return None
+        seen_ms = int(reply[2])
+        gap_ms = max(0, now_ms - seen_ms) if seen_ms else None
+        return Acquired(int(reply[0]), int(reply[1]), gap_ms)
+
+    async def renew(self, room: str, ttl_s: float, *, new_block: bool) -> int | None:
+        """None if the lease is no longer ours; else the new block's last seq, or 0."""
+        lease, _, seq, seen = self._keys(room)
+        block = SEQ_BLOCK if new_block else 0
+        args: list[str | int] = [self.owner, int(ttl_s * 1000), block, int(time.time() * 1000)]
+        reply = await self._renew(keys=[lease, seq, seen], args=args)
+        if reply is None or reply is False:
+            return None
+        return int(reply)
+
+    async def release(self, room: str) -> bool:
+        return bool(await self._release(keys=[keys.lease(self._settings, room)], args=[self.owner]))
+
+    async def holders(self, rooms: list[str]) -> list[bytes | None]:
+        if not rooms:
+            return []
+        values: list[bytes | None] = await self._redis.mget(
+            [keys.lease(self._settings, room) for room in rooms]
+        )
+        return values
+
+    async def release_key(self, key: str) -> bool:
+        """Check-and-delete of another lease of ours (the reconcile lease)."""
+        return bool(await self._release(keys=[key], args=[self.owner]))

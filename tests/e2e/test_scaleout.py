@@ -1,0 +1,394 @@
+"""Scale-out against the dev server and a real Redis: rooms spread over relays by leases,
+failover on kill -9 and SIGTERM, fencing while Redis is away, the control stream and the
+webhook endpoint. Short TTLs keep it fast (lease TTL 2 s: a tick every 0.67 s)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import itertools
+import json
+import os
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from livekit import api
+
+from relay.dev.launch import DevServer, start_devserver, start_redis
+from relay.dev.netns import NetNS
+from relay.discovery.keys import awaited
+from tests.e2e.support import (
+    Deadline,
+    RelayProcess,
+    StartRelay,
+    Streams,
+    command_pid,
+    has,
+    unique,
+)
+
+pytestmark = pytest.mark.e2e
+
+TTL_S = 2.0
+ADMIN = "scaleout-admin-token-0123456789"
+CONNECT_S = 3.0  # what joining a room may take here, on a loaded machine
+
+
+def scaleout_env(tag: str, **extra: str) -> dict[str, str]:
+    return {
+        "RELAY_DISCOVERY__ENABLED": "true",
+        "RELAY_DISCOVERY__LEASE_TTL_S": str(TTL_S),
+        "RELAY_DISCOVERY__LEASE_MARGIN_S": "0.5",
+        "RELAY_DISCOVERY__PICKUP_JITTER_S": "0.2",
+        "RELAY_DISCOVERY__INCLUDE": json.dumps([f"{tag}-*"]),
+        "RELAY_REDIS__SOCKET_TIMEOUT_S": "1",
+        **extra,
+    }
+
+
+async def live_workers(streams: Streams) -> int:
+    return int(await streams.redis.zcard(f"{streams.prefix}:workers"))
+
+
+async def wait_workers(streams: Streams, count: int, timeout_s: float = 20.0) -> None:
+    deadline = Deadline(timeout_s)
+    while await live_workers(streams) != count:
+        assert not deadline.passed, f"{await live_workers(streams)} workers, not {count}"
+        await asyncio.sleep(0.05)
+
+
+async def join(streams: Streams, rooms: list[str]) -> None:
+    for room in rooms:
+        await streams.redis.xadd(f"{streams.prefix}:control", {"op": "join", "room": room})
+
+
+async def owners(streams: Streams, rooms: list[str]) -> dict[str, str | None]:
+    values = await streams.redis.mget([f"{streams.prefix}:lease:{{{r}}}" for r in rooms])
+    return {r: v.decode() if v else None for r, v in zip(rooms, values, strict=True)}
+
+
+def worker_id(relay: RelayProcess) -> str:
+    return str(relay.log_events("scaleout_started")[0]["worker_id"])
+
+
+async def wait_joined(
+    streams: Streams, rooms: list[str], epoch: int | None = None, timeout_s: float = 20.0
+) -> float:
+    """Wait until every room has an observer.joined (of `epoch`); the time it took."""
+    started = time.monotonic()
+
+    def joined(events: list[dict[str, Any]]) -> bool:
+        return any(
+            e["kind"] == "observer.joined" and (epoch is None or e.get("epoch") == epoch)
+            for e in events
+        )
+
+    for room in rooms:
+        left = max(0.1, timeout_s - (time.monotonic() - started))
+        await streams.wait_room(room, joined, timeout_s=left, what=f"joined epoch {epoch}")
+    return time.monotonic() - started
+
+
+async def assert_one_writer_at_a_time(streams: Streams, rooms: list[str]) -> None:
+    """In each room's stream: epochs never go back, seqs always go up."""
+    for room in rooms:
+        events = await streams.room_events(room)
+        epochs = [e["epoch"] for e in events]
+        seqs = [e["seq"] for e in events]
+        assert epochs == sorted(epochs), (room, epochs)
+        assert all(a < b for a, b in itertools.pairwise(seqs)), (room, seqs)
+
+
+def kill9(relay: RelayProcess) -> None:
+    pid = command_pid(relay.proc)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+
+
+async def test_rooms_spread_over_three_relays_and_move_on_kill_and_sigterm(
+    streams: Streams, start_relay: StartRelay
+) -> None:
+    tag = unique("spread")
+    rooms = [f"{tag}-{n:02d}" for n in range(30)]
+    relays = [start_relay(**scaleout_env(tag)) for _ in range(3)]
+    for relay in relays:
+        await relay.wait_listening()
+    await wait_workers(streams, 3)
+    await join(streams, rooms)
+    await wait_joined(streams, rooms, epoch=1)
+    held = await owners(streams, rooms)
+    ids = {worker_id(r): r for r in relays}
+    assert set(held.values()) == set(ids)
+    assert sorted(Counter(held.values()).values()) == [10, 10, 10]  # ceil(30 / 3) each
+
+    # kill -9: its rooms are taken again within the TTL + a connect, announced.
+    victim = relays[0]
+    lost = [r for r, owner in held.items() if owner == worker_id(victim)]
+    killed_at = time.monotonic()
+    kill9(victim)
+    await wait_joined(streams, lost, epoch=2, timeout_s=TTL_S + CONNECT_S + 5)
+    took_s = time.monotonic() - killed_at
+    assert took_s < 2 * TTL_S + CONNECT_S, took_s  # lease + registration expiry, connect
+    for room in lost:
+        joined = [e for e in await streams.room_events(room) if e["kind"] == "observer.joined"]
+        assert joined[-1]["data"]["reason"] == "takeover"
+        assert joined[-1]["data"]["gap_ms"] > 0
+    held = await owners(streams, rooms)
+    assert sorted(Counter(held.values()).values()) == [15, 15]
+
+    # SIGTERM: the leases are handed back at once; the rooms move within 3 s.
+    draining, last = relays[1], relays[2]
+    moving = [r for r, owner in held.items() if owner == worker_id(draining)]
+    epochs = {r: max(e["epoch"] for e in await streams.room_events(r)) for r in moving}
+    term_at = time.monotonic()
+    stop = asyncio.create_task(draining.stop())
+    for room in moving:
+        await streams.wait_room(
+            room,
+            lambda events, room=room: any(  # type: ignore[misc]
+                e["kind"] == "observer.joined" and e["epoch"] > epochs[room] for e in events
+            ),
+            timeout_s=10,
+        )
+    moved_s = time.monotonic() - term_at
+    stopped = await stop
+    assert stopped.returncode == 0
+    assert moved_s < 3.0, moved_s
+    assert stopped.log("relay_stopped")["unwritten"] == 0
+    # Nothing it accepted is lost: every event it stamped is in the streams.
+    mine = {
+        (line["room"], line["epoch"])
+        for line in stopped.logs
+        if line.get("event") == "lease_acquired"
+    }
+    written = 0
+    for room in rooms:
+        written += sum(1 for e in await streams.room_events(room) if (room, e["epoch"]) in mine)
+    assert written == stopped.log("relay_stopped")["accepted"]
+    assert set((await owners(streams, rooms)).values()) == {worker_id(last)}
+    await assert_one_writer_at_a_time(streams, rooms)
+
+
+async def wait_log(
+    relay: RelayProcess, event: str, count: int = 1, timeout_s: float = 15.0
+) -> None:
+    deadline = Deadline(timeout_s)
+    while len(relay.log_events(event)) < count:
+        assert not deadline.passed, f"no {count} {event!r}: {relay.text[-20:]}"
+        await asyncio.sleep(0.05)
+
+
+async def test_redis_away_longer_than_the_ttl_stops_writes_before_expiry_then_retakes(
+    e2e_ns: NetNS, start_relay: StartRelay
+) -> None:
+    tag = unique("fence")
+    rooms = [f"{tag}-{n}" for n in range(3)]
+    redis = start_redis(e2e_ns)
+    client = aioredis.Redis.from_url(redis.url, socket_timeout=5)
+    try:
+        streams = Streams(client, unique("fence"))
+        relay = start_relay(
+            RELAY_REDIS__URL=redis.url, RELAY_REDIS__PREFIX=streams.prefix, **scaleout_env(tag)
+        )
+        await relay.wait_listening()
+        await wait_workers(streams, 1)
+        await join(streams, rooms)
+        await wait_joined(streams, rooms, epoch=1)
+        pid = command_pid(redis.proc)
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # Redis answers nothing, its clock goes on
+        stopped_at = time.monotonic()
+        try:
+            await wait_log(relay, "lease_lost", count=len(rooms), timeout_s=TTL_S + 1)
+            fenced_after_s = time.monotonic() - stopped_at
+            # The last renewal was sent before the stop: its lease expires by stop + TTL.
+            assert fenced_after_s < TTL_S, fenced_after_s
+            await asyncio.sleep(TTL_S + 0.5 - fenced_after_s)  # away longer than the TTL
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await wait_joined(streams, rooms, epoch=2, timeout_s=15)
+        reasons = {line["reason"] for line in relay.log_events("lease_lost")}
+        assert reasons == {"renew_failed"}
+        metrics = await relay.metrics()
+        assert metrics[("relay_lease_losses_total", frozenset({("reason", "renew_failed")}))] >= 3
+        assert metrics[("relay_leases_held", frozenset())] == len(rooms)
+        await assert_one_writer_at_a_time(streams, rooms)
+        assert (await relay.stop()).returncode == 0
+    finally:
+        await client.aclose()
+        redis.close()
+
+
+async def test_reconcile_finds_a_room_started_without_webhook_and_the_filter_holds(
+    e2e_devserver: DevServer, streams: Streams, start_relay: StartRelay
+) -> None:
+    tag = unique("recon")
+    interval_s = 1.0
+    relay = start_relay(
+        **scaleout_env(
+            tag,
+            RELAY_DISCOVERY__RECONCILE_INTERVAL_S=str(interval_s),
+            RELAY_DISCOVERY__EXCLUDE=json.dumps(["*-skip"]),
+        )
+    )
+    await relay.wait_listening()
+    await wait_log(relay, "scaleout_started")
+    await asyncio.sleep(0.2)  # the first reconcile ran (at start)
+    server = e2e_devserver
+    lkapi = api.LiveKitAPI(server.http_url, server.api_key, server.api_secret)
+    try:
+        room, skipped = f"{tag}-a", f"{tag}-skip"
+        await lkapi.room.create_room(api.CreateRoomRequest(name=room))
+        await lkapi.room.create_room(api.CreateRoomRequest(name=skipped))
+        took_s = await wait_joined(streams, [room], timeout_s=interval_s + CONNECT_S + 2)
+        assert took_s < interval_s + CONNECT_S, took_s
+        wanted = await awaited(streams.redis.hgetall(f"{streams.prefix}:wanted"))
+        assert json.loads(wanted[room.encode()])["source"] == "reconcile"
+        assert skipped.encode() not in wanted
+        await asyncio.sleep(interval_s + 0.5)  # a reconcile ran while the room was leased
+        metrics = await relay.metrics()
+        assert metrics[("relay_rooms_coverage_ratio", frozenset())] == 1.0
+        # A finished room is released (and not re-created by a re-join).
+        await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
+        await streams.wait_room(room, has("observer.left", reason="room_deleted"))
+        deadline = Deadline(10)
+        while await awaited(streams.redis.hexists(f"{streams.prefix}:wanted", room)):
+            assert not deadline.passed, "the finished room is still wanted"
+            await asyncio.sleep(0.05)
+    finally:
+        await lkapi.aclose()
+    metrics = await relay.metrics()
+    assert metrics[("relay_reconcile_runs_total", frozenset())] >= 2
+    assert metrics[("relay_rooms_filtered_total", frozenset())] >= 1
+    assert (await relay.stop()).returncode == 0
+
+
+def signed(server: DevServer, body: bytes, secret: str | None = None) -> str:
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    token = api.AccessToken(server.api_key, secret or server.api_secret).with_sha256(digest)
+    return token.to_jwt()
+
+
+async def post(url: str, body: bytes, auth: str | None) -> int:
+    headers = {"Content-Type": "application/webhook+json"}
+    if auth is not None:
+        headers["Authorization"] = auth
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.post(url, data=body, headers=headers) as response,
+    ):
+        return response.status
+
+
+async def test_webhooks_want_rooms_and_refuse_forgeries(
+    e2e_ns: NetNS, streams: Streams, start_relay: StartRelay
+) -> None:
+    tag = unique("hook")
+    port = e2e_ns.free_port()
+    hook_url = f"http://{e2e_ns.addr}:{port}/v1/livekit/webhook"
+    server = start_devserver(e2e_ns, webhook_urls=[hook_url])
+    lkapi = api.LiveKitAPI(server.http_url, server.api_key, server.api_secret)
+    try:
+        relay = start_relay(
+            server=server,
+            RELAY_HTTP__PORT=str(port),
+            **scaleout_env(
+                tag,
+                RELAY_DISCOVERY__RECONCILE_INTERVAL_S="600",
+                RELAY_DISCOVERY__WEBHOOK_MAX_BODY_BYTES="4096",
+            ),
+        )
+        await relay.wait_listening()
+        await wait_log(relay, "scaleout_started")
+        await asyncio.sleep(0.2)  # the reconcile at start ran: only the webhook adds rooms
+        room = f"{tag}-started"
+        await lkapi.room.create_room(api.CreateRoomRequest(name=room))
+        await wait_joined(streams, [room])
+        wanted_key = f"{streams.prefix}:wanted"
+        entry = await awaited(streams.redis.hget(wanted_key, room))
+        assert entry is not None and json.loads(entry)["source"] == "webhook"
+
+        forged_room = f"{tag}-forged"
+        body = json.dumps(
+            {"event": "room_started", "id": "EV_forged", "room": {"name": forged_room}}
+        ).encode()
+        assert await post(hook_url, body, None) == 401
+        assert await post(hook_url, body, "not-a-jwt") == 401
+        assert await post(hook_url, body, signed(server, body, secret="x" * 32)) == 401
+        assert await post(hook_url, body, signed(server, body + b" ")) == 401  # hash mismatch
+        big = json.dumps({"event": "room_started", "pad": "x" * 5000}).encode()
+        assert await post(hook_url, big, signed(server, big)) == 413
+        # Signed right, sent twice: applied once, the replay is harmless.
+        replayed_room = f"{tag}-replayed"
+        twice = json.dumps(
+            {"event": "room_started", "id": "EV_twice", "room": {"name": replayed_room}}
+        ).encode()
+        assert await post(hook_url, twice, signed(server, twice)) == 200
+        assert await post(hook_url, twice, signed(server, twice)) == 200
+        await wait_joined(streams, [replayed_room])
+        await asyncio.sleep(0.3)
+        assert not await awaited(streams.redis.hexists(wanted_key, forged_room))
+        metrics = await relay.metrics()
+        rejected = {
+            reason: metrics[("relay_webhooks_rejected_total", frozenset({("reason", reason)}))]
+            for reason in ("signature", "too_large")
+        }
+        assert rejected == {"signature": 4, "too_large": 1}
+        received = metrics[("relay_webhooks_received_total", frozenset({("result", "replayed")}))]
+        assert received == 1
+        assert (await relay.stop()).returncode == 0
+    finally:
+        await lkapi.aclose()
+        server.proc.stop()
+
+
+async def test_control_stream_garbage_is_dead_lettered_and_the_consumer_carries_on(
+    streams: Streams, start_relay: StartRelay
+) -> None:
+    tag = unique("ctl")
+    static = f"{tag}-static"
+    relay = start_relay(rooms=[static], RELAY_HTTP__ADMIN_TOKEN=ADMIN, **scaleout_env(tag))
+    await relay.wait_listening()
+    await wait_workers(streams, 1)
+    await wait_joined(streams, [static])  # the static list feeds the shared set too
+    entry = await awaited(streams.redis.hget(f"{streams.prefix}:wanted", static))
+    assert entry is not None and json.loads(entry)["source"] == "static"
+    control = f"{streams.prefix}:control"
+    secret_token = "eyJ.secret-token-never-dead-lettered.sig"
+    for fields in (
+        {"op": "dance", "room": f"{tag}-x"},
+        {"op": "join"},
+        {"op": "join", "room": f"{tag}-y", "token": secret_token},  # a token without url
+        {"nonsense": "\xff"},
+    ):
+        await streams.redis.xadd(control, fields)  # type: ignore[arg-type]
+    await join(streams, [f"{tag}-ok"])
+    await wait_joined(streams, [f"{tag}-ok"])
+    letters = await streams.wait_dead_letters(4)
+    assert {letter["reason"] for letter in letters} == {"control_invalid"}
+    assert secret_token not in json.dumps(letters)
+    assert secret_token not in "\n".join(relay.text)
+    pending = await streams.redis.xpending(control, "relay")
+    assert pending["pending"] == 0  # every entry acknowledged
+    await streams.redis.xadd(control, {"op": "leave", "room": f"{tag}-ok"})
+    await streams.wait_room(f"{tag}-ok", has("observer.left"))
+
+    # The admin API feeds the same shared set.
+    admin = f"{tag}-admin"
+    status, _ = await relay.request("POST", "/v1/rooms", body={"room": admin}, token=ADMIN)
+    assert status == 201
+    await wait_joined(streams, [admin])
+    entry = await awaited(streams.redis.hget(f"{streams.prefix}:wanted", admin))
+    assert entry is not None and json.loads(entry)["source"] == "admin"
+    status, _ = await relay.request("DELETE", f"/v1/rooms/{admin}", token=ADMIN)
+    assert status == 200
+    await streams.wait_room(admin, has("observer.left"))
+    assert not await awaited(streams.redis.hexists(f"{streams.prefix}:wanted", admin))
+    assert (await relay.stop()).returncode == 0
