@@ -121,6 +121,8 @@ class IngestSettings(_Section):
     @property
     def enabled(self) -> bool:
         return bool(self.secret.get_secret_value())
+
+
 class DiscoverySettings(_Section):
     """Scale-out (relay/discovery): the wanted set in Redis, leases, webhooks, ListRooms.
 
