@@ -6,8 +6,9 @@ bytes, and nothing pays for decoding what it does not look at.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -23,15 +24,47 @@ HEALTH_CHECK_INTERVAL_S = 30
 CONNECTION_RETRIES = 1
 
 
+def connection_options(settings: RedisSettings) -> dict[str, Any]:
+    """What every connection of the relay uses, TLS files included (rediss://)."""
+    options: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_connect_timeout": settings.socket_timeout_s,
+        "decode_responses": False,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "retry": Retry(NoBackoff(), CONNECTION_RETRIES),
+    }
+    if settings.tls:
+        options["ssl_cert_reqs"] = "required"
+        for option, path in (
+            ("ssl_ca_certs", settings.tls_ca_file),
+            ("ssl_certfile", settings.tls_cert_file),
+            ("ssl_keyfile", settings.tls_key_file),
+        ):
+            if path is not None:
+                options[option] = str(path)
+    return options
+
+
 def create_redis(settings: RedisSettings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        settings.url.get_secret_value(),
-        socket_timeout=settings.socket_timeout_s,
-        socket_connect_timeout=settings.socket_timeout_s,
-        decode_responses=False,
-        health_check_interval=HEALTH_CHECK_INTERVAL_S,
-        retry=Retry(NoBackoff(), CONNECTION_RETRIES),
-    )
+    return aioredis.Redis.from_url(settings.url.get_secret_value(), **connection_options(settings))
+
+
+def describe_redis_error(exc: BaseException) -> str:
+    """One line for an operator; a TLS failure says so (redis-py words it as a plain
+    connection error)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            reason = getattr(cause, "reason", None) or str(cause)
+            hint = "check RELAY_REDIS__TLS_CA_FILE and the server's certificate"
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                reason = cause.verify_message or reason
+            return f"TLS handshake failed: {reason}; {hint}"
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc)
+    if "SSL" in text or "certificate" in text or "TLS" in text:
+        return f"TLS handshake failed: {text}"
+    return f"{type(exc).__name__}: {text}"
 
 
 async def ping(redis: aioredis.Redis) -> bool:
