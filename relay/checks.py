@@ -21,7 +21,7 @@ from livekit import api
 from redis.exceptions import RedisError
 
 from relay.config import Settings
-from relay.redis_client import create_redis, describe_redis_error, ping
+from relay.redis_client import create_redis, describe_redis_error, no_answer_hint, ping
 
 CHECK_TIMEOUT_S = 5.0
 Status = Literal["OK", "FAIL", "SKIPPED"]
@@ -117,7 +117,8 @@ async def bounded(name: str, check: Check, settings: Settings) -> Result:
         async with asyncio.timeout(CHECK_TIMEOUT_S):
             return await check(settings)
     except TimeoutError:
-        return Result(name, "FAIL", f"no answer within {CHECK_TIMEOUT_S:g} s")
+        hint = no_answer_hint(settings.redis) if name == "redis" else ""
+        return Result(name, "FAIL", f"no answer within {CHECK_TIMEOUT_S:g} s{hint}")
     except Failed as exc:
         return Result(name, "FAIL", str(exc))
 

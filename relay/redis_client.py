@@ -50,21 +50,37 @@ def create_redis(settings: RedisSettings) -> aioredis.Redis:
 
 
 def describe_redis_error(exc: BaseException) -> str:
-    """One line for an operator; a TLS failure says so (redis-py words it as a plain
-    connection error)."""
+    """One line for an operator; a TLS failure says so, and which setting to look at
+    (redis-py words it as a plain connection error)."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLError):
-            reason = getattr(cause, "reason", None) or str(cause)
-            hint = "check RELAY_REDIS__TLS_CA_FILE and the server's certificate"
-            if isinstance(cause, ssl.SSLCertVerificationError):
-                reason = cause.verify_message or reason
-            return f"TLS handshake failed: {reason}; {hint}"
+            return f"TLS handshake failed: {_tls_reason(cause)}"
         cause = cause.__cause__ or cause.__context__
     text = str(exc)
-    if "SSL" in text or "certificate" in text or "TLS" in text:
+    if "CERTIFICATE" in text.upper() or "SSL" in text:
         return f"TLS handshake failed: {text}"
+    if "reset by peer" in text:  # what a TLS port answers a plain-text client
+        return f"{type(exc).__name__}: {text} (if the server expects TLS, use rediss://)"
     return f"{type(exc).__name__}: {text}"
+
+
+def _tls_reason(error: ssl.SSLError) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        reason = error.verify_message or error.reason or str(error)
+        return f"{reason}; set RELAY_REDIS__TLS_CA_FILE to the CA that signed the server's"
+    reason = error.reason or str(error)
+    if "CERTIFICATE_REQUIRED" in reason:
+        return (
+            f"{reason}: the server wants a client certificate; set "
+            "RELAY_REDIS__TLS_CERT_FILE and RELAY_REDIS__TLS_KEY_FILE"
+        )
+    return f"{reason}; check the TLS settings RELAY_REDIS__TLS_* and the server's"
+
+
+def no_answer_hint(settings: RedisSettings) -> str:
+    """What a TLS client waiting on a plain-text port sees is silence: say so."""
+    return " (rediss://: does the server speak TLS on this port?)" if settings.tls else ""
 
 
 async def ping(redis: aioredis.Redis) -> bool:

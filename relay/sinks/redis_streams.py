@@ -148,7 +148,8 @@ class RedisStreamsSink(Sink):
         try:
             replies = await self._pipelined(payload, commands)
         except (RedisError, OSError) as exc:
-            raise SinkError(f"{len(batch)} entries not written: {exc}") from exc
+            reason = redis_client.describe_redis_error(exc)
+            raise SinkError(f"{len(batch)} entries not written: {reason}") from exc
         return _rejected(batch, replies)
 
     async def _pipelined(self, payload: bytes, commands: int) -> list[Any]:
