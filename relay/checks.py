@@ -79,7 +79,9 @@ async def check_redis(settings: Settings) -> Result:
     try:
         await ping(redis)
     except (RedisError, OSError) as exc:
-        raise Failed(f"no answer at {where}: {describe_redis_error(exc)}") from None
+        raise Failed(
+            f"no answer at {where}: {describe_redis_error(exc, tls=settings.redis.tls)}"
+        ) from None
     finally:
         await redis.aclose()
     return Result("redis", "OK", f"PING answered at {where}")

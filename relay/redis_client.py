@@ -49,7 +49,7 @@ def create_redis(settings: RedisSettings) -> aioredis.Redis:
     return aioredis.Redis.from_url(settings.url.get_secret_value(), **connection_options(settings))
 
 
-def describe_redis_error(exc: BaseException) -> str:
+def describe_redis_error(exc: BaseException, *, tls: bool = False) -> str:
     """One line for an operator; a TLS failure says so, and which setting to look at
     (redis-py words it as a plain connection error)."""
     cause: BaseException | None = exc
@@ -60,7 +60,13 @@ def describe_redis_error(exc: BaseException) -> str:
     text = str(exc)
     if "CERTIFICATE" in text.upper() or "SSL" in text:
         return f"TLS handshake failed: {text}"
-    if "reset by peer" in text:  # what a TLS port answers a plain-text client
+    closed = "reset by peer" in text or "Connection lost" in text
+    if closed and tls:  # TLS 1.3: a refused client certificate shows late
+        return (
+            f"TLS connection closed by the server ({text}); if it wants a client "
+            "certificate, set RELAY_REDIS__TLS_CERT_FILE and RELAY_REDIS__TLS_KEY_FILE"
+        )
+    if closed:  # what a TLS port answers a plain-text client
         return f"{type(exc).__name__}: {text} (if the server expects TLS, use rediss://)"
     return f"{type(exc).__name__}: {text}"
 

@@ -148,7 +148,7 @@ class RedisStreamsSink(Sink):
         try:
             replies = await self._pipelined(payload, commands)
         except (RedisError, OSError) as exc:
-            reason = redis_client.describe_redis_error(exc)
+            reason = redis_client.describe_redis_error(exc, tls=self._settings.tls)
             raise SinkError(f"{len(batch)} entries not written: {reason}") from exc
         return _rejected(batch, replies)
 
