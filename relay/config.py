@@ -74,6 +74,25 @@ class RedisSettings(_Section):
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # Redis Sentinel: each sentinel's "host:port" and the master's name in their
+    # configuration; the URL then gives only the credentials, database and TLS.
+    sentinels: tuple[str, ...] = ()
+    sentinel_service: str = ""
+    # Redis Cluster: the URL names any node; the others are discovered.
+    cluster: bool = False
+    # Acknowledge a batch only once this many replicas have it (WAIT): an event the
+    # pipeline accepted then survives a failover. 0: the master's reply is enough.
+    wait_replicas: int = Field(default=0, ge=0)
+    wait_timeout_s: float = Field(default=1.0, gt=0)
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_ports(cls, sentinels: tuple[str, ...]) -> tuple[str, ...]:
+        for sentinel in sentinels:
+            host, _, port = sentinel.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{sentinel!r} is not host:port (e.g. sentinel-0:26379)")
+        return sentinels
 
     @field_validator("tls_ca_file", "tls_cert_file", "tls_key_file")
     @classmethod
@@ -280,6 +299,21 @@ def _redis_problems(redis: RedisSettings) -> list[str]:
     if given and not redis.tls:
         names = ", ".join(_name("redis", key) for key in given)
         problems.append(f"{names}: used only with TLS; make {_name('redis', 'url')} rediss://")
+    if bool(redis.sentinels) != bool(redis.sentinel_service):
+        problems.append(
+            f"{_name('redis', 'sentinels')} and {_name('redis', 'sentinel_service')}: "
+            "Sentinel needs both (the sentinels' addresses and the master's name)"
+        )
+    if redis.wait_replicas and redis.wait_timeout_s >= redis.socket_timeout_s:
+        problems.append(
+            f"{_name('redis', 'wait_timeout_s')}: must be below socket_timeout_s "
+            f"({redis.socket_timeout_s:g}), or the socket times out before WAIT answers"
+        )
+    if redis.sentinels and redis.cluster:
+        problems.append(
+            f"{_name('redis', 'cluster')}: a Cluster has no sentinels; unset one of "
+            f"{_name('redis', 'cluster')} and {_name('redis', 'sentinels')}"
+        )
     if (redis.tls_cert_file is None) != (redis.tls_key_file is None):
         problems.append(
             f"{_name('redis', 'tls_cert_file')} and {_name('redis', 'tls_key_file')}: "

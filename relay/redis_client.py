@@ -11,7 +11,9 @@ from collections.abc import Awaitable
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from relay.config import RedisSettings
@@ -46,7 +48,40 @@ def connection_options(settings: RedisSettings) -> dict[str, Any]:
 
 
 def create_redis(settings: RedisSettings) -> aioredis.Redis:
+    """A client for the configured Redis: one server, or the master Sentinel names (its
+    pool asks the sentinels again after a failover)."""
+    if settings.sentinels:
+        return _sentinel_master(settings)
     return aioredis.Redis.from_url(settings.url.get_secret_value(), **connection_options(settings))
+
+
+def _sentinel_master(settings: RedisSettings) -> aioredis.Redis:
+    from_url = parse_url(settings.url.get_secret_value())
+    options = connection_options(settings)
+    for key in ("username", "password", "db"):
+        if from_url.get(key) is not None:
+            options[key] = from_url[key]
+    if settings.tls:
+        options["ssl"] = True
+    addresses = [sentinel.rpartition(":") for sentinel in settings.sentinels]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        [(host, int(port)) for host, _, port in addresses],
+        sentinel_kwargs={
+            "socket_timeout": settings.socket_timeout_s,
+            "socket_connect_timeout": settings.socket_timeout_s,
+        },
+    )
+    master = sentinel.master_for(settings.sentinel_service, redis_class=_SentinelMaster, **options)
+    return cast(aioredis.Redis, master)
+
+
+class _SentinelMaster(aioredis.Redis):
+    """The master's client; closing it closes the connections to the sentinels too."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for sentinel in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+            await sentinel.aclose()
 
 
 def describe_redis_error(exc: BaseException, *, tls: bool = False) -> str:

@@ -90,6 +90,11 @@ class RedisStreamsSink(Sink):
         # room -> (its stream's XADD head, the same in RESP, the room name as a RESP value)
         self._rooms: LRU[str, tuple[tuple[bytes, ...], bytes, bytes]] = LRU(ROOM_CACHE_MAX)
         self._conn: Connection | None = None  # the connection batches are written on
+        # WAIT after each batch (redis.wait_replicas): acknowledged once replicated.
+        self._wait_replicas = settings.wait_replicas
+        self._wait_resp = pack(
+            [(b"WAIT", b"%d" % settings.wait_replicas, b"%d" % (settings.wait_timeout_s * 1000))]
+        )
 
     def room_key(self, room: str) -> str:
         return keys.room_key(self._settings, room)
@@ -145,12 +150,27 @@ class RedisStreamsSink(Sink):
         if not batch:
             return []
         payload, commands = self.encode(batch)
+        if self._wait_replicas:
+            payload, commands = payload + self._wait_resp, commands + 1
         try:
             replies = await self._pipelined(payload, commands)
         except (RedisError, OSError) as exc:
             reason = redis_client.describe_redis_error(exc, tls=self._settings.tls)
             raise SinkError(f"{len(batch)} entries not written: {reason}") from exc
+        if self._wait_replicas:
+            await self._check_replicated(len(batch), replies.pop())
         return _rejected(batch, replies)
+
+    async def _check_replicated(self, entries: int, reply: Any) -> None:
+        if isinstance(reply, Exception) or reply < self._wait_replicas:
+            # Perhaps a master that lost its replicas to a failover and does not know yet:
+            # the next write takes a new connection (Sentinel: to the master it names now).
+            await self._drop_connection()
+            raise SinkError(
+                f"{entries} entries written but on {reply} of {self._wait_replicas} replicas "
+                f"within {self._settings.wait_timeout_s:g} s (RELAY_REDIS__WAIT_REPLICAS); "
+                "retried"
+            )
 
     async def _pipelined(self, payload: bytes, commands: int) -> list[Any]:
         """Every command in one write, every reply in order (error replies as exceptions).
