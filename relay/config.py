@@ -309,6 +309,11 @@ def _redis_problems(redis: RedisSettings) -> list[str]:
             f"{_name('redis', 'wait_timeout_s')}: must be below socket_timeout_s "
             f"({redis.socket_timeout_s:g}), or the socket times out before WAIT answers"
         )
+    if redis.wait_replicas and redis.cluster:
+        problems.append(
+            f"{_name('redis', 'wait_replicas')}: not supported with "
+            f"{_name('redis', 'cluster')} (a Cluster batch spans nodes)"
+        )
     if redis.sentinels and redis.cluster:
         problems.append(
             f"{_name('redis', 'cluster')}: a Cluster has no sentinels; unset one of "

@@ -11,6 +11,7 @@ from collections.abc import Awaitable
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -52,7 +53,21 @@ def create_redis(settings: RedisSettings) -> aioredis.Redis:
     pool asks the sentinels again after a failover)."""
     if settings.sentinels:
         return _sentinel_master(settings)
+    if settings.cluster:
+        return _cluster(settings)
     return aioredis.Redis.from_url(settings.url.get_secret_value(), **connection_options(settings))
+
+
+def _cluster(settings: RedisSettings) -> aioredis.Redis:
+    options = connection_options(settings)
+    options.pop("retry")  # the cluster client retries on its own, with a topology refresh
+    # The URL's node stays the start-up node (the one asked for the slot map first).
+    client = RedisCluster.from_url(
+        settings.url.get_secret_value(), dynamic_startup_nodes=False, **options
+    )
+    # Typed as the plain client: RedisCluster has the commands the relay sends (PING,
+    # XADD, XRANGE, XREAD, XREADGROUP, ...); the sink's own writes check which it got.
+    return cast(aioredis.Redis, client)
 
 
 def _sentinel_master(settings: RedisSettings) -> aioredis.Redis:
