@@ -39,10 +39,13 @@ async def test_static_rooms_ready_once_observed(
     server = start_devserver(e2e_ns, port=port)
     try:
         answers = await relay.wait_ready()
-        assert json.loads(answers[-1][1]) == {
-            "ready": True,
-            "checks": {"rooms": True, "redis": True},
-        }
+        ready = json.loads(answers[-1][1])
+        assert (ready["ready"], ready["checks"]) == (
+            True,
+            {"rooms": True, "redis": True, "admin_rooms": True},
+        )
+        assert sorted(r["room"] for r in ready["rooms"]) == sorted(rooms)
+        assert all(r["state"] == "connected" and r["static"] for r in ready["rooms"])
         for room in rooms:
             await streams.wait_room(room, has("observer.joined"))
         metrics = await relay.metrics()
