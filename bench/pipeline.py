@@ -15,6 +15,10 @@ excluded: the same pipeline against a sink that builds the commands and sends no
 plus the decode of a LiveAvatar `agent-response` packet. Best of `--repeat` runs each.
 
     .venv/bin/python bench/pipeline.py [--events 20000] [--rooms 10] [--batch 500]
+    .venv/bin/python bench/pipeline.py --cluster --redis-url redis://NODE:PORT
+
+With `--cluster` the URL is a node of a Redis Cluster (`redis.cluster = true`): the sink
+groups each batch by node, and the raw baseline is redis-py's cluster pipeline.
 
 The last line is machine-readable:
     relay_eps=N raw_pipeline_eps=N awaited_eps=N ratio=R   (R = raw / relay)
@@ -210,6 +214,8 @@ async def measure_writes(
 ) -> tuple[float, float, float, int]:
     """Seconds for the relay, the raw pipeline and the awaited XADDs (and the latter's N)."""
     commands = prebuilt_commands(events, settings)
+    if settings.cluster:  # redis-py's cluster client looks the name up as a str
+        commands = [[(c[0].decode(), *c[1:]) for c in per_event] for per_event in commands]
     awaited = commands[: args.awaited_events]
     redis = create_redis(settings)
     await ping(redis)
@@ -231,7 +237,7 @@ async def measure_writes(
 
 async def main(args: argparse.Namespace) -> None:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    settings = RedisSettings(url=SecretStr(args.redis_url), prefix=prefix)
+    settings = RedisSettings(url=SecretStr(args.redis_url), prefix=prefix, cluster=args.cluster)
     items = make_items(args.events, args.rooms)
     events = decode(items)
     assert len(events) == args.events and all(e.dedupe_key for e in events)
@@ -266,6 +272,7 @@ def report(
     print(
         f"{args.events} events over {args.rooms} rooms, batches of {args.batch}, "
         f"2 stream entries per event, best of {args.repeat}; Redis {redact(args.redis_url)}"
+        + (" (Cluster)" if args.cluster else "")
     )
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
     print(f"{'writer':<44}{'events/s':>12}{'us/event':>11}")
@@ -305,6 +312,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
     )
+    parser.add_argument("--cluster", action="store_true", help="--redis-url is a Cluster node")
     return parser.parse_args(argv)
 
 

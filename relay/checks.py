@@ -1,6 +1,10 @@
-"""`relay check`: validate configuration, reach Redis and the LiveKit API, print a summary.
+"""`relay check`: validate the configuration, then reach what `relay run` needs.
 
-Secrets are masked in the summary; the exit status is 0 only when every check passed.
+Each check ends OK, FAIL or SKIPPED, with the reason: LiveKit's signal endpoint (an HTTP
+GET of the server's `/`, which livekit-server and the dev server answer with 200), the
+LiveKit API (`ListRooms`, with the API key and secret), Redis (PING, when a sink needs
+it). Each gets CHECK_TIMEOUT_S: a server that accepts and never answers is a failure.
+Secrets are masked; the exit status is 1 when any check failed.
 """
 
 from __future__ import annotations
@@ -8,17 +12,33 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import aiohttp
 from livekit import api
 from redis.exceptions import RedisError
 
 from relay.config import Settings
-from relay.redis_client import create_redis, ping
+from relay.redis_client import create_redis, describe_redis_error, no_answer_hint, ping
 
-# Each check gets this long: a server that accepts and never answers is a failure too.
 CHECK_TIMEOUT_S = 5.0
-Check = Callable[[Settings], Awaitable[str | None]]
+Status = Literal["OK", "FAIL", "SKIPPED"]
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    status: Status
+    detail: str
+
+
+class Failed(Exception):
+    """A check's failure, worded for the operator."""
+
+
+Check = Callable[[Settings], Awaitable[Result]]
 
 
 def redact_url(url: str) -> str:
@@ -42,50 +62,86 @@ def summary(settings: Settings) -> dict[str, object]:
     return dumped
 
 
-async def check_redis(settings: Settings) -> str | None:
-    redis = create_redis(settings.redis)
+def http_url(ws_url: str) -> str:
+    """The LiveKit URL as the HTTP(S) base its API and health endpoint use."""
+    if ws_url.startswith("wss://"):
+        return "https://" + ws_url.removeprefix("wss://")
+    if ws_url.startswith("ws://"):
+        return "http://" + ws_url.removeprefix("ws://")
+    return ws_url
+
+
+async def check_redis(settings: Settings) -> Result:
     where = redact_url(settings.redis.url.get_secret_value())
+    if "redis" not in settings.sinks:
+        return Result("redis", "SKIPPED", "no sink writes to Redis (RELAY_SINKS)")
+    redis = create_redis(settings.redis)
     try:
         await ping(redis)
     except (RedisError, OSError) as exc:
-        return f"redis: no answer at {where}: {type(exc).__name__}: {exc}"
+        raise Failed(
+            f"no answer at {where}: {describe_redis_error(exc, tls=settings.redis.tls)}"
+        ) from None
     finally:
         await redis.aclose()
-    return None
+    return Result("redis", "OK", f"PING answered at {where}")
 
 
-async def check_livekit(settings: Settings) -> str | None:
+async def check_livekit(settings: Settings) -> Result:
+    url = http_url(settings.livekit.url).rstrip("/") + "/"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            status = response.status
+    except aiohttp.ClientError as exc:
+        raise Failed(f"no answer at {url}: {exc}") from None
+    if status != 200:
+        raise Failed(f"{url} answered HTTP {status}, not 200: is it a LiveKit server?")
+    return Result("livekit", "OK", f"signal endpoint answered at {url}")
+
+
+async def check_livekit_api(settings: Settings) -> Result:
     lk = settings.livekit
     if not lk.can_mint_tokens:
-        return "livekit: no API key/secret (RELAY_LIVEKIT__API_KEY, RELAY_LIVEKIT__API_SECRET)"
-    http_url = lk.url.replace("wss://", "https://").replace("ws://", "http://")
-    client = api.LiveKitAPI(http_url, lk.api_key, lk.api_secret.get_secret_value())
+        reason = "no API key and secret (RELAY_LIVEKIT__API_KEY, RELAY_LIVEKIT__API_SECRET)"
+        return Result("livekit-api", "SKIPPED", reason)
+    client = api.LiveKitAPI(http_url(lk.url), lk.api_key, lk.api_secret.get_secret_value())
     try:
-        await client.room.list_rooms(api.ListRoomsRequest())
-    except Exception as exc:
-        return f"livekit: {type(exc).__name__}: {exc}"
+        rooms = await client.room.list_rooms(api.ListRoomsRequest())
+    except Exception as exc:  # TwirpError (refused credentials), aiohttp errors
+        raise Failed(f"ListRooms failed: {type(exc).__name__}: {exc}") from None
     finally:
         await client.aclose()
-    return None
+    return Result("livekit-api", "OK", f"ListRooms answered ({len(rooms.rooms)} rooms)")
 
 
-async def bounded(name: str, check: Check, settings: Settings) -> str | None:
+async def bounded(name: str, check: Check, settings: Settings) -> Result:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S):
             return await check(settings)
     except TimeoutError:
-        return f"{name}: no answer within {CHECK_TIMEOUT_S:g} s"
+        hint = no_answer_hint(settings.redis) if name == "redis" else ""
+        return Result(name, "FAIL", f"no answer within {CHECK_TIMEOUT_S:g} s{hint}")
+    except Failed as exc:
+        return Result(name, "FAIL", str(exc))
 
 
-async def run_checks(settings: Settings) -> int:
-    print(json.dumps(summary(settings), indent=2))
-    problems = []
-    if "redis" in settings.sinks:
-        problems.append(await bounded("redis", check_redis, settings))
-    if settings.livekit.api_key:  # static rooms need it (a configuration error otherwise)
-        problems.append(await bounded("livekit", check_livekit, settings))
-    failed = [problem for problem in problems if problem]
-    for problem in failed:
-        print(f"FAIL {problem}")
-    print("OK" if not failed else f"{len(failed)} check(s) failed")
-    return 0 if not failed else 1
+CHECKS: tuple[tuple[str, Check], ...] = (
+    ("livekit", check_livekit),
+    ("livekit-api", check_livekit_api),
+    ("redis", check_redis),
+)
+
+
+async def run_checks(settings: Settings, *, as_json: bool = False) -> int:
+    results = await asyncio.gather(*(bounded(name, check, settings) for name, check in CHECKS))
+    ok = all(result.status != "FAIL" for result in results)
+    if as_json:
+        report = {"ok": ok, "checks": [asdict(r) for r in results], "settings": summary(settings)}
+        print(json.dumps(report, indent=2))
+    else:
+        print(json.dumps(summary(settings), indent=2))
+        for result in results:
+            print(f"{result.status} {result.name}: {result.detail}")
+        failed = sum(result.status == "FAIL" for result in results)
+        print("all checks passed" if ok else f"{failed} check(s) failed")
+    return 0 if ok else 1

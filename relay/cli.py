@@ -1,8 +1,10 @@
 """The `relay` command: run, check, token, ingest-token, tail, demo, devserver, and the
 conversation analytics: analytics, sessions, transcript, report.
 
-Settings are parsed once here and passed down; a configuration error names the variable
-and exits with status 2. The exit statuses of `relay run` are listed in relay/worker.py.
+Settings are parsed once here and passed down. Every error is one line on stderr naming
+what to fix, with these exit statuses (the full list of `relay run`'s is in
+relay/worker.py): 2 the configuration or the command line is wrong, 1 something failed
+at run time (Redis down, the port taken). `--debug` adds the traceback.
 """
 
 from __future__ import annotations
@@ -10,16 +12,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from relay import __version__
 from relay.config import Settings, load_settings
 from relay.errors import ConfigError, StartError
 from relay.logs import configure_logging
 
+EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
+
+DESCRIPTION = (
+    "Observe LiveKit rooms and relay their data-channel events to Redis Streams. "
+    "Settings come from RELAY_* environment variables over a TOML file (--config)."
+)
+EPILOG = (
+    "exit status: 0 done, 1 failed at run time (LiveKit or Redis unreachable, port taken), "
+    "2 bad configuration or command line. Add --debug for a traceback."
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, exit status 2 (argparse prints the usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,7 +58,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("relay: use `relay devserver [options]`; it takes no --config", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        settings = load_settings(args.config, **_overrides(args))
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return EXIT_RUNTIME
+    except Exception as exc:  # a bug or an error not foreseen: one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"relay: {type(exc).__name__}: {exc} (--debug shows where)", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    rooms_option = "--room" if args.command == "run" and args.room else None
+    try:
+        settings = load_settings(args.config, rooms_option=rooms_option, **_overrides(args))
     except ConfigError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -46,61 +81,87 @@ def main(argv: Sequence[str] | None = None) -> int:
     return handler(settings, args)
 
 
+def _common(parser: argparse.ArgumentParser, default: Any) -> None:
+    """Options every subcommand takes too (`relay check --config x`); a subcommand's copy
+    keeps the top-level value unless given (`default` = SUPPRESS)."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default if default is argparse.SUPPRESS else None,
+        help="TOML settings file (RELAY_* environment variables win over it)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default if default is argparse.SUPPRESS else False,
+        help="show the traceback of an error",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="relay", description=__doc__)
+    parser = _Parser(prog="relay", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
-    parser.add_argument("--config", type=Path, help="TOML file (environment RELAY_* wins)")
-    sub = parser.add_subparsers(dest="command")
+    _common(parser, None)
+    common = _Parser(add_help=False)
+    _common(common, argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="observe rooms and relay their events")
-    run.add_argument("--room", action="append", default=[], help="room to observe (repeat)")
-    run.add_argument("--sink", action="append", choices=["redis", "stdout"], default=[])
-    run.add_argument("--workers", type=int, help="worker processes (relay/supervisor.py)")
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, parents=[common])
 
-    sub.add_parser("check", help="validate configuration, reach LiveKit and Redis")
+    run = add("run", "observe rooms and write their events to Redis (or stdout)")
+    run.add_argument("--room", action="append", default=[], help="a room to observe (repeat)")
+    run.add_argument(
+        "--sink", action="append", choices=["redis", "stdout"], default=[], help="where to write"
+    )
+    run.add_argument("--workers", type=int, help="worker processes for this pod (needs discovery)")
 
-    token = sub.add_parser("token", help="mint a hidden, receive-only observer token")
-    token.add_argument("--room", required=True)
-    token.add_argument("--identity", help="default: the observer identity template")
+    check = add("check", "check the configuration and that LiveKit and Redis answer")
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    ingest = sub.add_parser("ingest-token", help="mint a browser ingest token (one session)")
-    ingest.add_argument("--room", required=True)
-    ingest.add_argument("--session", required=True)
+    ingest = add("ingest-token", "mint a browser ingest token for one room and session")
+    ingest.add_argument("--room", required=True, help="the room the token may post for")
+    ingest.add_argument("--session", required=True, help="the session it may post for")
     ingest.add_argument("--ttl", default="1h", help="lifetime: seconds, or 15m, 1h, 1d (1h)")
     ingest.add_argument("--origin", help="the only browser origin that may use it")
 
-    tail = sub.add_parser("tail", help="follow the event stream, one line per event")
-    tail.add_argument("--room", help="follow one room's stream")
+    token = add("token", "print a hidden, receive-only token for the relay's observer")
+    token.add_argument("--room", required=True, help="the room the token admits to")
+    token.add_argument(
+        "--identity", help="participant identity (default: RELAY_LIVEKIT__OBSERVER_IDENTITY)"
+    )
+
+    tail = add("tail", "print the events written to Redis as they arrive, one line each")
+    tail.add_argument("--room", help="follow one room's stream (in seq order)")
     tail.add_argument("--from-start", action="store_true", help="print what is there first")
     tail.add_argument("--count", type=int, help="exit after this many events")
-    tail.add_argument("--json", action="store_true", help="print the raw event JSON")
+    tail.add_argument("--json", action="store_true", help="print each event's JSON as stored")
     tail.add_argument(
         "--transcripts", action="store_true", help="follow finalized utterances, not events"
     )
     tail.add_argument(
         "--prefix", type=_prefix, help="key prefix (default RELAY_REDIS__PREFIX, else relay)"
     )
-    _analytics_parsers(sub)
+    _analytics_parsers(add)
 
-    demo_help = "everything on one machine: dev server, avatar, relay (needs relay[devkit])"
-    demo = sub.add_parser("demo", help=demo_help)
+    demo = add("demo", "run everything on this machine: a dev LiveKit, an avatar, the relay")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
 
     # Listed for --help only: main() hands `relay devserver ...` to relay.dev.server.
-    sub.add_parser("devserver", help="the LiveKit-protocol dev server (testing; relay[devkit])")
+    sub.add_parser("devserver", help="a LiveKit-protocol server for tests (needs relay[devkit])")
     return parser
 
 
-def _analytics_parsers(sub: Any) -> None:
+def _analytics_parsers(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     prefix: dict[str, Any] = {"type": _prefix, "help": "key prefix (default relay)"}
-    sub.add_parser("analytics", help="assemble transcripts and session summaries (a group)")
-    sessions = sub.add_parser("sessions", help="recent session summaries, as a table")
+    add("analytics", "assemble transcripts and one summary per session (a consumer group)")
+    sessions = add("sessions", "recent session summaries, as a table")
     sessions.add_argument("--count", type=int, default=20)
     sessions.add_argument("--prefix", **prefix)
-    transcript = sub.add_parser("transcript", help="a session's transcript, with latencies")
+    transcript = add("transcript", "a session's transcript, with per-turn latencies")
     transcript.add_argument("name", help="session id, or room (its latest session)")
     transcript.add_argument("--prefix", **prefix)
-    report = sub.add_parser("report", help="a session's report page, self-contained HTML")
+    report = add("report", "a session's report page, one self-contained HTML file")
     report.add_argument("session", help="session id, or room (its latest session)")
     report.add_argument("-o", "--output", type=Path, default=Path("report.html"))
     report.add_argument("--prefix", **prefix)
@@ -156,14 +217,14 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 def _check(settings: Settings, args: argparse.Namespace) -> int:
     from relay.checks import run_checks
 
-    return asyncio.run(run_checks(settings))
+    return asyncio.run(run_checks(settings, as_json=args.json))
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
     from relay.observer.token import mint_observer_token, next_observer_identity
 
     if not settings.livekit.can_mint_tokens:
-        message = "RELAY_LIVEKIT__API_KEY and RELAY_LIVEKIT__API_SECRET are required"
+        message = "RELAY_LIVEKIT__API_KEY and RELAY_LIVEKIT__API_SECRET: required to mint a token"
         print(f"relay: {message}", file=sys.stderr)
         return EXIT_CONFIG
     identity = args.identity or next_observer_identity(settings.livekit.observer_identity)

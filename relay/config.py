@@ -6,14 +6,18 @@ RELAY_LIVEKIT__API_SECRET. Lists take JSON: RELAY_ROOMS='["a","b"]'.
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -43,6 +47,14 @@ class LiveKitSettings(_Section):
     # checked against the SDK loaded and falls back to the SDK's own behaviour.
     sdk_fixes: bool = True
 
+    @field_validator("url")
+    @classmethod
+    def _livekit_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not a LiveKit URL; expected ws://host:7880 or wss://host")
+        return url
+
     @property
     def can_mint_tokens(self) -> bool:
         """With the API key and secret the observer mints its own tokens."""
@@ -61,6 +73,51 @@ class RedisSettings(_Section):
     room_maxlen: int = Field(default=10_000, gt=0)
     dlq_maxlen: int = Field(default=100_000, gt=0)
     socket_timeout_s: float = Field(default=5.0, gt=0)
+    # TLS (a rediss:// URL): the CA that signed the server's certificate (default: the
+    # system's), and a client certificate and key if the server asks for one.
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Redis Sentinel: each sentinel's "host:port" and the master's name in their
+    # configuration; the URL then gives only the credentials, database and TLS.
+    sentinels: tuple[str, ...] = ()
+    sentinel_service: str = ""
+    # Redis Cluster: the URL names any node; the others are discovered.
+    cluster: bool = False
+    # Acknowledge a batch only once this many replicas have it (WAIT): an event the
+    # pipeline accepted then survives a failover. 0: the master's reply is enough.
+    wait_replicas: int = Field(default=0, ge=0)
+    wait_timeout_s: float = Field(default=1.0, gt=0)
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_ports(cls, sentinels: tuple[str, ...]) -> tuple[str, ...]:
+        for sentinel in sentinels:
+            host, _, port = sentinel.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{sentinel!r} is not host:port (e.g. sentinel-0:26379)")
+        return sentinels
+
+    @field_validator("tls_ca_file", "tls_cert_file", "tls_key_file")
+    @classmethod
+    def _readable(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"{path}: no such file (a PEM file is expected)")
+        return path
+
+    @property
+    def tls(self) -> bool:
+        return self.url.get_secret_value().startswith("rediss://")
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: SecretStr) -> SecretStr:
+        parts = urlsplit(url.get_secret_value())
+        network = parts.scheme in ("redis", "rediss") and bool(parts.hostname)
+        if not (network or (parts.scheme == "unix" and parts.path)):
+            # The value may hold a password: it is not repeated.
+            raise ValueError("not a Redis URL; expected redis://host:6379/0 (rediss:// for TLS)")
+        return url
 
 
 class PipelineSettings(_Section):
@@ -197,25 +254,57 @@ class Settings(BaseSettings):
 _TOML_FILE: dict[str, Path | None] = {"path": None}
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Parse settings once; a bad value raises ConfigError naming the variable."""
-    if config_file is not None and not config_file.is_file():
-        raise ConfigError(f"config file not found: {config_file}")
+def load_settings(
+    config_file: Path | None = None, *, rooms_option: str | None = None, **overrides: Any
+) -> Settings:
+    """Parse settings once; a bad value raises ConfigError, one line naming the variable.
+
+    `rooms_option`: the command-line option the rooms came from (`--room`), named in
+    errors instead of RELAY_ROOMS."""
+    if config_file is not None:
+        _read_toml(config_file)  # its own error first: pydantic-settings words it poorly
     _TOML_FILE["path"] = config_file
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        problems = [f"{_name(*error['loc'])}: {error['msg']}" for error in exc.errors()]
+        problems = [f"{_name(*error['loc'])}: {_message(error['msg'])}" for error in exc.errors()]
         raise ConfigError(_describe(problems)) from None
+    except SettingsError as exc:  # a variable that should hold JSON does not
+        raise ConfigError(_describe([_unparsable(exc)])) from None
     finally:
         _TOML_FILE["path"] = None
-    if problems := _inconsistencies(settings):
+    if problems := _inconsistencies(settings, rooms_option):
         raise ConfigError(_describe(problems))
     return settings
 
 
+def _read_toml(path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: not found (give the path of a TOML file)")
+    try:
+        tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+
+
 def _describe(problems: list[str]) -> str:
-    return "invalid configuration:\n  " + "\n  ".join(problems)
+    """One line, every problem in it (an error must not need scrolling)."""
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def _message(msg: str) -> str:
+    return msg.removeprefix("Value error, ")
+
+
+def _unparsable(exc: SettingsError) -> str:
+    match = re.search(r'field "(\w+)"', str(exc))
+    field = match.group(1) if match else None
+    if field is None:
+        return f"an environment variable could not be parsed: {exc}"
+    example = " e.g. RELAY_SINKS='[\"stdout\"]'" if field in ("sinks", "rooms") else ""
+    return f"{_name(field)}: not valid JSON; lists and sections take JSON,{example}"
 
 
 def _name(*path: str | int) -> str:
@@ -234,14 +323,20 @@ _TEMPLATES: dict[tuple[str, str], dict[str, object]] = {
 }
 
 
-def _inconsistencies(s: Settings) -> list[str]:
+def _inconsistencies(s: Settings, rooms_option: str | None = None) -> list[str]:
     """What no single field can check: settings that contradict each other."""
     problems = []
     lk, pipeline = s.livekit, s.pipeline
     if s.rooms and not lk.can_mint_tokens:
+        missing = [
+            _name("livekit", key)
+            for key, value in (("api_key", lk.api_key), ("api_secret", lk.api_secret))
+            if not (value.get_secret_value() if isinstance(value, SecretStr) else value)
+        ]
+        rooms = rooms_option or _name("rooms")
         problems.append(
-            f"{_name('livekit', 'api_key')} and {_name('livekit', 'api_secret')}: required "
-            f"to observe {_name('rooms')} (the relay mints its own tokens with them)"
+            f"{' and '.join(missing)}: not set; required to observe {rooms} (the relay "
+            "mints its own tokens with the API key and secret)"
         )
     if len(set(s.rooms)) > s.max_rooms:
         problems.append(f"{_name('rooms')}: more rooms than {_name('max_rooms')} = {s.max_rooms}")
@@ -261,6 +356,7 @@ def _inconsistencies(s: Settings) -> list[str]:
         )
     if s.discovery.lease_margin_s * 2 >= s.discovery.lease_ttl_s:
         problems.append(f"{_name('discovery', 'lease_margin_s')}: must be below lease_ttl_s / 2")
+    problems += _redis_problems(s.redis)
     if pipeline.retry_max_s < pipeline.retry_initial_s:
         problems.append(f"{_name('pipeline', 'retry_max_s')}: below retry_initial_s")
     for (section, key), fields in _TEMPLATES.items():
@@ -273,4 +369,39 @@ def _inconsistencies(s: Settings) -> list[str]:
             continue
         if key == "room_key" and filled == template.format(**{**fields, "room": "other"}):
             problems.append(f"{_name(section, key)}: must use {{room}} (one stream a room)")
+    return problems
+
+
+def _redis_problems(redis: RedisSettings) -> list[str]:
+    problems = []
+    tls_files = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+    given = [key for key in tls_files if getattr(redis, key) is not None]
+    if given and not redis.tls:
+        names = ", ".join(_name("redis", key) for key in given)
+        problems.append(f"{names}: used only with TLS; make {_name('redis', 'url')} rediss://")
+    if bool(redis.sentinels) != bool(redis.sentinel_service):
+        problems.append(
+            f"{_name('redis', 'sentinels')} and {_name('redis', 'sentinel_service')}: "
+            "Sentinel needs both (the sentinels' addresses and the master's name)"
+        )
+    if redis.wait_replicas and redis.wait_timeout_s >= redis.socket_timeout_s:
+        problems.append(
+            f"{_name('redis', 'wait_timeout_s')}: must be below socket_timeout_s "
+            f"({redis.socket_timeout_s:g}), or the socket times out before WAIT answers"
+        )
+    if redis.wait_replicas and redis.cluster:
+        problems.append(
+            f"{_name('redis', 'wait_replicas')}: not supported with "
+            f"{_name('redis', 'cluster')} (a Cluster batch spans nodes)"
+        )
+    if redis.sentinels and redis.cluster:
+        problems.append(
+            f"{_name('redis', 'cluster')}: a Cluster has no sentinels; unset one of "
+            f"{_name('redis', 'cluster')} and {_name('redis', 'sentinels')}"
+        )
+    if (redis.tls_cert_file is None) != (redis.tls_key_file is None):
+        problems.append(
+            f"{_name('redis', 'tls_cert_file')} and {_name('redis', 'tls_key_file')}: "
+            "give both (the client certificate and its key) or neither"
+        )
     return problems

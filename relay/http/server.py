@@ -2,8 +2,13 @@
 
 - `GET /metrics`: Prometheus text format.
 - `GET /healthz`: the process is alive (the event loop answers).
-- `GET /readyz`: Redis answers and every room of the static list is observed.
-- `GET|POST /v1/rooms`, `DELETE /v1/rooms/{room}`: the admin API, bearer token.
+- `GET /readyz`: Redis answers, every room of the static list is observed, and no room
+  added through the admin API has failed to connect for longer than `unready_after_s`
+  (a room that cannot join must be seen; shorter failures are the re-join backoff's).
+  The body has each room's state and last error, as `GET /v1/rooms`.
+- `GET|POST /v1/rooms`, `DELETE /v1/rooms/{room}`: the admin API, bearer token. A room
+  name is 1-256 characters (LiveKit's limit), no control characters; a body with a field
+  other than room, url, token is refused (400 naming it).
 - `GET /v1/sessions/{id}` and `/v1/sessions/{id}/report`: session summaries and their
   report page (relay/analytics/http.py), bearer token.
 """
@@ -14,6 +19,7 @@ import errno
 import hmac
 import json
 import os
+import unicodedata
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,6 +37,11 @@ log = structlog.get_logger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 MAX_ADMIN_BODY_BYTES = 64 * 1024
+MAX_ROOM_NAME_CHARS = 256
+ROOM_FIELDS = ("room", "url", "token")
+# Admin-API rooms failing to connect this long make /readyz 503: longer than a few
+# re-join attempts (RELAY_LIVEKIT__REJOIN_BACKOFF_*), so one failed connect does not flap.
+UNREADY_AFTER_S = 30.0
 # Requests still in flight when the server closes get this long (aiohttp's default is 60 s,
 # which would leave the worker's shutdown unbounded).
 CLOSE_TIMEOUT_S = 2.0
@@ -39,6 +50,7 @@ MANAGER_KEY = web.AppKey("manager", RoomManager)
 READINESS_KEY: web.AppKey[ReadinessCheck] = web.AppKey("readiness")
 ADMIN_TOKEN_KEY = web.AppKey("admin_token", str)
 MINTS_TOKENS_KEY = web.AppKey("mints_tokens", bool)
+UNREADY_AFTER_KEY = web.AppKey("unready_after_s", float)
 
 
 def build_app(
@@ -48,10 +60,12 @@ def build_app(
     *,
     mints_tokens: bool,
     sessions: SessionReader | None = None,
+    unready_after_s: float = UNREADY_AFTER_S,
 ) -> web.Application:
     """`mints_tokens`: the relay has the LiveKit API key and secret, so a room may come
     without a url+token pair."""
     app = web.Application(client_max_size=MAX_ADMIN_BODY_BYTES)
+    app[UNREADY_AFTER_KEY] = unready_after_s
     app[MANAGER_KEY] = manager
     app[READINESS_KEY] = readiness
     app[ADMIN_TOKEN_KEY] = admin_token
@@ -77,8 +91,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     checks = await request.app[READINESS_KEY]()
+    manager = request.app[MANAGER_KEY]
+    failing = manager.failing_rooms(request.app[UNREADY_AFTER_KEY])
+    checks["admin_rooms"] = not failing
     status = 200 if all(checks.values()) else 503
-    return web.json_response({"ready": status == 200, "checks": checks}, status=status)
+    body = {"ready": status == 200, "checks": checks, "rooms": manager.describe()}
+    return web.json_response(body, status=status)
 
 
 def _authorized(request: web.Request) -> None:
@@ -131,14 +149,29 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 def _parse_target(body: dict[str, Any]) -> RoomTarget:
+    unknown = sorted(set(body) - set(ROOM_FIELDS))
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise _error(web.HTTPBadRequest, f"unknown field {names}; a room takes room, url, token")
     room, url, token = body.get("room"), body.get("url"), body.get("token")
     if not isinstance(room, str) or not room.strip():
         raise _error(web.HTTPBadRequest, "'room' must be a non-empty string")
+    if problem := room_name_problem(room):
+        raise _error(web.HTTPBadRequest, f"'room': {problem}")
     if (url is None) != (token is None):
         raise _error(web.HTTPBadRequest, "'url' and 'token' go together")
     if url is not None and not (isinstance(url, str) and url and isinstance(token, str) and token):
         raise _error(web.HTTPBadRequest, "'url' and 'token' must be non-empty strings")
     return RoomTarget(room=room, url=url, token=token)
+
+
+def room_name_problem(room: str) -> str | None:
+    """Why `room` cannot be a room name, or None (names go into logs, keys and metrics)."""
+    if len(room) > MAX_ROOM_NAME_CHARS:
+        return f"{len(room)} characters; at most {MAX_ROOM_NAME_CHARS}"
+    if any(unicodedata.category(char) == "Cc" for char in room):
+        return "contains a control character (newline, tab, ...)"
+    return None
 
 
 def _error(kind: type[web.HTTPError], message: str) -> web.HTTPError:

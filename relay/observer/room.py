@@ -64,6 +64,10 @@ class RoomObserver:
         self.state: ObserverState = "idle"
         # Why the observation ended on its own (a FINAL_DISCONNECTS reason), else None.
         self.ended_by: str | None = None
+        # The last failed connect's error, and since when (monotonic) connects have been
+        # failing in a row (None once connected): operators see a room that cannot join.
+        self.last_error: str | None = None
+        self.failing_since: float | None = None
         self._livekit = livekit
         self._limits = pipeline
         self._clock = clock
@@ -184,6 +188,8 @@ class RoomObserver:
         except rtc.ConnectError as exc:
             self.state = "reconnecting" if self._joined_once else "connecting"
             self._log.warning("room_connect_failed", error=str(exc))
+            self.last_error = str(exc)
+            self.failing_since = self.failing_since or time.monotonic()
             return False
         except asyncio.CancelledError:
             await self._leave_after_connect(connect, room)
@@ -194,6 +200,7 @@ class RoomObserver:
         ctx = RoomContext(room=self.target.room, room_sid=await _room_sid(room))
         self._handlers.ctx = ctx
         self.state = "connected"
+        self.failing_since = None
         self._disconnected.clear()
         self._log.info("room_joined", identity=self._identity, sid=ctx.room_sid)
         return True

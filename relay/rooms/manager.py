@@ -7,6 +7,7 @@ only call `want()` and `unwant()`. The manager owns the observer tasks and their
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -91,8 +92,22 @@ class RoomManager:
                 "room": name,
                 "state": observer.state,
                 "token_given": observer.target.token is not None,
+                "static": name in self._static_rooms,
+                "last_error": observer.last_error,
+                "failing_for_s": _since(observer.failing_since),
             }
             for name, observer in sorted(self._observers.items())
+        ]
+
+    def failing_rooms(self, longer_than_s: float) -> list[str]:
+        """Rooms added at run time whose connects have failed for longer than this (the
+        static rooms count in `static_rooms_ready`)."""
+        return [
+            name
+            for name, observer in sorted(self._observers.items())
+            if name not in self._static_rooms
+            and observer.failing_since is not None
+            and time.monotonic() - observer.failing_since > longer_than_s
         ]
 
     @property
@@ -126,3 +141,7 @@ class RoomManager:
 
     def observed_count(self) -> int:
         return sum(1 for observer in self._observers.values() if observer.connected)
+
+
+def _since(monotonic_s: float | None) -> float | None:
+    return None if monotonic_s is None else round(time.monotonic() - monotonic_s, 1)

@@ -44,6 +44,14 @@ class ObservedRoom:
         return self.observer.connected
 
     @property
+    def last_error(self) -> str | None:
+        return self.observer.last_error
+
+    @property
+    def failing_since(self) -> float | None:
+        return self.observer.failing_since
+
+    @property
     def ended_by(self) -> str | None:
         return self.observer.ended_by
 

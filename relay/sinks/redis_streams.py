@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
@@ -38,6 +39,7 @@ from relay.contract.event import Entry, Event
 from relay.contract.sink import Rejected, Sink
 from relay.errors import SinkError
 from relay.lru import LRU
+from relay.sinks.redis_cluster import ClusterWriter, Command
 
 ROOM_CACHE_MAX = 4096  # room names -> their stream's XADD head (rooms come and go)
 
@@ -90,6 +92,13 @@ class RedisStreamsSink(Sink):
         # room -> (its stream's XADD head, the same in RESP, the room name as a RESP value)
         self._rooms: LRU[str, tuple[tuple[bytes, ...], bytes, bytes]] = LRU(ROOM_CACHE_MAX)
         self._conn: Connection | None = None  # the connection batches are written on
+        # A Redis Cluster client: batches are grouped by node (relay/sinks/redis_cluster.py).
+        self._cluster = ClusterWriter(redis) if isinstance(redis, RedisCluster) else None
+        # WAIT after each batch (redis.wait_replicas): acknowledged once replicated.
+        self._wait_replicas = settings.wait_replicas
+        self._wait_resp = pack(
+            [(b"WAIT", b"%d" % settings.wait_replicas, b"%d" % (settings.wait_timeout_s * 1000))]
+        )
 
     def room_key(self, room: str) -> str:
         return keys.room_key(self._settings, room)
@@ -122,6 +131,24 @@ class RedisStreamsSink(Sink):
                 commands += 1
         return b"".join(parts), commands
 
+    def keyed(self, batch: Sequence[Entry]) -> list[Command]:
+        """The batch's XADDs one by one, each with its key (a Cluster routes by key)."""
+        out: list[Command] = []
+        events_key, dlq_key = self._events_head[1], self._dlq_head[1]
+        for entry in batch:
+            if isinstance(entry, Event):
+                head, room_resp, room = self._room(entry.room)
+                fields = b"".join(
+                    (_KIND, _bulk(entry.kind.encode()), _ROOM, room, _ID,
+                     _bulk(entry.id.encode()), _EVENT, _bulk(entry.json_bytes()))
+                )  # fmt: skip
+                out += [(events_key, self._events_resp + fields), (head[1], room_resp + fields)]
+            else:
+                room = _bulk(entry.room.encode("utf-8", "replace"))
+                letter = (self._dlq_resp, _REASON, _bulk(entry.reason.encode()), _ROOM, room)
+                out.append((dlq_key, b"".join((*letter, _ENTRY, _bulk(entry.json_bytes())))))
+        return out
+
     def commands(self, batch: Sequence[Entry]) -> list[tuple[bytes, ...]]:
         """The same XADDs as argument tuples (what `encode` packs; the benchmark's
         baselines send these through redis-py)."""
@@ -144,12 +171,40 @@ class RedisStreamsSink(Sink):
     async def write(self, batch: Sequence[Entry]) -> list[Rejected]:
         if not batch:
             return []
+        if self._cluster is not None:
+            return await self._write_cluster(batch, self._cluster)
         payload, commands = self.encode(batch)
+        if self._wait_replicas:
+            payload, commands = payload + self._wait_resp, commands + 1
         try:
             replies = await self._pipelined(payload, commands)
         except (RedisError, OSError) as exc:
-            raise SinkError(f"{len(batch)} entries not written: {exc}") from exc
+            reason = redis_client.describe_redis_error(exc, tls=self._settings.tls)
+            raise SinkError(f"{len(batch)} entries not written: {reason}") from exc
+        if self._wait_replicas:
+            await self._check_replicated(len(batch), replies.pop())
         return _rejected(batch, replies)
+
+    async def _write_cluster(
+        self, batch: Sequence[Entry], cluster: ClusterWriter
+    ) -> list[Rejected]:
+        try:
+            replies = await cluster.send(self.keyed(batch))
+        except (RedisError, OSError) as exc:
+            reason = redis_client.describe_redis_error(exc, tls=self._settings.tls)
+            raise SinkError(f"{len(batch)} entries not written: {reason}") from exc
+        return _rejected(batch, replies)
+
+    async def _check_replicated(self, entries: int, reply: Any) -> None:
+        if isinstance(reply, Exception) or reply < self._wait_replicas:
+            # Perhaps a master that lost its replicas to a failover and does not know yet:
+            # the next write takes a new connection (Sentinel: to the master it names now).
+            await self._drop_connection()
+            raise SinkError(
+                f"{entries} entries written but on {reply} of {self._wait_replicas} replicas "
+                f"within {self._settings.wait_timeout_s:g} s (RELAY_REDIS__WAIT_REPLICAS); "
+                "retried"
+            )
 
     async def _pipelined(self, payload: bytes, commands: int) -> list[Any]:
         """Every command in one write, every reply in order (error replies as exceptions).
@@ -199,6 +254,8 @@ class RedisStreamsSink(Sink):
             return False
 
     async def aclose(self) -> None:
+        if self._cluster is not None:
+            await self._cluster.aclose()
         if self._conn is not None:
             await self._redis.connection_pool.release(self._conn)
             self._conn = None

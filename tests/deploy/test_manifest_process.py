@@ -34,7 +34,7 @@ def test_liveness_and_readiness_answer_200_on_the_manifest_port(
     status, body = answers["/readyz"]
     assert status == 200, f"/readyz: {status} {body}\n{manifest_run.log()}"
     # Redis (from the Secret's RELAY_REDIS__URL) answers: the environment reached relay.
-    assert json.loads(body)["checks"] == {"rooms": True, "redis": True}
+    assert json.loads(body)["checks"] == {"rooms": True, "redis": True, "admin_rooms": True}
 
 
 def test_the_secret_admin_token_guards_the_admin_api(manifest_run: ManifestRun) -> None:

@@ -33,16 +33,19 @@ async def test_static_rooms_ready_once_observed(
     await relay.wait_listening()
     status, body = await relay.get("/readyz")
     assert status == 503, body
-    assert json.loads(body)["checks"] == {"rooms": False, "redis": True}
+    assert json.loads(body)["checks"] == {"rooms": False, "redis": True, "admin_rooms": True}
     assert (await relay.get("/healthz"))[0] == 200
 
     server = start_devserver(e2e_ns, port=port)
     try:
         answers = await relay.wait_ready()
-        assert json.loads(answers[-1][1]) == {
-            "ready": True,
-            "checks": {"rooms": True, "redis": True},
-        }
+        ready = json.loads(answers[-1][1])
+        assert (ready["ready"], ready["checks"]) == (
+            True,
+            {"rooms": True, "redis": True, "admin_rooms": True},
+        )
+        assert sorted(r["room"] for r in ready["rooms"]) == sorted(rooms)
+        assert all(r["state"] == "connected" and r["static"] for r in ready["rooms"])
         for room in rooms:
             await streams.wait_room(room, has("observer.joined"))
         metrics = await relay.metrics()
@@ -73,7 +76,16 @@ async def test_admin_api_adds_a_room_at_runtime(
     await streams.wait_room(room, has("observer.joined"))
     status, body = await relay.get("/v1/rooms", token=ADMIN_TOKEN)
     assert json.loads(body) == {
-        "rooms": [{"room": room, "state": "connected", "token_given": False}]
+        "rooms": [
+            {
+                "room": room,
+                "state": "connected",
+                "token_given": False,
+                "static": False,
+                "last_error": None,
+                "failing_for_s": None,
+            }
+        ]
     }
 
     async with LkProcess.start(e2e_ns) as lk:
@@ -136,7 +148,10 @@ async def test_a_deleted_room_ends_its_observation_and_is_not_recreated(
         ("observer.left", {"reason": "participant_removed"}),
     ]
     status, body = await relay.get("/readyz")
-    assert (status, json.loads(body)["checks"]) == (200, {"rooms": True, "redis": True})
+    assert (status, json.loads(body)["checks"]) == (
+        200,
+        {"rooms": True, "redis": True, "admin_rooms": True},
+    )
     assert json.loads((await relay.get("/v1/rooms", token=ADMIN_TOKEN))[1]) == {"rooms": []}
     assert (await relay.stop()).returncode == 0
     assert await streams.room_events(deleted) == gone  # nothing after the end

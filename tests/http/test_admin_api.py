@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -52,7 +55,7 @@ async def test_readyz_is_503_until_static_rooms_are_observed(
     http, _ = client
     response = await http.get("/readyz")
     assert response.status == 503
-    assert (await response.json())["checks"] == {"rooms": False, "redis": True}
+    assert (await response.json())["checks"] == {"rooms": False, "redis": True, "admin_rooms": True}
 
 
 @pytest.mark.parametrize(
@@ -129,3 +132,67 @@ async def test_without_api_credentials_a_room_needs_its_own_url_and_token(
     with_token = {"room": "r2", "url": "ws://127.0.0.1:9", "token": "given"}
     assert (await http.post("/v1/rooms", json=with_token, headers=AUTH)).status == 201
     assert manager.wanted == ["r2"]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"room": "r" * 257}, ["257 characters", "at most 256"]),
+        ({"room": "a\nb"}, ["control character"]),
+        ({"room": "a\x00b"}, ["control character"]),
+        ({"room": "a\x7fb"}, ["control character"]),
+        ({"room": "r", "rooom": "x"}, ["unknown field 'rooom'"]),
+        ({"room": "r", "tokn": "x", "ur": "y"}, ["'tokn', 'ur'"]),
+    ],
+)
+async def test_room_names_and_fields_are_validated(
+    client: tuple[Client, RoomManager], body: dict[str, str], words: list[str]
+) -> None:
+    http, manager = client
+    response = await http.post("/v1/rooms", json=body, headers=AUTH)
+    assert response.status == 400
+    error = (await response.json())["error"]
+    for word in words:
+        assert word in error
+    assert manager.wanted == []
+
+
+async def test_a_long_name_within_the_cap_and_unicode_are_accepted(
+    client: tuple[Client, RoomManager],
+) -> None:
+    http, manager = client
+    for room in ("r" * 256, "salle-été-会议"):
+        assert (await http.post("/v1/rooms", json={"room": room}, headers=AUTH)).status == 201
+        assert room in manager.wanted
+        assert (await http.delete(f"/v1/rooms/{room}", headers=AUTH)).status == 200
+
+
+async def test_a_room_that_cannot_connect_shows_its_error_and_unreadies() -> None:
+    intake = CollectingIntake()
+    manager = RoomManager(lambda target: make_observer(intake, target=target), max_rooms=2)
+
+    async def readiness() -> dict[str, bool]:
+        return {"redis": True}
+
+    app = build_app(manager, readiness, TOKEN, mints_tokens=True, unready_after_s=0.5)
+    async with TestClient(TestServer(app)) as http:
+        assert (await http.get("/readyz")).status == 200
+        assert (await http.post("/v1/rooms", json={"room": "r1"}, headers=AUTH)).status == 201
+        deadline = time.monotonic() + 15
+        ready: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            response = await http.get("/readyz")
+            ready = await response.json()
+            if response.status == 503:
+                break
+            await asyncio.sleep(0.1)
+        assert ready["ready"] is False and ready["checks"]["admin_rooms"] is False
+        [room] = ready["rooms"]
+        assert room["room"] == "r1" and room["state"] == "connecting"
+        assert room["last_error"] and room["failing_for_s"] >= 0.5
+        listed = (await (await http.get("/v1/rooms", headers=AUTH)).json())["rooms"]
+        assert listed[0]["last_error"] == room["last_error"]
+        # Removing the room makes the relay ready again.
+        assert (await http.delete("/v1/rooms/r1", headers=AUTH)).status == 200
+        assert (await http.get("/readyz")).status == 200
+        await manager.stop_all()
