@@ -152,6 +152,10 @@ def _mount_point(path: Path) -> str:
     return str(path)
 
 
+def _under_tmp(path: Path) -> bool:
+    return Path("/tmp") in path.resolve().parents
+
+
 def _others_can_run_python() -> bool:
     """Whether a user other than root can reach this machine's Python and the venv
     (a Python under root's 0700 home cannot run as the manifest's user)."""
@@ -172,6 +176,10 @@ def confine(argv: list[str], spec: PodSpec, read_only: list[Path]) -> tuple[list
     if not os.path.ismount("/tmp"):
         script.append("mount --bind /tmp /tmp")  # its own mount: stays writable
     script += [f"mount -o remount,bind,ro {shlex.quote(m)}" for m in mounts]
+    # A checkout (and its venv) under /tmp, as a CI clone may be: read-only too.
+    for path in sorted({str(p.resolve()) for p in read_only if _under_tmp(p)}):
+        quoted = shlex.quote(path)
+        script += [f"mount --bind {quoted} {quoted}", f"mount -o remount,bind,ro {quoted}"]
     script.append('exec "$@"')
     privileges = ["--no-new-privs", "--inh-caps=-all", "--bounding-set=-all"]
     who = "root without capabilities"
