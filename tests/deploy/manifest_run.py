@@ -32,6 +32,7 @@ SECRET_VALUES = {
     "RELAY_LIVEKIT__API_KEY": LIVEKIT_KEY,
     "RELAY_LIVEKIT__API_SECRET": LIVEKIT_SECRET,
     "RELAY_HTTP__ADMIN_TOKEN": ADMIN_TOKEN,
+    "RELAY_INGEST__SECRET": "deploy-test-ingest-secret-0123456789abcdef",
 }
 WRITE_PROBE = """
 import errno, json, os, sys
