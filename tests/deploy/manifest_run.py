@@ -64,6 +64,7 @@ class ManifestRun:
     exit_code: int | None = None
     exit_after_s: float | None = None
     write_probe: dict[str, str] = field(default_factory=dict)  # where -> result
+    analytics: ManifestRun | None = None  # the relay-analytics container's run
 
     def log(self) -> str:
         if not self.log_path.exists():
@@ -182,4 +183,32 @@ def run_manifest(
     finally:
         proc.stop()
     run.room_events = _room_events(redis_url)
+    return run
+
+
+def run_analytics_manifest(
+    ns: NetNS, objs: list[Obj], secret: Obj, redis_url: str, workdir: Path
+) -> ManifestRun:
+    """The production relay-analytics container, the same way: its startup probe, one
+    scrape of its own /metrics, SIGTERM."""
+    names = ("relay-analytics", "analytics", "metrics")
+    spec = podlike.pod_spec(objs, fill_secret(secret, redis_url), names)
+    run = ManifestRun(spec=spec, log_path=workdir / "analytics.log", host=ns.addr)
+    (workdir / "analytics").mkdir()
+    argv = podlike.local_argv(spec.argv, podlike.write_files(spec, workdir / "analytics"))
+    read_only = [Path(sys.prefix), ROOT, Path(os.path.realpath(sys.executable))]
+    confined, run.who = podlike.confine(argv, spec, read_only)
+    env = {**podlike.image_env(), **spec.env}
+    with run.log_path.open("wb") as log:
+        proc = ns.spawn(
+            confined, name="analytics", env=env, stdout=log.fileno(), stderr=log.fileno()
+        )
+    try:
+        _wait_healthy(run, proc.popen)
+        if run.healthy_after_s is not None:
+            status, text = _get(f"http://{run.host}:{spec.port}/metrics", 5)
+            run.metrics_text = text if status == 200 else ""
+        _terminate(run, proc)
+    finally:
+        proc.stop()
     return run

@@ -156,7 +156,7 @@ def test_selectors_pick_the_relay_pods_and_nothing_else(
     service = find(objs, "Service", "relay")
     assert service["spec"]["selector"] and matches(service["spec"]["selector"], relay)
     assert matches(find(objs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], relay)
-    policy = find(objs, "NetworkPolicy")
+    policy = find(objs, "NetworkPolicy", "relay")
     assert matches(policy["spec"]["podSelector"]["matchLabels"], relay)
     for rule in policy["spec"]["egress"]:
         for peer in rule["to"]:
@@ -175,7 +175,7 @@ def test_the_dev_network_policy_lets_relay_reach_the_dev_redis(
 ) -> None:
     objs = renders["dev"]
     redis_pod = _pod_labels(objs, "relay-redis")
-    policy = find(objs, "NetworkPolicy")
+    policy = find(objs, "NetworkPolicy", "relay")
     to_redis = [
         rule
         for rule in policy["spec"]["egress"]
@@ -197,7 +197,7 @@ def _decoded(secret: Obj) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_egress_is_dns_redis_and_livekit_only(renders: dict[str, list[Obj]], name: str) -> None:
-    policy = find(renders[name], "NetworkPolicy")
+    policy = find(renders[name], "NetworkPolicy", "relay")
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     rules = policy["spec"]["egress"]
     assert len(rules) == 3 and all(rule.get("to") for rule in rules), rules
@@ -242,7 +242,7 @@ def test_the_optional_rooms_hpa_validates_and_reads_an_exported_metric(
 
 def test_production_scrapes_the_service_port(renders: dict[str, list[Obj]]) -> None:
     objs = renders["production"]
-    monitor = find(objs, "ServiceMonitor")
+    monitor = find(objs, "ServiceMonitor", "relay")
     service = find(objs, "Service", "relay")
     assert matches(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     (endpoint,) = monitor["spec"]["endpoints"]
