@@ -58,6 +58,7 @@ class ManifestRun:
     healthy_after_s: float | None = None
     answers: dict[str, tuple[int, str]] = field(default_factory=dict)  # url path -> answer
     admin: dict[str, int] = field(default_factory=dict)  # with/without token -> status
+    public: dict[str, int] = field(default_factory=dict)  # public path -> status
     metrics_text: str = ""
     observed_after_s: float | None = None  # from the admin call to relay_rooms_observed 1
     room_events: list[str] = field(default_factory=list)  # kinds written for ROOM
@@ -121,6 +122,10 @@ def _probe_and_scrape(run: ManifestRun) -> None:
     run.admin["without_token"] = _get(f"{base}/v1/rooms", 5)[0]
     status, text = _get(f"{base}/metrics", 5)
     run.metrics_text = text if status == 200 else ""
+    # The public paths (ingress-public.yaml), unauthenticated: served, and refused.
+    run.public["/v1/forwarder.js"] = _get(f"{base}/v1/forwarder.js", 5)[0]
+    run.public["/v1/ingest"] = _get(f"{base}/v1/ingest", 5, body={})[0]
+    run.public["/v1/livekit/webhook"] = _get(f"{base}/v1/livekit/webhook", 5, body={})[0]
 
 
 def _observe_room(run: ManifestRun) -> None:

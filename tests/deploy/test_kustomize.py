@@ -260,3 +260,20 @@ def test_the_secret_template_is_not_applied_by_any_kustomization(
         for secret in find_all(objs, "Secret"):
             assert PLACEHOLDER_PREFIX not in str(secret)
     assert find_all(renders["production"], "Secret") == []
+
+
+def test_the_optional_public_ingress_exposes_only_ingest_and_the_webhook(
+    renders: dict[str, list[Obj]],
+) -> None:
+    ingress: dict[str, Any] = yaml.safe_load(
+        (ROOT / "deploy" / "overlays" / "production" / "ingress-public.yaml").read_text()
+    )
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(ingress, version, strict=True)
+    paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert {p["path"] for p in paths} == {"/v1/ingest", "/v1/forwarder.js", "/v1/livekit/webhook"}
+    service = find(renders["production"], "Service", "relay")
+    (port,) = service["spec"]["ports"]
+    for path in paths:
+        assert path["pathType"] == "Exact", path
+        assert path["backend"]["service"] == {"name": "relay", "port": {"name": port["name"]}}

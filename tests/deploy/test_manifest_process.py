@@ -76,3 +76,15 @@ def test_the_analytics_container_serves_its_metrics_and_stops_in_time(
     assert "relay_sessions_total" in analytics.metrics_text, analytics.log()
     assert analytics.exit_after_s is not None and analytics.exit_code == 0, analytics.log()
     assert analytics.exit_after_s < analytics.spec.grace_s
+
+
+def test_the_public_paths_are_served_and_refuse_the_unauthenticated(
+    manifest_run: ManifestRun,
+) -> None:
+    # discovery.enabled (relay.env) serves the webhook, the Secret's ingest secret ingest
+    # (off, both would answer 404): an empty JSON body is malformed, an unsigned webhook 401.
+    assert manifest_run.public == {
+        "/v1/forwarder.js": 200,
+        "/v1/ingest": 400,
+        "/v1/livekit/webhook": 401,
+    }, manifest_run.log()
