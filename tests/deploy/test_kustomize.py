@@ -82,10 +82,26 @@ def test_the_config_map_is_config_relay_toml(renders: dict[str, list[Obj]]) -> N
         assert config["data"] == {"relay.toml": (ROOT / "config" / "relay.toml").read_text()}
 
 
+# relay's Deployments and their container: the workers, and `relay analytics` where an
+# overlay includes deploy/analytics.
+_LOCKED_DOWN = {"relay": "relay", "relay-analytics": "analytics"}
+
+
+def _relay_pods(objs: list[Obj]) -> list[tuple[Obj, Obj]]:
+    pods = []
+    for deployment in find_all(objs, "Deployment"):
+        name = deployment["metadata"]["name"]
+        if name in _LOCKED_DOWN:
+            pod = deployment["spec"]["template"]["spec"]
+            (container,) = [c for c in pod["containers"] if c["name"] == _LOCKED_DOWN[name]]
+            pods.append((pod, container))
+    return pods
+
+
 def test_the_pod_is_locked_down(renders: dict[str, list[Obj]]) -> None:
-    for name in OVERLAYS:
-        pod = relay_deployment(renders[name])["spec"]["template"]["spec"]
-        container = relay_container(renders[name])
+    assert len(_relay_pods(renders["production"])) == 2, "production runs the analytics"
+    checked = [(name, *pair) for name in OVERLAYS for pair in _relay_pods(renders[name])]
+    for name, pod, container in checked:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] > 0
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -277,3 +293,23 @@ def test_the_optional_public_ingress_exposes_only_ingest_and_the_webhook(
     for path in paths:
         assert path["pathType"] == "Exact", path
         assert path["backend"]["service"] == {"name": "relay", "port": {"name": port["name"]}}
+
+
+def test_the_analytics_reach_dns_and_redis_only_and_serve_only_metrics(
+    renders: dict[str, list[Obj]],
+) -> None:
+    objs = renders["production"]
+    policy = find(objs, "NetworkPolicy", "relay-analytics")
+    assert matches(
+        policy["spec"]["podSelector"]["matchLabels"], _pod_labels(objs, "relay-analytics")
+    )
+    assert not matches(policy["spec"]["podSelector"]["matchLabels"], _pod_labels(objs, "relay"))
+    dns, redis = (_egress_ports(rule) for rule in policy["spec"]["egress"])
+    assert dns == {("UDP", 53), ("TCP", 53)} and redis == {("TCP", 6379)}
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    service = find(objs, "Service", "relay-analytics")
+    monitor = find(objs, "ServiceMonitor", "relay-analytics")
+    assert matches(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert matches(service["spec"]["selector"], _pod_labels(objs, "relay-analytics"))
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
