@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.manifest_run import LIVEKIT_KEY, LIVEKIT_SECRET, ManifestRun, run_manifest
+from tests.deploy.manifest_run import (
+    LIVEKIT_KEY,
+    LIVEKIT_SECRET,
+    ManifestRun,
+    run_analytics_manifest,
+    run_manifest,
+)
 from tests.deploy.manifests import (
     KUSTOMIZATIONS,
     ROOT,
@@ -73,8 +79,13 @@ def manifest_run(deploy_ns: NetNS, renders: dict[str, list[Obj]]) -> Iterator[Ma
     server = start_devserver(deploy_ns, api_key=LIVEKIT_KEY, api_secret=LIVEKIT_SECRET)
     workdir = Path(tempfile.mkdtemp(prefix="relay-deploy-", dir="/tmp"))
     urls = (server.ws_url, redis.url)
+    objs = renders["production"]
     try:
-        yield run_manifest(deploy_ns, renders["production"], secret_template(), urls, workdir)
+        run = run_manifest(deploy_ns, objs, secret_template(), urls, workdir)
+        run.analytics = run_analytics_manifest(
+            deploy_ns, objs, secret_template(), redis.url, workdir
+        )
+        yield run
     finally:
         server.proc.stop()
         redis.proc.stop()
@@ -88,3 +99,15 @@ def exported(manifest_run: ManifestRun) -> set[str]:
 
     assert manifest_run.metrics_text, f"no /metrics scrape: {manifest_run.log()}"
     return exported_names(manifest_run.metrics_text)
+
+
+@pytest.fixture(scope="session")
+def analytics_exported(manifest_run: ManifestRun) -> set[str]:
+    """Every metric name `relay analytics`' own /metrics page shows."""
+    from tests.deploy.promql import exported_names
+
+    analytics = manifest_run.analytics
+    assert analytics is not None and analytics.metrics_text, (
+        f"no analytics /metrics scrape: {analytics.log() if analytics else ''}"
+    )
+    return exported_names(analytics.metrics_text)

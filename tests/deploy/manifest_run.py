@@ -32,6 +32,7 @@ SECRET_VALUES = {
     "RELAY_LIVEKIT__API_KEY": LIVEKIT_KEY,
     "RELAY_LIVEKIT__API_SECRET": LIVEKIT_SECRET,
     "RELAY_HTTP__ADMIN_TOKEN": ADMIN_TOKEN,
+    "RELAY_INGEST__SECRET": "deploy-test-ingest-secret-0123456789abcdef",
 }
 WRITE_PROBE = """
 import errno, json, os, sys
@@ -57,12 +58,14 @@ class ManifestRun:
     healthy_after_s: float | None = None
     answers: dict[str, tuple[int, str]] = field(default_factory=dict)  # url path -> answer
     admin: dict[str, int] = field(default_factory=dict)  # with/without token -> status
+    public: dict[str, int] = field(default_factory=dict)  # public path -> status
     metrics_text: str = ""
     observed_after_s: float | None = None  # from the admin call to relay_rooms_observed 1
     room_events: list[str] = field(default_factory=list)  # kinds written for ROOM
     exit_code: int | None = None
     exit_after_s: float | None = None
     write_probe: dict[str, str] = field(default_factory=dict)  # where -> result
+    analytics: ManifestRun | None = None  # the relay-analytics container's run
 
     def log(self) -> str:
         if not self.log_path.exists():
@@ -119,6 +122,10 @@ def _probe_and_scrape(run: ManifestRun) -> None:
     run.admin["without_token"] = _get(f"{base}/v1/rooms", 5)[0]
     status, text = _get(f"{base}/metrics", 5)
     run.metrics_text = text if status == 200 else ""
+    # The public paths (ingress-public.yaml), unauthenticated: served, and refused.
+    run.public["/v1/forwarder.js"] = _get(f"{base}/v1/forwarder.js", 5)[0]
+    run.public["/v1/ingest"] = _get(f"{base}/v1/ingest", 5, body={})[0]
+    run.public["/v1/livekit/webhook"] = _get(f"{base}/v1/livekit/webhook", 5, body={})[0]
 
 
 def _observe_room(run: ManifestRun) -> None:
@@ -181,4 +188,32 @@ def run_manifest(
     finally:
         proc.stop()
     run.room_events = _room_events(redis_url)
+    return run
+
+
+def run_analytics_manifest(
+    ns: NetNS, objs: list[Obj], secret: Obj, redis_url: str, workdir: Path
+) -> ManifestRun:
+    """The production relay-analytics container, the same way: its startup probe, one
+    scrape of its own /metrics, SIGTERM."""
+    names = ("relay-analytics", "analytics", "metrics")
+    spec = podlike.pod_spec(objs, fill_secret(secret, redis_url), names)
+    run = ManifestRun(spec=spec, log_path=workdir / "analytics.log", host=ns.addr)
+    (workdir / "analytics").mkdir()
+    argv = podlike.local_argv(spec.argv, podlike.write_files(spec, workdir / "analytics"))
+    read_only = [Path(sys.prefix), ROOT, Path(os.path.realpath(sys.executable))]
+    confined, run.who = podlike.confine(argv, spec, read_only)
+    env = {**podlike.image_env(), **spec.env}
+    with run.log_path.open("wb") as log:
+        proc = ns.spawn(
+            confined, name="analytics", env=env, stdout=log.fileno(), stderr=log.fileno()
+        )
+    try:
+        _wait_healthy(run, proc.popen)
+        if run.healthy_after_s is not None:
+            status, text = _get(f"http://{run.host}:{spec.port}/metrics", 5)
+            run.metrics_text = text if status == 200 else ""
+        _terminate(run, proc)
+    finally:
+        proc.stop()
     return run

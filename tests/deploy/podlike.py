@@ -40,6 +40,7 @@ class PodSpec:
     pre_stop_s: int
     run_as_user: int
     run_as_group: int
+    port_name: str = "http"
 
 
 def _image_argv(container: Obj) -> list[str]:
@@ -86,10 +87,14 @@ def _files(objs: list[Obj], pod: Obj, container: Obj) -> dict[str, dict[str, str
     return files
 
 
-def pod_spec(objs: list[Obj], secret: Obj) -> PodSpec:
-    deployment = find(objs, "Deployment", "relay")
+def pod_spec(
+    objs: list[Obj], secret: Obj, names: tuple[str, str, str] = ("relay", "relay", "http")
+) -> PodSpec:
+    """`names`: the Deployment, its container and the port the probes use."""
+    deployment_name, container_name, port_name = names
+    deployment = find(objs, "Deployment", deployment_name)
     pod = deployment["spec"]["template"]["spec"]
-    container = next(c for c in pod["containers"] if c["name"] == "relay")
+    container = next(c for c in pod["containers"] if c["name"] == container_name)
     probes = {
         kind: container[f"{kind}Probe"]
         for kind in ("startup", "liveness", "readiness")
@@ -100,10 +105,14 @@ def pod_spec(objs: list[Obj], secret: Obj) -> PodSpec:
         argv=_image_argv(container),
         env=_env_from(objs, container, secret),
         files=_files(objs, pod, container),
-        port=ports["http"],
+        port=ports[port_name],
+        port_name=port_name,
         probes=probes,
         grace_s=pod["terminationGracePeriodSeconds"],
-        pre_stop_s=container["lifecycle"]["preStop"]["sleep"]["seconds"],
+        pre_stop_s=container.get("lifecycle", {})
+        .get("preStop", {})
+        .get("sleep", {})
+        .get("seconds", 0),
         run_as_user=pod["securityContext"]["runAsUser"],
         run_as_group=pod["securityContext"]["runAsGroup"],
     )
@@ -193,5 +202,5 @@ def confine(argv: list[str], spec: PodSpec, read_only: list[Path]) -> tuple[list
 
 def probe_url(host: str, spec: PodSpec, probe: dict[str, Any]) -> str:
     get = probe["httpGet"]
-    port = spec.port if get["port"] == "http" else int(get["port"])
+    port = spec.port if get["port"] == spec.port_name else int(get["port"])
     return f"http://{host}:{port}{get['path']}"

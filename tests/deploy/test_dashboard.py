@@ -21,8 +21,22 @@ def dashboard() -> dict[str, Any]:
     return data
 
 
-def _queries(dashboard: dict[str, Any]) -> list[str]:
-    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+ANALYTICS_ROW = "Sessions (relay analytics)"  # its panels read `relay analytics`' /metrics
+
+
+def _panels(dashboard: dict[str, Any], analytics: bool) -> list[dict[str, Any]]:
+    """The relay's panels, or those of the analytics row (the last row) on."""
+    panels: list[dict[str, Any]] = dashboard["panels"]
+    titles = [p["title"] for p in panels]
+    start = titles.index(ANALYTICS_ROW)
+    return panels[start:] if analytics else panels[:start]
+
+
+def _queries(dashboard: dict[str, Any], analytics: bool = False) -> list[str]:
+    panels = _panels(dashboard, analytics)
+    queries = [t["expr"] for p in panels for t in p.get("targets", [])]
+    if analytics:
+        return queries
     for variable in dashboard["templating"]["list"]:
         if variable["type"] == "query":
             queries.append(variable["query"]["query"])
@@ -46,7 +60,8 @@ def test_the_panels_are_laid_out_and_query_prometheus(dashboard: dict[str, Any])
 
 def test_the_queries_use_only_defined_variables(dashboard: dict[str, Any]) -> None:
     defined = {v["name"] for v in dashboard["templating"]["list"]} | {"__rate_interval"}
-    used = set(re.findall(r"\$\{?(\w+)", " ".join(_queries(dashboard))))
+    queries = _queries(dashboard) + _queries(dashboard, analytics=True)
+    used = set(re.findall(r"\$\{?(\w+)", " ".join(queries)))
     assert used - defined == set()
 
 
@@ -67,6 +82,32 @@ def test_the_queries_read_only_metrics_relay_exports(
         "relay_buffer_events",
         "relay_buffer_capacity_events",
         "process_cpu_seconds_total",
+        # scale-out, load and ingest
+        "relay_deployment_rooms_wanted",
+        "relay_rooms_coverage_ratio",
+        "relay_leases_held",
+        "relay_lease_acquired_total",
+        "relay_lease_losses_total",
+        "relay_webhooks_received_total",
+        "relay_webhooks_rejected_total",
+        "relay_event_loop_lag_seconds_bucket",
+        "relay_ingest_items_total",
+        "relay_ingest_rejected_total",
+    }
+    assert wanted <= read, f"not on the dashboard: {wanted - read}"
+
+
+def test_the_analytics_panels_read_what_relay_analytics_exports(
+    dashboard: dict[str, Any], analytics_exported: set[str]
+) -> None:
+    # Compared with `relay analytics`' own scrape: Prometheus gets them from that process.
+    read = set().union(*(grafana_query_names(q) for q in _queries(dashboard, analytics=True)))
+    assert read - analytics_exported == set()
+    wanted = {
+        "relay_sessions_total",
+        "relay_turn_response_seconds_bucket",
+        "relay_interruptions_total",
+        "relay_speaking_seconds_total",
     }
     assert wanted <= read, f"not on the dashboard: {wanted - read}"
 

@@ -82,10 +82,26 @@ def test_the_config_map_is_config_relay_toml(renders: dict[str, list[Obj]]) -> N
         assert config["data"] == {"relay.toml": (ROOT / "config" / "relay.toml").read_text()}
 
 
+# relay's Deployments and their container: the workers, and `relay analytics` where an
+# overlay includes deploy/analytics.
+_LOCKED_DOWN = {"relay": "relay", "relay-analytics": "analytics"}
+
+
+def _relay_pods(objs: list[Obj]) -> list[tuple[Obj, Obj]]:
+    pods = []
+    for deployment in find_all(objs, "Deployment"):
+        name = deployment["metadata"]["name"]
+        if name in _LOCKED_DOWN:
+            pod = deployment["spec"]["template"]["spec"]
+            (container,) = [c for c in pod["containers"] if c["name"] == _LOCKED_DOWN[name]]
+            pods.append((pod, container))
+    return pods
+
+
 def test_the_pod_is_locked_down(renders: dict[str, list[Obj]]) -> None:
-    for name in OVERLAYS:
-        pod = relay_deployment(renders[name])["spec"]["template"]["spec"]
-        container = relay_container(renders[name])
+    assert len(_relay_pods(renders["production"])) == 2, "production runs the analytics"
+    checked = [(name, *pair) for name in OVERLAYS for pair in _relay_pods(renders[name])]
+    for name, pod, container in checked:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] > 0
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -156,7 +172,7 @@ def test_selectors_pick_the_relay_pods_and_nothing_else(
     service = find(objs, "Service", "relay")
     assert service["spec"]["selector"] and matches(service["spec"]["selector"], relay)
     assert matches(find(objs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], relay)
-    policy = find(objs, "NetworkPolicy")
+    policy = find(objs, "NetworkPolicy", "relay")
     assert matches(policy["spec"]["podSelector"]["matchLabels"], relay)
     for rule in policy["spec"]["egress"]:
         for peer in rule["to"]:
@@ -175,7 +191,7 @@ def test_the_dev_network_policy_lets_relay_reach_the_dev_redis(
 ) -> None:
     objs = renders["dev"]
     redis_pod = _pod_labels(objs, "relay-redis")
-    policy = find(objs, "NetworkPolicy")
+    policy = find(objs, "NetworkPolicy", "relay")
     to_redis = [
         rule
         for rule in policy["spec"]["egress"]
@@ -197,7 +213,7 @@ def _decoded(secret: Obj) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_egress_is_dns_redis_and_livekit_only(renders: dict[str, list[Obj]], name: str) -> None:
-    policy = find(renders[name], "NetworkPolicy")
+    policy = find(renders[name], "NetworkPolicy", "relay")
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     rules = policy["spec"]["egress"]
     assert len(rules) == 3 and all(rule.get("to") for rule in rules), rules
@@ -242,7 +258,7 @@ def test_the_optional_rooms_hpa_validates_and_reads_an_exported_metric(
 
 def test_production_scrapes_the_service_port(renders: dict[str, list[Obj]]) -> None:
     objs = renders["production"]
-    monitor = find(objs, "ServiceMonitor")
+    monitor = find(objs, "ServiceMonitor", "relay")
     service = find(objs, "Service", "relay")
     assert matches(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     (endpoint,) = monitor["spec"]["endpoints"]
@@ -260,3 +276,40 @@ def test_the_secret_template_is_not_applied_by_any_kustomization(
         for secret in find_all(objs, "Secret"):
             assert PLACEHOLDER_PREFIX not in str(secret)
     assert find_all(renders["production"], "Secret") == []
+
+
+def test_the_optional_public_ingress_exposes_only_ingest_and_the_webhook(
+    renders: dict[str, list[Obj]],
+) -> None:
+    ingress: dict[str, Any] = yaml.safe_load(
+        (ROOT / "deploy" / "overlays" / "production" / "ingress-public.yaml").read_text()
+    )
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(ingress, version, strict=True)
+    paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert {p["path"] for p in paths} == {"/v1/ingest", "/v1/forwarder.js", "/v1/livekit/webhook"}
+    service = find(renders["production"], "Service", "relay")
+    (port,) = service["spec"]["ports"]
+    for path in paths:
+        assert path["pathType"] == "Exact", path
+        assert path["backend"]["service"] == {"name": "relay", "port": {"name": port["name"]}}
+
+
+def test_the_analytics_reach_dns_and_redis_only_and_serve_only_metrics(
+    renders: dict[str, list[Obj]],
+) -> None:
+    objs = renders["production"]
+    policy = find(objs, "NetworkPolicy", "relay-analytics")
+    assert matches(
+        policy["spec"]["podSelector"]["matchLabels"], _pod_labels(objs, "relay-analytics")
+    )
+    assert not matches(policy["spec"]["podSelector"]["matchLabels"], _pod_labels(objs, "relay"))
+    dns, redis = (_egress_ports(rule) for rule in policy["spec"]["egress"])
+    assert dns == {("UDP", 53), ("TCP", 53)} and redis == {("TCP", 6379)}
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    service = find(objs, "Service", "relay-analytics")
+    monitor = find(objs, "ServiceMonitor", "relay-analytics")
+    assert matches(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert matches(service["spec"]["selector"], _pod_labels(objs, "relay-analytics"))
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]

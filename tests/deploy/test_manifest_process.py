@@ -64,3 +64,27 @@ def test_sigterm_ends_it_within_the_grace_period_after_the_pre_stop_pause(
 def test_it_ran_on_a_read_only_root_with_a_writable_tmp(manifest_run: ManifestRun) -> None:
     # The same confinement as the relay's: writing beside the code fails, /tmp works.
     assert manifest_run.write_probe == {"venv": "EROFS", "tmp": "writable"}
+
+
+def test_the_analytics_container_serves_its_metrics_and_stops_in_time(
+    manifest_run: ManifestRun,
+) -> None:
+    analytics = manifest_run.analytics
+    assert analytics is not None
+    assert analytics.spec.argv[-1] == "analytics", analytics.spec.argv
+    assert analytics.healthy_after_s is not None, analytics.log()
+    assert "relay_sessions_total" in analytics.metrics_text, analytics.log()
+    assert analytics.exit_after_s is not None and analytics.exit_code == 0, analytics.log()
+    assert analytics.exit_after_s < analytics.spec.grace_s
+
+
+def test_the_public_paths_are_served_and_refuse_the_unauthenticated(
+    manifest_run: ManifestRun,
+) -> None:
+    # discovery.enabled (relay.env) serves the webhook, the Secret's ingest secret ingest
+    # (off, both would answer 404): an empty JSON body is malformed, an unsigned webhook 401.
+    assert manifest_run.public == {
+        "/v1/forwarder.js": 200,
+        "/v1/ingest": 400,
+        "/v1/livekit/webhook": 401,
+    }, manifest_run.log()
