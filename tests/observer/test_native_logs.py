@@ -15,9 +15,8 @@ from livekit.rtc._ffi_client import FfiClient
 from relay.observer import sdk_internals
 
 PROBE = """
-import asyncio, ctypes, json, sys
+import asyncio, ctypes, json, os, sys
 from livekit import rtc
-from livekit.rtc._ffi_client import FfiClient
 from livekit.rtc import _ffi_client
 from relay.observer import sdk_internals
 
@@ -40,7 +39,8 @@ async def main():
         pass
 
 asyncio.run(main())
-print(json.dumps({"applied": applied, **counts}))
+print(json.dumps({"applied": applied, **counts}), flush=True)
+os._exit(0)  # the native runtime's teardown at exit is not under test (it may abort)
 """
 
 
