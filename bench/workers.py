@@ -47,6 +47,7 @@ class Run:
     span_s: float  # first to last window entry, Redis's clock
     relay_cpu_s: float  # supervisor + workers
     pub_cpu_s: float
+    server_cpu_s: float  # the dev server (one Python process: the SFU of the rig)
     window_s: float
     machine_idle_pct: float
     load_avg: float
@@ -149,6 +150,7 @@ def measure(
         load_avg = os.getloadavg()[0]
         relay_before = tree_cpu_s(relay.pid)
         pub_before = sum(cpu_s(p.pid) for p in pubs)
+        server_before = tree_cpu_s(bench.server.proc.pid)
         idle_before, all_before = machine_idle()
         started = time.monotonic()
         sent = publish_all(
@@ -159,6 +161,7 @@ def measure(
         written, _ = reader.wait_for(sent, max_s=60)
         relay_cpu = tree_cpu_s(relay.pid) - relay_before
         pub_cpu = sum(cpu_s(p.pid) for p in pubs) - pub_before
+        server_cpu = tree_cpu_s(bench.server.proc.pid) - server_before
         stamps = sorted(reader.found[i].entry_ms for i in sent if i in reader.found)
         span_s = (stamps[-1] - stamps[0]) / 1000 if len(stamps) > 1 else float("nan")
         return Run(
@@ -168,6 +171,7 @@ def measure(
             span_s=span_s,
             relay_cpu_s=relay_cpu,
             pub_cpu_s=pub_cpu,
+            server_cpu_s=server_cpu,
             window_s=window_s,
             machine_idle_pct=(idle_after - idle_before) / (all_after - all_before) * 100,
             load_avg=load_avg,
@@ -202,13 +206,14 @@ def main(args: argparse.Namespace) -> int:
 def report(runs: Sequence[Run]) -> None:
     print(
         f"\n{'N':>3}{'load':>6}{'sent':>7}{'written':>8}{'span s':>8}{'events/s':>10}"
-        f"{'relay CPU s':>12}{'us/event':>10}{'pub CPU s':>10}{'idle %':>8}"
+        f"{'relay CPU s':>12}{'us/event':>10}{'pub CPU s':>10}{'srv CPU%':>9}{'idle %':>8}"
     )
     for r in runs:
         print(
             f"{r.workers:>3}{r.load_avg:>6.2f}{r.published:>7}{r.written:>8}{r.span_s:>8.2f}"
             f"{r.eps:>10.0f}{r.relay_cpu_s:>12.2f}{r.cpu_us_per_event:>10.0f}"
-            f"{r.pub_cpu_s:>10.2f}{r.machine_idle_pct:>8.1f}"
+            f"{r.pub_cpu_s:>10.2f}{r.server_cpu_s / r.span_s * 100:>9.0f}"
+            f"{r.machine_idle_pct:>8.1f}"
         )
     ratios = []
     ones, twos = [r for r in runs if r.workers == 1], [r for r in runs if r.workers == 2]
@@ -220,7 +225,11 @@ def report(runs: Sequence[Run]) -> None:
             f"CPU per event {cpu_ratio:.2f}x"
         )
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
-    print("idle %: the machine's idle share over the window (near 0: the rig is saturated)\n")
+    print(
+        "srv CPU%: the dev server's CPU over the span, % of one core (near 100: the rig's "
+        "one-process SFU is the bottleneck, not the relay); idle %: the machine's idle "
+        "share over the window (near 0: the cores are saturated)\n"
+    )
     for workers in sorted({r.workers for r in runs}):
         mine = [r for r in runs if r.workers == workers]
         eps = statistics.median(r.eps for r in mine)
