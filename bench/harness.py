@@ -283,6 +283,7 @@ class Bench:
         ready_timeout_s: float,
         extra_env: dict[str, str] | None = None,
         name: str = "",
+        argv: Sequence[str] | None = None,
     ) -> Relay:
         port = self.ns.free_port()
         env = {
@@ -302,7 +303,7 @@ class Bench:
         }
         name = name or f"relay-{prefix}"
         proc = self.ns.spawn(
-            [sys.executable, "-m", "relay", "run"],
+            list(argv or [sys.executable, "-m", "relay", "run"]),
             name=name,
             timeout_s=self.proc_timeout_s,
             stdout=self.log(name),

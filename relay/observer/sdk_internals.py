@@ -20,6 +20,15 @@ Uses:
   relay narrows that room's subscription (the SDK's own `filter_fn` slot) to its own room
   events and what is not a room event, so a packet wakes only its room. Fallback: every
   room wakes for every event, as in the SDK (`livekit.sdk_fixes = false` turns it off).
+- native logs kept native: the SDK (1.2.0) initializes its native library with
+  `capture_logs = True`, so the native side hands every log record to Python, libwebrtc's
+  hex dump of every SCTP packet included (measured: 1.9 log batches, 1.3 kB, per data
+  packet; bench/ffi_logs.py), each parsed under the GIL and, being debug, thrown away.
+  RUST_LOG does not filter them. Before the SDK's first use relay makes its
+  `livekit_ffi_initialize` call pass `capture_logs = False`: the native side then writes
+  its own records to stderr through its env_logger (errors only unless RUST_LOG says
+  otherwise) and calls Python for events only. Fallback: the SDK's forwarding (also when
+  `livekit.sdk_fixes = false`, or when the SDK was already initialized).
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ log = structlog.get_logger(__name__)
 TESTED_VERSIONS = frozenset({"1.2.0"})
 SENDER_LOOKUP = "_retrieve_remote_participant"
 SenderLookup = Callable[[str], "rtc.RemoteParticipant | None"]
+NATIVE_INIT = "livekit_ffi_initialize"
 
 
 def late_sender_problem(room_class: type, version: str) -> str | None:
@@ -136,3 +146,61 @@ def _own_events(handle: int, previous: Callable[[Any], bool] | None) -> Callable
         return previous is None or bool(previous(event))
 
     return accept
+
+
+def native_logs_problem(version: str) -> str | None:
+    """Why native log capture cannot be turned off in this SDK, or None when it can."""
+    if version not in TESTED_VERSIONS:
+        return f"livekit {version} is not a tested version ({', '.join(sorted(TESTED_VERSIONS))})"
+    try:
+        module = importlib.import_module(FFI_CLIENT_MODULE)
+    except ImportError:
+        return f"{FFI_CLIENT_MODULE} is missing"
+    client = getattr(module, "FfiClient", None)
+    if not callable(getattr(module, "get_ffi_lib", None)) or client is None:
+        return f"{FFI_CLIENT_MODULE}.get_ffi_lib or FfiClient is missing"
+    names = getattr(getattr(client.__init__, "__code__", None), "co_names", ())
+    if "get_ffi_lib" not in names or NATIVE_INIT not in names:
+        return f"FfiClient.__init__ no longer calls get_ffi_lib and {NATIVE_INIT}"
+    if getattr(client, "_instance", None) is not None:
+        return "the SDK's native library is already initialized"
+    return None
+
+
+@functools.cache
+def keep_native_logs_native() -> bool:
+    """Before the SDK's first use: its native init passes capture_logs = False. Once per
+    process; False (nothing changed, the SDK forwards its logs) on a mismatch."""
+    problem = native_logs_problem(rtc.__version__)
+    if problem is not None:
+        log.warning("sdk_internals_mismatch", feature="native_logs", problem=problem)
+        return False
+    module = importlib.import_module(FFI_CLIENT_MODULE)
+    load = module.get_ffi_lib
+    setattr(module, "get_ffi_lib", lambda: _NoLogCapture(load()))  # noqa: B010 (a module)
+    return True
+
+
+class _NoLogCapture:
+    """The native library, its init called with capture_logs = False; the rest as is."""
+
+    def __init__(self, lib: Any) -> None:
+        self._lib = lib
+        self.livekit_ffi_initialize = _InitWithoutLogs(getattr(lib, NATIVE_INIT))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lib, name)  # the CDLL caches its functions: same objects
+
+
+class _InitWithoutLogs:
+    def __init__(self, native: Any) -> None:
+        self._native = native
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_native":
+            object.__setattr__(self, name, value)
+        else:  # argtypes, restype: the SDK sets them on the native function
+            setattr(self._native, name, value)
+
+    def __call__(self, callback: Any, capture_logs: bool, *rest: Any) -> Any:
+        return self._native(callback, False, *rest)
