@@ -7,7 +7,7 @@ and, for libwebrtc/livekit debug records, throws it away. This runs `relay run`
 callback's calls by kind (log batch or not: the first byte of the serialized event, the
 protobuf tag of the `logs` field) and their bytes, while one publisher sends `--rate`
 packets/s for `--seconds` into one room; once with the relay's defaults and once per
-`--env` variant (e.g. `RUST_LOG=warn`, `RELAY_LIVEKIT__SDK_FIXES=false`). The counts
+`--env` variant (e.g. `RUST_LOG=warn`, `RELAY_LIVEKIT__NATIVE_LOGS=native`). The counts
 cover the relay's whole life (connect, warm-up, traffic, leave) over the packets sent.
 
     sudo .venv/bin/python bench/ffi_logs.py [--rate 300] [--seconds 5] [--env RUST_LOG=warn]

@@ -140,7 +140,7 @@ class Worker:
         """Start, run until a signal or a component failure, shut down; the exit status.
 
         A failed start step raises its StartError, after the shutdown."""
-        if self.settings.livekit.sdk_fixes:
+        if self.settings.livekit.native_logs == "native":
             keep_native_logs_native()  # before the SDK's first use
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

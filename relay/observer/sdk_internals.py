@@ -27,8 +27,9 @@ Uses:
   RUST_LOG does not filter them. Before the SDK's first use relay makes its
   `livekit_ffi_initialize` call pass `capture_logs = False`: the native side then writes
   its own records to stderr through its env_logger (errors only unless RUST_LOG says
-  otherwise) and calls Python for events only. Fallback: the SDK's forwarding (also when
-  `livekit.sdk_fixes = false`, or when the SDK was already initialized).
+  otherwise) and calls Python for events only. Only with `livekit.native_logs =
+  "native"` (those native lines are then not relay's JSON); fallback: the SDK's
+  forwarding (also when the SDK was already initialized).
 """
 
 from __future__ import annotations
