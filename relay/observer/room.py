@@ -195,13 +195,14 @@ class RoomObserver:
             await self._leave_after_connect(connect, room)
             raise
         metrics.ROOM_CONNECT_DURATION.observe(time.monotonic() - started)
+        # Before any await: a disconnect the SDK dispatches from here on must be seen.
+        self._disconnected.clear()
         if self._livekit.sdk_fixes:
             route_events_to_room(room)  # a packet then wakes its own room only
         ctx = RoomContext(room=self.target.room, room_sid=await _room_sid(room))
         self._handlers.ctx = ctx
         self.state = "connected"
         self.failing_since = None
-        self._disconnected.clear()
         self._log.info("room_joined", identity=self._identity, sid=ctx.room_sid)
         return True
 

@@ -48,6 +48,7 @@ class Script:
 
     steps: list[str]
     sid: str = "RM_test"
+    sid_delay_s: float = 0.0  # how long `await room.sid` takes (the SDK may wait for it)
     slow_s: float = 1.5
     during_connect: Callable[[ScriptedRoom], None] | None = None
     on_exhausted: Callable[[], None] | None = None
@@ -89,6 +90,8 @@ class ScriptedRoom(ObserverRoom):
 
     @property
     async def sid(self) -> str:
+        if self.script.sid_delay_s:
+            await asyncio.sleep(self.script.sid_delay_s)
         return self.script.sid
 
 

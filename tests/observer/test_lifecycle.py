@@ -157,3 +157,15 @@ async def test_what_arrived_during_a_failed_connect_is_counted() -> None:
     events = await run_to_end(make_observer(intake, script=script), intake)
     assert events == []
     assert dropped("connect_failed") == before + 2
+
+
+async def test_a_disconnect_while_the_sid_is_still_awaited_is_not_lost(
+    backoffs: list[int],
+) -> None:
+    # The scripted disconnect comes 10 ms after connect(), the sid only after 50 ms.
+    intake = CollectingIntake()
+    script = Script(["SIGNAL_CLOSE", "ROOM_DELETED"], sid_delay_s=0.05)
+    events = await run_to_end(make_observer(intake, script=script), intake)
+    assert script.connects == 2
+    assert [e.kind for e in events][:2] == ["observer.joined", "observer.reconnecting"]
+    assert [e.kind for e in events][-1] == "observer.left"
