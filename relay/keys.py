@@ -50,3 +50,55 @@ def analytics_state_key(settings: RedisSettings, room: str) -> str:
 def analytics_open_key(settings: RedisSettings) -> str:
     """Rooms with an open session, scored by their last event (ms): what the sweep visits."""
     return f"{settings.prefix}:analytics:open"
+
+
+# Scale-out (relay/discovery): the shared wanted set, leases, workers, webhooks, control.
+# Braces keep a room's keys in one Cluster slot.
+
+
+def wanted_key(settings: RedisSettings) -> str:
+    return f"{settings.prefix}:wanted"
+
+
+def missing_key(settings: RedisSettings) -> str:
+    """room -> reconcile rounds in a row that ListRooms did not show it."""
+    return f"{settings.prefix}:wanted:missing"
+
+
+def token_key(settings: RedisSettings, room: str) -> str:
+    return f"{settings.prefix}:token:{{{room}}}"
+
+
+def lease_key(settings: RedisSettings, room: str) -> str:
+    return f"{settings.prefix}:lease:{{{room}}}"
+
+
+def epoch_key(settings: RedisSettings, room: str) -> str:
+    return f"{settings.prefix}:epoch:{{{room}}}"
+
+
+def seq_key(settings: RedisSettings, room: str) -> str:
+    """The highest seq any owner of the room may have stamped (reserved in blocks)."""
+    return f"{settings.prefix}:seq:{{{room}}}"
+
+
+def seen_key(settings: RedisSettings, room: str) -> str:
+    """When an owner last acquired or renewed the room's lease (epoch ms): a takeover's gap."""
+    return f"{settings.prefix}:seen:{{{room}}}"
+
+
+def workers_key(settings: RedisSettings) -> str:
+    """Sorted set: worker id -> when its registration expires (ms)."""
+    return f"{settings.prefix}:workers"
+
+
+def reconcile_lease_key(settings: RedisSettings) -> str:
+    return f"{settings.prefix}:lease:reconcile"
+
+
+def webhook_seen_key(settings: RedisSettings, event_id: str) -> str:
+    return f"{settings.prefix}:webhook:{event_id}"
+
+
+def control_key(settings: RedisSettings) -> str:
+    return f"{settings.prefix}:control"

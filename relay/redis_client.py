@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -18,6 +18,8 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from relay.config import RedisSettings
+
+T = TypeVar("T")
 
 # A pooled connection idle this long is checked with PING before use, so the first
 # command after a Redis restart does not fail on a dead socket.
@@ -143,3 +145,9 @@ async def ping(redis: aioredis.Redis) -> bool:
     """PING. (redis-py types `ping()` for the sync and async clients at once; this awaits it
     with the async type.)"""
     return bool(await cast(Awaitable[bool], redis.ping()))
+
+
+async def awaited(reply: Awaitable[T] | T) -> T:
+    """redis-py types its commands for the sync and async clients at once: await the async
+    one's reply with its own type."""
+    return await cast(Awaitable[T], reply)

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 
 import structlog
 
+from relay import keys
 from relay.config import DiscoverySettings, RedisSettings
-from relay.discovery import keys
 from relay.discovery import metrics as m
 from relay.discovery.leases import SEQ_BLOCK, Lease, LeaseStore
 from relay.discovery.shared import SharedRoomManager
@@ -107,7 +107,7 @@ class Assigner:
             await self._pick_up(entries, share)
 
     async def _register(self) -> int:
-        key = keys.workers(self._redis_settings)
+        key = keys.workers_key(self._redis_settings)
         now_ms = int(time.time() * 1000)
         ttl_ms = int(self._settings.lease_ttl_s * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -221,7 +221,7 @@ class Assigner:
             async with asyncio.timeout(timeout_s):
                 for room in rooms:
                     await self._store.release(room)
-                await self._redis.zrem(keys.workers(self._redis_settings), self._store.owner)
+                await self._redis.zrem(keys.workers_key(self._redis_settings), self._store.owner)
         except Exception as exc:
             log.warning("lease_release_failed", error=repr(exc), rooms=len(rooms))
         log.info("leases_released", rooms=len(rooms))

@@ -17,11 +17,10 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 
+from relay import keys, metrics
 from relay import keys as relay_keys
-from relay import metrics
 from relay.config import RedisSettings
 from relay.contract.event import DeadLetter
-from relay.discovery import keys
 from relay.discovery import metrics as m
 from relay.discovery.filter import RoomFilter
 from relay.discovery.wanted import WantedSet
@@ -71,7 +70,7 @@ class ControlConsumer:
         self._filter = room_filter
         self._consumer = consumer
         self._mints_tokens = mints_tokens
-        self._key = keys.control(settings)
+        self._key = keys.control_key(settings)
         # XREADGROUP BLOCK must end well within the socket timeout.
         self._block_ms = max(10, min(BLOCK_MS, int(settings.socket_timeout_s * 500)))
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from relay import keys
 from relay.config import RedisSettings
-from relay.discovery import keys
 
 SEQ_BLOCK = 1_000_000
 
@@ -82,7 +82,12 @@ class LeaseStore:
 
     def _keys(self, room: str) -> list[str]:
         s = self._settings
-        return [keys.lease(s, room), keys.epoch(s, room), keys.seq(s, room), keys.seen(s, room)]
+        return [
+            keys.lease_key(s, room),
+            keys.epoch_key(s, room),
+            keys.seq_key(s, room),
+            keys.seen_key(s, room),
+        ]
 
     async def acquire(self, room: str, ttl_s: float) -> Acquired | None:
         """The epoch, seq block and the previous owner's last renewal if won; None if
@@ -108,13 +113,15 @@ class LeaseStore:
         return int(reply)
 
     async def release(self, room: str) -> bool:
-        return bool(await self._release(keys=[keys.lease(self._settings, room)], args=[self.owner]))
+        return bool(
+            await self._release(keys=[keys.lease_key(self._settings, room)], args=[self.owner])
+        )
 
     async def holders(self, rooms: list[str]) -> list[bytes | None]:
         if not rooms:
             return []
         values: list[bytes | None] = await self._redis.mget(
-            [keys.lease(self._settings, room) for room in rooms]
+            [keys.lease_key(self._settings, room) for room in rooms]
         )
         return values
 

@@ -18,13 +18,14 @@ import time
 import structlog
 from livekit import api
 
+from relay import keys
 from relay.config import DiscoverySettings, LiveKitSettings
-from relay.discovery import keys
 from relay.discovery import metrics as m
 from relay.discovery.filter import RoomFilter
 from relay.discovery.leases import LeaseStore
 from relay.discovery.wanted import DISCOVERED, WantedSet
 from relay.observer import RoomTarget
+from relay.redis_client import awaited
 
 log = structlog.get_logger(__name__)
 
@@ -49,8 +50,8 @@ class Reconciler:
         self._filter = room_filter
         self._livekit = livekit
         self._settings = settings
-        self._lease_key = keys.reconcile_lease(wanted._settings)
-        self._missing_key = keys.missing(wanted._settings)
+        self._lease_key = keys.reconcile_lease_key(wanted._settings)
+        self._missing_key = keys.missing_key(wanted._settings)
         self._leading = False
 
     async def run(self, until: asyncio.Event) -> None:
@@ -95,7 +96,7 @@ class Reconciler:
         entries = await self._wanted.entries()
         redis = self._wanted._redis
         for name, metadata in listed.items():
-            await keys.awaited(redis.hdel(self._missing_key, name))
+            await awaited(redis.hdel(self._missing_key, name))
             if name in entries:
                 continue
             if not self._filter.accepts(name, metadata):
@@ -105,8 +106,8 @@ class Reconciler:
         for name, entry in entries.items():
             if name in listed or entry.get("source") not in DISCOVERED:
                 continue
-            if await keys.awaited(redis.hincrby(self._missing_key, name, 1)) >= MISSING_ROUNDS:
-                await keys.awaited(redis.hdel(self._missing_key, name))
+            if await awaited(redis.hincrby(self._missing_key, name, 1)) >= MISSING_ROUNDS:
+                await awaited(redis.hdel(self._missing_key, name))
                 await self._wanted.remove(name)
         await self._set_coverage()
         m.RECONCILE_DURATION.observe(time.perf_counter() - started)

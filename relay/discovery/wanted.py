@@ -17,9 +17,10 @@ import orjson
 import redis.asyncio as aioredis
 import structlog
 
+from relay import keys
 from relay.config import RedisSettings
-from relay.discovery import keys
 from relay.observer import RoomTarget
+from relay.redis_client import awaited
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +45,7 @@ class WantedSet:
     def __init__(self, redis: aioredis.Redis, settings: RedisSettings) -> None:
         self._redis = redis
         self._settings = settings
-        self._key = keys.wanted(settings)
+        self._key = keys.wanted_key(settings)
 
     async def add(self, target: RoomTarget, source: Source) -> bool:
         """Want `target.room`; False if it was wanted already (its entry is kept, a newer
@@ -59,9 +60,9 @@ class WantedSet:
                 log.warning("wanted_token_expired", room=target.room, source=source)
                 return False
             await self._redis.set(
-                keys.token(self._settings, target.room), target.token, px=int(ttl_s * 1000)
+                keys.token_key(self._settings, target.room), target.token, px=int(ttl_s * 1000)
             )
-        added = await keys.awaited(
+        added = await awaited(
             self._redis.hsetnx(self._key, target.room, orjson.dumps(entry).decode())
         )
         if added:
@@ -69,18 +70,18 @@ class WantedSet:
         return bool(added)
 
     async def remove(self, room: str) -> bool:
-        removed = await keys.awaited(self._redis.hdel(self._key, room))
-        await self._redis.delete(keys.token(self._settings, room))
+        removed = await awaited(self._redis.hdel(self._key, room))
+        await self._redis.delete(keys.token_key(self._settings, room))
         if removed:
             log.info("room_released_shared", room=room)
         return bool(removed)
 
     async def refresh(self, room: str) -> None:
         """The room is alive: reset its reconcile miss count (a wanted room only)."""
-        await keys.awaited(self._redis.hdel(keys.missing(self._settings), room))
+        await awaited(self._redis.hdel(keys.missing_key(self._settings), room))
 
     async def entries(self) -> dict[str, dict[str, object]]:
-        raw = await keys.awaited(self._redis.hgetall(self._key))
+        raw = await awaited(self._redis.hgetall(self._key))
         out: dict[str, dict[str, object]] = {}
         for room, value in raw.items():
             try:
@@ -96,7 +97,7 @@ class WantedSet:
         url = url if isinstance(url, str) else None
         if not entry.get("token"):
             return RoomTarget(room=room, url=url)
-        token = await self._redis.get(keys.token(self._settings, room))
+        token = await self._redis.get(keys.token_key(self._settings, room))
         if token is None:
             return None
         return RoomTarget(room=room, url=url, token=token.decode())

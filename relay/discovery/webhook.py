@@ -21,7 +21,7 @@ from aiohttp import web
 from livekit import api
 from livekit.protocol import webhook as webhook_pb
 
-from relay.discovery import keys
+from relay import keys
 from relay.discovery import metrics as m
 from relay.discovery.filter import RoomFilter
 from relay.discovery.wanted import WantedSet
@@ -76,7 +76,7 @@ class WebhookHandler:
             if not room or event.event not in HANDLED:
                 m.webhook_received("ignored")
                 return
-            seen = keys.webhook_seen(self._wanted._settings, event.id or "-")
+            seen = keys.webhook_seen_key(self._wanted._settings, event.id or "-")
             if event.id and not await self._wanted._redis.set(seen, 1, nx=True, ex=REPLAY_WINDOW_S):
                 m.webhook_received("replayed")
                 return

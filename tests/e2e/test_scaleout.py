@@ -22,7 +22,7 @@ from livekit import api
 
 from relay.dev.launch import DevServer, start_devserver, start_redis
 from relay.dev.netns import NetNS
-from relay.discovery.keys import awaited
+from relay.redis_client import awaited
 from tests.e2e.support import (
     Deadline,
     RelayProcess,
