@@ -113,26 +113,12 @@ class RedisStreamsSink(Sink):
 
     def encode(self, batch: Sequence[Entry]) -> tuple[bytes, int]:
         """The batch's XADDs in RESP, and how many commands (replies) that is."""
-        parts: list[bytes] = []
-        commands = 0
-        for entry in batch:
-            if isinstance(entry, Event):
-                _, room_resp, room = self._room(entry.room)
-                fields = b"".join(
-                    (_KIND, _bulk(entry.kind.encode()), _ROOM, room, _ID,
-                     _bulk(entry.id.encode()), _EVENT, _bulk(entry.json_bytes()))
-                )  # fmt: skip
-                parts += (self._events_resp, fields, room_resp, fields)
-                commands += 2
-            else:
-                room = _bulk(entry.room.encode("utf-8", "replace"))
-                parts += (self._dlq_resp, _REASON, _bulk(entry.reason.encode()), _ROOM, room)
-                parts += (_ENTRY, _bulk(entry.json_bytes()))
-                commands += 1
-        return b"".join(parts), commands
+        keyed = self.keyed(batch)
+        return b"".join(resp for _, resp in keyed), len(keyed)
 
     def keyed(self, batch: Sequence[Entry]) -> list[Command]:
-        """The batch's XADDs one by one, each with its key (a Cluster routes by key)."""
+        """The batch's XADDs one by one in RESP, each with its key (a Cluster routes by key;
+        one node takes them all in one write)."""
         out: list[Command] = []
         events_key, dlq_key = self._events_head[1], self._dlq_head[1]
         for entry in batch:
