@@ -26,7 +26,7 @@ from tests.deploy.manifests import (
     secret_template,
     skip_or_fail,
 )
-from tests.fixtures.netns import NetNS, create_netns_or_skip, start_devserver, start_redis
+from tests.fixtures.netns import NetNS, start_devserver, start_redis
 
 INSTALL_PROMTOOL = ROOT / "scripts" / "install-promtool.sh"
 INSTALL_TIMEOUT_S = 600
@@ -63,28 +63,17 @@ def promtool() -> str:
 
 
 @pytest.fixture(scope="session")
-def deploy_ns() -> Iterator[NetNS]:
-    ns = create_netns_or_skip()
-    try:
-        yield ns
-    finally:
-        ns.close()
-
-
-@pytest.fixture(scope="session")
-def manifest_run(deploy_ns: NetNS, renders: dict[str, list[Obj]]) -> Iterator[ManifestRun]:
+def manifest_run(e2e_ns: NetNS, renders: dict[str, list[Obj]]) -> Iterator[ManifestRun]:
     """The production Deployment's container run once against a Redis and the dev server
     (with the test's LiveKit key and secret) in the namespace."""
-    redis = start_redis(deploy_ns)
-    server = start_devserver(deploy_ns, api_key=LIVEKIT_KEY, api_secret=LIVEKIT_SECRET)
+    redis = start_redis(e2e_ns)
+    server = start_devserver(e2e_ns, api_key=LIVEKIT_KEY, api_secret=LIVEKIT_SECRET)
     workdir = Path(tempfile.mkdtemp(prefix="relay-deploy-", dir="/tmp"))
     urls = (server.ws_url, redis.url)
     objs = renders["production"]
     try:
-        run = run_manifest(deploy_ns, objs, secret_template(), urls, workdir)
-        run.analytics = run_analytics_manifest(
-            deploy_ns, objs, secret_template(), redis.url, workdir
-        )
+        run = run_manifest(e2e_ns, objs, secret_template(), urls, workdir)
+        run.analytics = run_analytics_manifest(e2e_ns, objs, secret_template(), redis.url, workdir)
         yield run
     finally:
         server.proc.stop()

@@ -1,4 +1,5 @@
-"""End-to-end fixtures: one namespace, dev server and Redis for the whole e2e session.
+"""End-to-end fixtures over the session's namespace, dev server and Redis
+(tests/fixtures/namespace.py).
 
 Each test gets its own Redis key prefix (`streams`) and its own room names, and starts its
 relays with `start_relay`, which stops them by PID at teardown (also when the test
@@ -8,45 +9,16 @@ server (reconnects) starts a dev server of its own instead.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 import redis.asyncio as aioredis
 
-from relay.dev.launch import DevServer, RedisServer, start_devserver, start_redis
+from relay.dev.launch import DevServer, RedisServer
 from relay.dev.netns import NetNS
 from tests.e2e.support import RelayProcess, StartRelay, Streams, relay_env, unique
-from tests.fixtures.netns import create_netns_or_skip
 
 LOG_TAIL_LINES = 40
-
-
-@pytest.fixture(scope="session")
-def e2e_ns() -> Iterator[NetNS]:
-    """One namespace for every e2e test (skip, or fail when CI=true, if impossible)."""
-    ns = create_netns_or_skip()
-    try:
-        yield ns
-    finally:
-        ns.close()
-
-
-@pytest.fixture(scope="session")
-def e2e_devserver(e2e_ns: NetNS) -> Iterator[DevServer]:
-    server = start_devserver(e2e_ns, extra_args=["--departure-timeout", "0.5"])
-    try:
-        yield server
-    finally:
-        server.proc.stop()
-
-
-@pytest.fixture(scope="session")
-def e2e_redis(e2e_ns: NetNS) -> Iterator[RedisServer]:
-    server = start_redis(e2e_ns)
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

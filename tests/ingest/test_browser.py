@@ -51,13 +51,13 @@ async def _relay(
 
 @pytest.fixture
 async def relay(
-    browser_ns: NetNS,
-    browser_devserver: DevServer,
-    browser_redis: RedisServer,
+    e2e_ns: NetNS,
+    e2e_devserver: DevServer,
+    e2e_redis: RedisServer,
     browser_streams: Streams,
     web_base: str,
 ) -> AsyncIterator[tuple[RelayProcess, str]]:
-    async with _relay(browser_ns, browser_devserver, browser_redis, browser_streams, web_base) as r:
+    async with _relay(e2e_ns, e2e_devserver, e2e_redis, browser_streams, web_base) as r:
         yield r
 
 
@@ -75,8 +75,8 @@ async def wait_page(
 
 
 async def test_a_livekit_client_page_forwards_what_the_observer_sees(
-    browser_ns: NetNS,
-    browser_devserver: DevServer,
+    e2e_ns: NetNS,
+    e2e_devserver: DevServer,
     browser_streams: Streams,
     chromium: NamespacedChromium,
     web_base: str,
@@ -84,7 +84,7 @@ async def test_a_livekit_client_page_forwards_what_the_observer_sees(
 ) -> None:
     process, room = relay
     session_id = uuid.uuid4().hex[:8]
-    server = browser_devserver
+    server = e2e_devserver
     page = await chromium.new_page()
     await chromium.call(page.goto, f"{web_base}/page.html")
     ingest_token = mint_ingest_token(
@@ -103,7 +103,7 @@ async def test_a_livekit_client_page_forwards_what_the_observer_sees(
     await evaluate(chromium, page, "(a) => startSession(a)", start)
 
     args = ["--room", room, "--session-id", session_id, "--pace-s", "0.02"]
-    async with actor(browser_ns, server, "liveavatar", *args) as scenario:
+    async with actor(e2e_ns, server, "liveavatar", *args) as scenario:
         # Mid-session the tab is hidden with items queued: they go out in a beacon, stay
         # queued until a later answer, and their second sending is answered `duplicate`.
         await wait_page(chromium, page, "seen.data >= 15 && fwd.queue.length > 0")
@@ -181,19 +181,19 @@ def session_of(agent: str) -> str:
 
 @pytest.fixture
 async def relay_for_liveavatar(
-    browser_ns: NetNS,
-    browser_devserver: DevServer,
-    browser_redis: RedisServer,
+    e2e_ns: NetNS,
+    e2e_devserver: DevServer,
+    e2e_redis: RedisServer,
     browser_streams: Streams,
     web_base: str,
 ) -> AsyncIterator[tuple[RelayProcess, str]]:
-    async with _relay(browser_ns, browser_devserver, browser_redis, browser_streams, web_base) as r:
+    async with _relay(e2e_ns, e2e_devserver, e2e_redis, browser_streams, web_base) as r:
         yield r
 
 
 async def test_a_liveavatar_web_sdk_page_forwards_the_agent_events(
-    browser_ns: NetNS,
-    browser_devserver: DevServer,
+    e2e_ns: NetNS,
+    e2e_devserver: DevServer,
     browser_streams: Streams,
     chromium: NamespacedChromium,
     web_base: str,
@@ -204,7 +204,7 @@ async def test_a_liveavatar_web_sdk_page_forwards_the_agent_events(
     the forwarder with the observer's ids."""
     process, room = relay_for_liveavatar
     session_id = uuid.uuid4().hex[:8]
-    server = browser_devserver
+    server = e2e_devserver
     session_token = session_access_token(server, room, session_id)
     ingest_token = mint_ingest_token(SECRET, room=room, session=session_id, ttl_s=600)
     page = await chromium.new_page()
@@ -221,7 +221,7 @@ async def test_a_liveavatar_web_sdk_page_forwards_the_agent_events(
     await wait_page(chromium, page, "session.room && session.room.state === 'connected'")
 
     args = ["--room", room, "--session-id", session_id, "--pace-s", "0.02"]
-    async with actor(browser_ns, server, "liveavatar", *args) as scenario:
+    async with actor(e2e_ns, server, "liveavatar", *args) as scenario:
         started = await evaluate(chromium, page, "started")
         assert started == {"sessionId": session_id, "state": "CONNECTED"}
         sent: list[dict[str, Any]] = (await scenario.result())["sent"]
@@ -257,8 +257,8 @@ def session_access_token(server: DevServer, room: str, session_id: str) -> str:
 
 
 async def test_text_streams_and_agent_state_through_the_pages_own_handlers(
-    browser_ns: NetNS,
-    browser_devserver: DevServer,
+    e2e_ns: NetNS,
+    e2e_devserver: DevServer,
     browser_streams: Streams,
     chromium: NamespacedChromium,
     web_base: str,
@@ -268,7 +268,7 @@ async def test_text_streams_and_agent_state_through_the_pages_own_handlers(
     handlers of its own (the forwarder tees them: livekit-client allows one per topic);
     the stream events reach Redis with the observer's ids (the stream id)."""
     process, room = relay
-    server = browser_devserver
+    server = e2e_devserver
     page = await chromium.new_page()
     await chromium.call(page.goto, f"{web_base}/page.html")
     start = {
@@ -281,7 +281,7 @@ async def test_text_streams_and_agent_state_through_the_pages_own_handlers(
     }
     await evaluate(chromium, page, "(a) => startSession(a)", start)
     user, agent = "visitor", "voice-agent"
-    async with LkProcess.start(browser_ns) as lk:
+    async with LkProcess.start(e2e_ns) as lk:
         await lk.connect(user, server.ws_url, server.token(user, room))
         agent_token = server.token(agent, room, kind="agent", can_update_own_metadata=True)
         await lk.connect(agent, server.ws_url, agent_token)
