@@ -201,12 +201,16 @@ def _prefix(value: str) -> str:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.native_logs import NativeStderr
+    from relay.observer.sdk_internals import keep_native_logs_native
     from relay.worker import EXIT_FAILED, run_worker
 
     if settings.workers > 1:
         from relay.supervisor import run_supervisor
 
         return asyncio.run(run_supervisor(settings, _without_workers(args.words)))
+    if settings.livekit.native_logs == "native" and keep_native_logs_native():
+        NativeStderr().start()  # a process-wide choice, before the SDK's first use
     try:
         return asyncio.run(run_worker(settings))
     except StartError as exc:  # the worker has shut down; one line, no traceback

@@ -46,11 +46,12 @@ class LiveKitSettings(_Section):
     # Guarded fixes of the SDK's receive path (relay/observer/sdk_internals.py): each is
     # checked against the SDK loaded and falls back to the SDK's own behaviour.
     sdk_fixes: bool = True
-    # The SDK's native log records: "relay" forwards them to relay's log handler (each one
-    # JSON line, like every record; the SDK then parses ~1.9 log batches per data packet,
-    # libwebrtc's debug dumps, to drop them); "native" keeps them in the native library,
-    # which writes errors to stderr as plain text (about 100 us less CPU per packet).
-    native_logs: Literal["relay", "native"] = "relay"
+    # The SDK's native log records: "native" keeps them in the native library (it writes
+    # those RUST_LOG selects, warnings by default, to stderr, which relay turns into its
+    # JSON records: relay/native_logs.py), about 100 us less CPU per packet; "relay" lets
+    # the SDK hand every record to Python (~1.9 batches per data packet, libwebrtc's debug
+    # dumps, parsed to be dropped). Also the fallback when the SDK does not match.
+    native_logs: Literal["relay", "native"] = "native"
 
     @field_validator("url")
     @classmethod

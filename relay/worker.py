@@ -51,7 +51,6 @@ from relay.ingest import IngestService, add_ingest_routes
 from relay.loop_lag import watch_loop_lag
 from relay.observer import RoomTarget
 from relay.observer.room import RoomFactory
-from relay.observer.sdk_internals import keep_native_logs_native
 from relay.observer.sdk_room import ObserverRoom
 from relay.pipeline import Pipeline
 from relay.redis_client import create_redis
@@ -140,8 +139,6 @@ class Worker:
         """Start, run until a signal or a component failure, shut down; the exit status.
 
         A failed start step raises its StartError, after the shutdown."""
-        if self.settings.livekit.native_logs == "native":
-            keep_native_logs_native()  # before the SDK's first use
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)

@@ -26,9 +26,9 @@ Uses:
   packet; bench/ffi_logs.py), each parsed under the GIL and, being debug, thrown away.
   RUST_LOG does not filter them. Before the SDK's first use relay makes its
   `livekit_ffi_initialize` call pass `capture_logs = False`: the native side then writes
-  its own records to stderr through its env_logger (errors only unless RUST_LOG says
-  otherwise) and calls Python for events only. Only with `livekit.native_logs =
-  "native"` (those native lines are then not relay's JSON); fallback: the SDK's
+  its own records to stderr through its env_logger (those RUST_LOG selects) and calls
+  Python for events only; relay/native_logs.py turns those stderr lines into relay's
+  JSON records. With `livekit.native_logs = "native"` (the default); fallback: the SDK's
   forwarding (also when the SDK was already initialized).
 """
 
