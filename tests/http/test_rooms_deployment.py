@@ -192,7 +192,7 @@ async def test_pages_walk_every_room_in_batched_reads(
     redis_settings: RedisSettings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    http, manager = shared
+    http, _ = shared
     count = 2 * READ_BATCH + 203
     rooms = [f"room-{n:05d}" for n in range(count)]
     entry = json.dumps({"source": "reconcile", "since": 1.0})
