@@ -24,6 +24,7 @@ from relay.discovery.shared import SharedRoomManager
 from relay.discovery.wanted import WantedSet
 from relay.http import build_app
 from relay.observer import RoomTarget
+from relay.redis_client import awaited
 from relay.rooms.observed import ObservedRoom
 from tests.fixtures.sockets import free_port
 from tests.observer.sdk_objects import CollectingIntake, make_observer
@@ -196,7 +197,7 @@ async def test_pages_walk_every_room_in_batched_reads(
     count = 2 * READ_BATCH + 203
     rooms = [f"room-{n:05d}" for n in range(count)]
     entry = json.dumps({"source": "reconcile", "since": 1.0})
-    await redis.hset(keys.wanted_key(redis_settings), mapping=dict.fromkeys(rooms, entry))
+    await awaited(redis.hset(keys.wanted_key(redis_settings), mapping=dict.fromkeys(rooms, entry)))
     async with redis.pipeline(transaction=False) as pipe:
         for room in rooms[::2]:
             pipe.set(keys.lease_key(redis_settings, room), OTHER, px=30_000)
