@@ -14,6 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+from redis.crc import key_slot
 
 from relay import keys
 from relay.config import RedisSettings
@@ -24,8 +26,9 @@ from relay.discovery.shared import SharedRoomManager
 from relay.discovery.wanted import WantedSet
 from relay.http import build_app
 from relay.observer import RoomTarget
-from relay.redis_client import awaited
+from relay.redis_client import awaited, create_redis
 from relay.rooms.observed import ObservedRoom
+from tests.fixtures.redis_server import ClusterSet
 from tests.fixtures.sockets import free_port
 from tests.observer.sdk_objects import CollectingIntake, make_observer
 
@@ -206,14 +209,14 @@ async def test_pages_walk_every_room_in_batched_reads(
     await register(redis, redis_settings, OTHER, 30_000)
 
     trips = 0
-    pipeline = redis.pipeline
+    mget = redis.mget
 
-    def counted(transaction: bool = True) -> Any:
+    async def counted(names: list[str]) -> Any:
         nonlocal trips
         trips += 1
-        return pipeline(transaction=transaction)
+        return await mget(names)
 
-    monkeypatch.setattr(redis, "pipeline", counted)
+    monkeypatch.setattr(redis, "mget", counted)
     seen: list[str] = []
     cursor: str | None = None
     pages = 0
@@ -231,10 +234,9 @@ async def test_pages_walk_every_room_in_batched_reads(
         cursor = body["next_cursor"]
         if cursor is None:
             break
-    assert seen == rooms and pages == 3
+    assert seen == rooms and pages == -(-count // 500)
     # Per page: the leases of every room in batches, the page's epochs, the workers' info.
-    leases_trips = -(-count // READ_BATCH)
-    assert trips <= pages * (leases_trips + 1 + 1), trips
+    assert trips == pages * (-(-count // READ_BATCH) + 1 + 1), trips
     last = await listing(http, f"?cursor={rooms[-1]}")
     assert (last["rooms"], last["next_cursor"]) == ([], None)
 
@@ -297,3 +299,27 @@ async def test_a_worker_announces_itself_until_stopped(
     assert 0 < await redis.pttl(key) <= 600
     until.set()
     await asyncio.wait_for(task, 1)
+
+
+async def test_on_a_redis_cluster_rooms_in_every_slot_are_read(cluster_redis: ClusterSet) -> None:
+    settings = RedisSettings(url=SecretStr(cluster_redis.url), prefix="c", cluster=True)
+    client = create_redis(settings)
+    try:
+        rooms = [f"room-{n}" for n in range(40)]
+        slots = {key_slot(keys.lease_key(settings, room).encode()) for room in rooms}
+        assert len({cluster_redis.owner(slot).port for slot in slots}) == 3
+        wanted = WantedSet(client, settings)
+        for room in rooms:
+            await wanted.add(RoomTarget(room), "control")
+        store = LeaseStore(client, settings, OTHER)
+        for room in rooms[::2]:
+            assert await store.acquire(room, 30) is not None
+        view = DeploymentView(client, settings, wanted, ME)
+        body = await view.describe([], limit=1000, cursor=None)
+        held = {room["room"]: (room["holder"], room["epoch"]) for room in body["rooms"]}
+        assert held == {
+            room: (OTHER, 1) if n % 2 == 0 else (None, None) for n, room in enumerate(rooms)
+        }
+        assert body["summary"]["workers"][0]["leases"] == 20
+    finally:
+        await client.aclose()
