@@ -5,7 +5,8 @@
 - `GET /readyz`: Redis answers, every room of the static list is observed, and no room
   added through the admin API has failed to connect for longer than `unready_after_s`
   (a room that cannot join must be seen; shorter failures are the re-join backoff's).
-  The body has each room's state and last error, as `GET /v1/rooms`.
+  The body has the state and last error of each room this process observes (as
+  `GET /v1/rooms` without discovery), in both modes.
 - `GET|POST /v1/rooms`, `DELETE /v1/rooms/{room}`: the admin API, bearer token. A room
   name is 1-256 characters (LiveKit's limit), no control characters; a body with a field
   other than room, url, token is refused (400 naming it). `GET /v1/rooms` lists this
