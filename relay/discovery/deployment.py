@@ -32,7 +32,7 @@ import orjson
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from relay import keys
 from relay.config import RedisSettings
@@ -68,7 +68,7 @@ class DeploymentView:
         order) and the deployment's summary. `local`: `RoomManager.describe()`."""
         try:
             return await self._describe({r["room"]: r for r in local}, limit, cursor)
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:  # the latter: no node answers
             log.warning("deployment_read_failed", error=repr(exc))
             raise DeploymentUnavailableError(
                 f"cannot read the shared rooms from Redis: {exc!r}", self.identity
