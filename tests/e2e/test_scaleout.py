@@ -444,3 +444,8 @@ async def test_either_relay_lists_every_room_with_its_holder_as_the_leases_say(
         assert (summary["wanted"], summary["owned"], summary["unowned"]) == (4, 4, 0)
         workers = {w["worker_id"]: (w["live"], w["leases"], w["pod"]) for w in summary["workers"]}
         assert workers == {worker: (True, 2, ids[worker]) for worker in ids}
+    # A drained worker takes its announcement with it.
+    gone = worker_id(relays[0])
+    assert await streams.redis.exists(f"{streams.prefix}:worker:{gone}")
+    assert (await relays[0].stop()).returncode == 0
+    assert not await streams.redis.exists(f"{streams.prefix}:worker:{gone}")
