@@ -92,6 +92,11 @@ def workers_key(settings: RedisSettings) -> str:
     return f"{settings.prefix}:workers"
 
 
+def worker_key(settings: RedisSettings, worker_id: str) -> str:
+    """What a worker announces of itself (pod, pid), expiring unless refreshed."""
+    return f"{settings.prefix}:worker:{worker_id}"
+
+
 def reconcile_lease_key(settings: RedisSettings) -> str:
     return f"{settings.prefix}:lease:reconcile"
 

@@ -15,8 +15,9 @@ for Python, so a pod with several cores runs several workers. The supervisor:
   support the gauges read at scrape time that the relay uses, and needs a shared
   directory cleaned between runs); `relay_rooms_coverage_ratio` takes the minimum,
   `relay_build_info` one copy. `/healthz` answers while the supervisor runs; `/readyz` is
-  ready when every worker is. Other paths (admin API, webhooks) go to a live worker: they
-  all edit the shared wanted set.
+  ready when every worker is. Other paths (admin API, webhooks) go to a live worker, in
+  turn: they all edit the shared wanted set, and `GET /v1/rooms` shows the whole
+  deployment from any of them (`answered_by` names the worker).
 """
 
 from __future__ import annotations

@@ -11,9 +11,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from relay import keys
 from relay.config import Settings
 from relay.discovery.assigner import Assigner, new_worker_id
 from relay.discovery.control import ControlConsumer
+from relay.discovery.deployment import DeploymentView, announce
 from relay.discovery.filter import RoomFilter
 from relay.discovery.leases import LeaseStore
 from relay.discovery.reconcile import Reconciler
@@ -42,9 +44,11 @@ class ScaleOut:
         self.filter = RoomFilter(d.include, d.exclude, d.metadata)
         self.wanted = WantedSet(self.redis, settings.redis)
         self.store = LeaseStore(self.redis, settings.redis, self.worker_id)
+        self.view = DeploymentView(self.redis, settings.redis, self.wanted, self.worker_id)
         self.rooms = SharedRoomManager(
             make_observer,
             self.wanted,
+            self.view,
             max_rooms=settings.max_rooms,
             static_rooms=settings.rooms,
             on_room_left=pipeline.forget_room,
@@ -81,9 +85,11 @@ class ScaleOut:
     async def start(
         self, components: asyncio.TaskGroup, supervise: Supervise, until: asyncio.Event
     ) -> None:
+        d, r = self._settings.discovery, self._settings.redis
         parts: list[tuple[str, Coroutine[Any, Any, None]]] = [
             ("assigner", self.assigner.run(until)),
             ("control", self.control.run(until)),
+            ("announce", announce(self.redis, r, self.view.identity, d.lease_ttl_s, until)),
         ]
         if self._settings.livekit.can_mint_tokens:  # ListRooms needs the API key
             parts.append(("reconcile", self.reconciler.run(until)))
@@ -99,4 +105,10 @@ class ScaleOut:
                 await self.reconciler.release()
         except Exception as exc:
             log.warning("reconcile_release_failed", error=repr(exc))
+        worker = keys.worker_key(self._settings.redis, self.worker_id)
+        try:
+            async with asyncio.timeout(min(timeout_s, 1.0)):
+                await self.redis.delete(worker)
+        except Exception as exc:  # it expires on its own
+            log.warning("worker_announce_delete_failed", error=repr(exc))
         await self.redis.aclose()

@@ -1,14 +1,17 @@
 """`SharedRoomManager`: a RoomManager whose `want`/`unwant` (the admin API) edit the
 shared wanted set in Redis; the assigner decides what this process observes
-(`observe`/`leave`, the base class's own want/unwant)."""
+(`observe`/`leave`, the base class's own want/unwant). `GET /v1/rooms` shows the whole
+deployment (`describe_deployment`, relay/discovery/deployment.py)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
+from typing import Any
 
 import structlog
 
+from relay.discovery.deployment import DeploymentView
 from relay.discovery.wanted import WantedSet
 from relay.observer import RoomTarget
 from relay.rooms import RoomManager, ShuttingDownError
@@ -22,6 +25,7 @@ class SharedRoomManager(RoomManager):
         self,
         make_observer: ObserverFactory,
         wanted: WantedSet,
+        view: DeploymentView,
         *,
         max_rooms: int,
         static_rooms: Collection[str] = (),
@@ -31,6 +35,7 @@ class SharedRoomManager(RoomManager):
             make_observer, max_rooms=max_rooms, static_rooms=static_rooms, on_room_left=on_room_left
         )
         self.shared = wanted
+        self.view = view
         self.known_wanted: set[str] = set()  # the wanted set as the assigner last read it
         self.ended: set[str] = set()  # rooms whose observation ended on its own (deleted...)
         self._writes: set[asyncio.Task[None]] = set()
@@ -63,6 +68,9 @@ class SharedRoomManager(RoomManager):
 
     async def leave(self, room: str) -> bool:
         return await super().unwant(room)
+
+    async def describe_deployment(self, *, limit: int, cursor: str | None) -> dict[str, Any]:
+        return await self.view.describe(self.describe(), limit=limit, cursor=cursor)
 
     def static_rooms_ready(self) -> bool:
         return True  # static rooms are in the shared set; any replica may observe them

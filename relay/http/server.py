@@ -5,10 +5,14 @@
 - `GET /readyz`: Redis answers, every room of the static list is observed, and no room
   added through the admin API has failed to connect for longer than `unready_after_s`
   (a room that cannot join must be seen; shorter failures are the re-join backoff's).
-  The body has each room's state and last error, as `GET /v1/rooms`.
+  The body has the state and last error of each room this process observes (as
+  `GET /v1/rooms` without discovery), in both modes.
 - `GET|POST /v1/rooms`, `DELETE /v1/rooms/{room}`: the admin API, bearer token. A room
   name is 1-256 characters (LiveKit's limit), no control characters; a body with a field
-  other than room, url, token is refused (400 naming it).
+  other than room, url, token is refused (400 naming it). `GET /v1/rooms` lists this
+  process's rooms; with discovery on, the whole deployment's instead, a page of
+  `?limit=` (1-5000, default 1000) rooms after `?cursor=` (the previous page's
+  `next_cursor`), and which process answered (relay/discovery/deployment.py).
 - `GET /v1/sessions/{id}` and `/v1/sessions/{id}/report`: session summaries and their
   report page (relay/analytics/http.py), bearer token.
 """
@@ -31,7 +35,12 @@ from relay.analytics.http import add_session_routes
 from relay.analytics.views import SessionReader
 from relay.errors import StartError
 from relay.observer import RoomTarget
-from relay.rooms import RoomCapacityError, RoomManager, ShuttingDownError
+from relay.rooms import (
+    DeploymentUnavailableError,
+    RoomCapacityError,
+    RoomManager,
+    ShuttingDownError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +51,9 @@ ROOM_FIELDS = ("room", "url", "token")
 # Admin-API rooms failing to connect this long make /readyz 503: longer than a few
 # re-join attempts (RELAY_LIVEKIT__REJOIN_BACKOFF_*), so one failed connect does not flap.
 UNREADY_AFTER_S = 30.0
+# A page of `GET /v1/rooms` with discovery on (the summary always covers every room).
+DEFAULT_ROOMS_LIMIT = 1000
+MAX_ROOMS_LIMIT = 5000
 # Requests still in flight when the server closes get this long (aiohttp's default is 60 s,
 # which would leave the worker's shutdown unbounded).
 CLOSE_TIMEOUT_S = 2.0
@@ -110,7 +122,32 @@ def _authorized(request: web.Request) -> None:
 
 async def list_rooms(request: web.Request) -> web.Response:
     _authorized(request)
-    return web.json_response({"rooms": request.app[MANAGER_KEY].describe()})
+    manager = request.app[MANAGER_KEY]
+    limit, cursor = _page(request)
+    try:
+        deployment = await manager.describe_deployment(limit=limit, cursor=cursor)
+    except DeploymentUnavailableError as exc:
+        # What this process knows still helps; the 503 says the rest is missing.
+        body = {"error": str(exc), "answered_by": exc.answered_by, "rooms": manager.describe()}
+        return web.json_response(body, status=503)
+    if deployment is None:  # discovery off: this process is the deployment
+        return web.json_response({"rooms": manager.describe()})
+    return web.json_response(deployment)
+
+
+def _page(request: web.Request) -> tuple[int, str | None]:
+    """`?limit=` and `?cursor=` of `GET /v1/rooms` (used with discovery on)."""
+    raw = request.query.get("limit")
+    limit = DEFAULT_ROOMS_LIMIT
+    if raw is not None:
+        limit = int(raw) if raw.isdigit() else 0
+        if not 1 <= limit <= MAX_ROOMS_LIMIT:
+            message = f"'limit' must be an integer from 1 to {MAX_ROOMS_LIMIT}, not {raw!r}"
+            raise _error(web.HTTPBadRequest, message)
+    cursor = request.query.get("cursor")
+    if cursor is not None and (problem := room_name_problem(cursor)):
+        raise _error(web.HTTPBadRequest, f"'cursor' (a room name): {problem}")
+    return limit, cursor or None
 
 
 async def add_room(request: web.Request) -> web.Response:

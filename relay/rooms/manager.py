@@ -32,6 +32,14 @@ class ShuttingDownError(RelayError):
     """The process is shutting down and takes no more rooms."""
 
 
+class DeploymentUnavailableError(RelayError):
+    """The rooms shared with other processes cannot be read (Redis away)."""
+
+    def __init__(self, message: str, answered_by: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.answered_by = answered_by
+
+
 class RoomManager:
     def __init__(
         self,
@@ -98,6 +106,12 @@ class RoomManager:
             }
             for name, observer in sorted(self._observers.items())
         ]
+
+    async def describe_deployment(self, *, limit: int, cursor: str | None) -> dict[str, Any] | None:
+        """The rooms of every process this one shares them with (`GET /v1/rooms` with
+        discovery on: relay/discovery/deployment.py); None when this process is the whole
+        deployment and `describe()` says it all."""
+        return None
 
     def failing_rooms(self, longer_than_s: float) -> list[str]:
         """Rooms added at run time whose connects have failed for longer than this (the

@@ -22,6 +22,7 @@ from livekit import api
 
 from relay.dev.launch import DevServer, start_devserver, start_redis
 from relay.dev.netns import NetNS
+from relay.observer.token import mint_observer_token
 from relay.redis_client import awaited
 from tests.e2e.support import (
     Deadline,
@@ -392,3 +393,59 @@ async def test_control_stream_garbage_is_dead_lettered_and_the_consumer_carries_
     await streams.wait_room(admin, has("observer.left"))
     assert not await awaited(streams.redis.hexists(f"{streams.prefix}:wanted", admin))
     assert (await relay.stop()).returncode == 0
+
+
+async def test_either_relay_lists_every_room_with_its_holder_as_the_leases_say(
+    e2e_devserver: DevServer, streams: Streams, start_relay: StartRelay
+) -> None:
+    """`GET /v1/rooms` on either of two relays sharing rooms: the same deployment, each
+    room's holder and epoch as in Redis, who answered, never a room's token."""
+    tag = unique("view")
+    rooms = [f"{tag}-{n}" for n in range(4)]
+    pods = ["relay-pod-a", "relay-pod-b"]
+    relays = [
+        start_relay(RELAY_HTTP__ADMIN_TOKEN=ADMIN, HOSTNAME=pod, **scaleout_env(tag))
+        for pod in pods
+    ]
+    for relay in relays:
+        await relay.wait_listening()
+    await wait_workers(streams, 2)
+    await join(streams, rooms[:3])
+    server = e2e_devserver
+    tokened = rooms[3]
+    token = mint_observer_token(server.api_key, server.api_secret, tokened, "given-observer", 600)
+    target = {"room": tokened, "url": server.ws_url, "token": token}
+    status, _ = await relays[0].request("POST", "/v1/rooms", body=target, token=ADMIN)
+    assert status == 201
+    await wait_joined(streams, rooms, epoch=1)
+    held = await owners(streams, rooms)
+    ids = {worker_id(relay): pod for relay, pod in zip(relays, pods, strict=True)}
+    assert sorted(Counter(held.values()).values()) == [2, 2]  # ceil(4 / 2) each
+
+    for relay, pod in zip(relays, pods, strict=True):
+        status, text = await relay.get("/v1/rooms", token=ADMIN)
+        assert status == 200, text
+        assert token not in text and token.split(".")[2] not in text
+        body = json.loads(text)
+        me = worker_id(relay)
+        assert body["answered_by"]["pod"] == pod and body["answered_by"]["worker_id"] == me
+        listed = {room["room"]: room for room in body["rooms"]}
+        assert list(listed) == sorted(rooms)
+        assert {room: r["holder"] for room, r in listed.items()} == held
+        assert all(r["epoch"] == 1 for r in listed.values())
+        assert {room: r["observed_here"] for room, r in listed.items()} == {
+            room: holder == me for room, holder in held.items()
+        }
+        for room in listed.values():
+            assert room.get("state") == ("connected" if room["holder"] == me else None)
+        assert [listed[r]["source"] for r in rooms] == ["control"] * 3 + ["admin"]
+        assert listed[tokened]["token_given"] is True
+        summary = body["summary"]
+        assert (summary["wanted"], summary["owned"], summary["unowned"]) == (4, 4, 0)
+        workers = {w["worker_id"]: (w["live"], w["leases"], w["pod"]) for w in summary["workers"]}
+        assert workers == {worker: (True, 2, ids[worker]) for worker in ids}
+    # A drained worker takes its announcement with it.
+    gone = worker_id(relays[0])
+    assert await streams.redis.exists(f"{streams.prefix}:worker:{gone}")
+    assert (await relays[0].stop()).returncode == 0
+    assert not await streams.redis.exists(f"{streams.prefix}:worker:{gone}")

@@ -3,13 +3,22 @@ back; one /metrics for the pod; SIGTERM to the supervisor drains every worker, e
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
 import pytest
 
 from tests.e2e.support import StartRelay, Streams, unique
-from tests.e2e.test_scaleout import TTL_S, join, owners, scaleout_env, wait_joined, wait_log
+from tests.e2e.test_scaleout import (
+    ADMIN,
+    TTL_S,
+    join,
+    owners,
+    scaleout_env,
+    wait_joined,
+    wait_log,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -19,7 +28,7 @@ async def test_workers_restart_share_one_metrics_and_drain(
 ) -> None:
     tag = unique("sup")
     rooms = [f"{tag}-{n}" for n in range(6)]
-    relay = start_relay(RELAY_WORKERS="2", **scaleout_env(tag))
+    relay = start_relay(RELAY_WORKERS="2", RELAY_HTTP__ADMIN_TOKEN=ADMIN, **scaleout_env(tag))
     await relay.wait_listening()
     await wait_log(relay, "scaleout_started", count=2)
     await join(streams, rooms)
@@ -32,6 +41,12 @@ async def test_workers_restart_share_one_metrics_and_drain(
     spawned = relay.log_events("worker_spawned")
     victim = spawned[0]
     ids = {line["pid"]: line["worker_id"] for line in relay.log_events("scaleout_started")}
+    # The pod's admin API is passed to either worker: each says which, both list every room.
+    held = await owners(streams, rooms)
+    answers = [json.loads((await relay.get("/v1/rooms", token=ADMIN))[1]) for _ in range(2)]
+    assert {answer["answered_by"]["worker_id"] for answer in answers} == set(ids.values())
+    for answer in answers:
+        assert {room["room"]: room["holder"] for room in answer["rooms"]} == held
     lost = [
         room
         for room, owner in (await owners(streams, rooms)).items()

@@ -84,6 +84,14 @@ async def test_add_list_remove_room(client: tuple[Client, RoomManager]) -> None:
         ("r1", False),
         ("r2", True),
     ]
+    # Discovery off: this process is the deployment; the answer is its rooms, nothing else
+    # (no pages: `limit` and `cursor` are checked, not applied).
+    assert list(listing) == ["rooms"]
+    assert set(listing["rooms"][0]) == {
+        "room", "state", "token_given", "static", "last_error", "failing_for_s"
+    }  # fmt: skip
+    paged = await (await http.get("/v1/rooms?limit=1&cursor=r1", headers=AUTH)).json()
+    assert paged == listing
     full = await http.post("/v1/rooms", json={"room": "r3"}, headers=AUTH)
     assert full.status == 429  # max_rooms=2
 
