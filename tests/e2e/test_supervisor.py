@@ -89,7 +89,7 @@ async def test_workers_restart_share_one_metrics_and_drain(
     # The restarted slot is a new process under the same label, its counters from 0: what
     # it won minus what it lost is what it holds (the dead process's wins are not there).
     own, before = of_worker(after, slot), of_worker(metrics, slot)
-    start = ("process_start_time_seconds", frozenset())
+    start: tuple[str, frozenset[tuple[str, str]]] = ("process_start_time_seconds", frozenset())
     assert own[start] > before[start]
     won = sum(v for (name, _), v in own.items() if name == "relay_lease_acquired_total")
     gave_up = sum(v for (name, _), v in own.items() if name == "relay_lease_losses_total")

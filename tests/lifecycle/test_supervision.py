@@ -266,7 +266,7 @@ def test_a_supervisor_labels_each_workers_series_and_a_restart_keeps_the_label(
         assert after[("relay_worker_restarts_total", frozenset({("worker", "0")}))] == 0
         restarted, survivor = of_worker(after, "1"), of_worker(after, "0")
         assert set(restarted) == set(workers[1])  # the slot's series, under the same label
-        start = ("process_start_time_seconds", frozenset())
+        start: tuple[str, frozenset[tuple[str, str]]] = ("process_start_time_seconds", frozenset())
         assert restarted[start] >= workers[1][start] + RESTART_INITIAL_S / 2  # a new process
         assert survivor[start] == workers[0][start]  # the other worker untouched
     finally:
