@@ -31,9 +31,10 @@ relay uses, and needs a shared directory cleaned between runs):
 - Queries aggregate over `worker` (`sum by (namespace, pod)`, `sum without (worker)`), so
   they read a single-process pod (`workers` = 1: no supervisor, no `worker` label) the
   same way.
-- The supervisor's own series, without the label of a worker's sample:
+- The supervisor's own series (their `worker` label names the worker they are about):
   `relay_workers` (N), `relay_worker_up{worker}` (1 if the worker answered this scrape)
-  and `relay_worker_restarts_total{worker}` (restarts after the worker exited).
+  and `relay_worker_restarts_total{worker}` (restarts after the worker exited). Its own
+  process metrics are not exported: the pod's process CPU and memory are its workers'.
 """
 
 from __future__ import annotations
@@ -221,8 +222,7 @@ class Supervisor:
         )
 
     def own_families(self) -> list[Metric]:
-        """The supervisor's series: no worker's sample, so no `worker` label of a source
-        (the label of relay_worker_up and relay_worker_restarts_total names their subject)."""
+        """The supervisor's own series (module docstring)."""
         workers = GaugeMetricFamily("relay_workers", "Worker processes this supervisor runs.")
         workers.add_metric([], len(self._children))
         up = GaugeMetricFamily(
