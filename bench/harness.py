@@ -213,23 +213,24 @@ class Relay:
         return self.proc.stop()
 
     def loop_lag_buckets(self) -> dict[float, float]:
-        """relay_event_loop_lag_seconds: cumulative count per bucket bound (s), /metrics."""
+        """relay_event_loop_lag_seconds: cumulative count per bucket bound (s), /metrics
+        (with --workers, summed over the workers' `worker` series)."""
         _, text = self.get("/metrics")
         out: dict[float, float] = {}
         for line in text.splitlines():
             if line.startswith("relay_event_loop_lag_seconds_bucket{"):
-                bound = line.split('le="', 1)[1].split('"', 1)[0]
-                out[float(bound)] = float(line.rsplit(" ", 1)[1])
+                bound = float(line.split('le="', 1)[1].split('"', 1)[0])
+                out[bound] = out.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
         return out
 
     def dropped(self) -> dict[str, float]:
-        """relay_events_dropped_total by reason, from /metrics."""
+        """relay_events_dropped_total by reason, from /metrics (summed over workers)."""
         _, text = self.get("/metrics")
         out: dict[str, float] = {}
         for line in text.splitlines():
             if line.startswith("relay_events_dropped_total{"):
                 reason = line.split('reason="', 1)[1].split('"', 1)[0]
-                out[reason] = float(line.rsplit(" ", 1)[1])
+                out[reason] = out.get(reason, 0.0) + float(line.rsplit(" ", 1)[1])
         return out
 
 

@@ -10,14 +10,32 @@ for Python, so a pod with several cores runs several workers. The supervisor:
 - forwards SIGTERM/SIGINT once to every worker, waits for every drain (bounded by
   `shutdown_grace_s` + STOP_SLACK_S) and exits 0 if every worker did, else the highest
   status;
-- serves the pod's port: `/metrics` is the sum of the workers' samples (aggregation by
-  the supervisor rather than prometheus_client's multiprocess mode: that mode does not
-  support the gauges read at scrape time that the relay uses, and needs a shared
-  directory cleaned between runs); `relay_rooms_coverage_ratio` takes the minimum,
-  `relay_build_info` one copy. `/healthz` answers while the supervisor runs; `/readyz` is
-  ready when every worker is. Other paths (admin API, webhooks) go to a live worker, in
-  turn: they all edit the shared wanted set, and `GET /v1/rooms` shows the whole
-  deployment from any of them (`answered_by` names the worker).
+- serves the pod's port: `/metrics` is every worker's page, each sample labelled
+  `worker="<index>"` (0..N-1: the slot, the same across that slot's restarts), plus the
+  supervisor's own series (below). `/healthz` answers while the supervisor runs;
+  `/readyz` is ready when every worker is. Other paths (admin API, webhooks) go to a live
+  worker, in turn: they all edit the shared wanted set, and `GET /v1/rooms` shows the
+  whole deployment from any of them (`answered_by` names the worker).
+
+`/metrics` with workers (the supervisor gathers the pages rather than prometheus_client's
+multiprocess mode: that mode does not support the gauges read at scrape time that the
+relay uses, and needs a shared directory cleaned between runs):
+- Nothing is summed or merged: each worker's series, its process metrics
+  (`process_cpu_seconds_total`, ...) included, are its own, told apart by `worker`. A
+  restarted worker is a new process: its counters start again from 0 under the same
+  label, which rate() and increase() read as a counter reset (as for a restarted pod);
+  what the dead process counted after the last scrape is not on any page. A worker that
+  does not answer a scrape is missing from that page (`relay_worker_up` 0).
+- Deployment-wide gauges are reported by every worker: `relay_deployment_rooms_wanted`
+  (each its own read of the shared set) and `relay_rooms_coverage_ratio` (the leader's
+  figure, 1 elsewhere): queries take max() and min() of them, never sum().
+- Queries aggregate over `worker` (`sum by (namespace, pod)`, `sum without (worker)`), so
+  they read a single-process pod (`workers` = 1: no supervisor, no `worker` label) the
+  same way.
+- The supervisor's own series (their `worker` label names the worker they are about):
+  `relay_workers` (N), `relay_worker_up{worker}` (1 if the worker answered this scrape)
+  and `relay_worker_restarts_total{worker}` (restarts after the worker exited). Its own
+  process metrics are not exported: the pod's process CPU and memory are its workers'.
 """
 
 from __future__ import annotations
@@ -30,13 +48,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from relay.backoff import backoff_s
 from relay.config import Settings
@@ -49,8 +70,7 @@ RESTART_MAX_S = 30.0
 RESTART_RESET_S = 30.0
 STOP_SLACK_S = 5.0
 POLL_S = 0.2
-MINIMUM = frozenset({"relay_rooms_coverage_ratio"})
-ONE_COPY = frozenset({"relay_build_info"})
+WORKER_LABEL = "worker"
 HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 
@@ -67,6 +87,8 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     quick_exits: int = 0
+    restarts: int = 0  # spawns after the first: relay_worker_restarts_total
+    up: bool = False  # answered the last /metrics scrape: relay_worker_up
 
     @property
     def url(self) -> str:
@@ -91,13 +113,10 @@ class Supervisor:
         app.router.add_route("*", "/{tail:.*}", self._proxy)
         self._http = HttpServer(app, settings.http.host, settings.http.port)
         self._session: aiohttp.ClientSession | None = None
-        # Counters of workers that died, as last scraped: the pod's totals never go back.
-        self._last: dict[int, str] = {}
-        self._retired = ""
 
     def _spawn(self, child: Child) -> None:
-        if (last := self._last.pop(child.index, None)) is not None:
-            self._retired = aggregate([self._retired, last], counters_only=True)
+        if child.proc is not None:
+            child.restarts += 1
         env = {**os.environ, "RELAY_WORKERS": "1", "RELAY_HTTP__HOST": "127.0.0.1"}
         env["RELAY_HTTP__PORT"] = str(child.port)
         child.proc = subprocess.Popen(self._argv, env=env)  # stdout, stderr: the pod's
@@ -193,13 +212,34 @@ class Supervisor:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         answers = await asyncio.gather(*(self._get(c, "/metrics") for c in self._children))
-        texts = []
+        pages = {}
         for child, (status, text) in zip(self._children, answers, strict=True):
-            if status == 200:
-                self._last[child.index] = text
-                texts.append(text)
-        total = aggregate([*texts, self._retired], retired_last=True)
-        return web.Response(text=total, content_type="text/plain")
+            child.up = status == 200
+            if child.up:
+                pages[child.index] = text
+        page = Page([*self.own_families(), *label_workers(pages)])
+        return web.Response(
+            body=generate_latest(page), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    def own_families(self) -> list[Metric]:
+        """The supervisor's own series (module docstring)."""
+        workers = GaugeMetricFamily("relay_workers", "Worker processes this supervisor runs.")
+        workers.add_metric([], len(self._children))
+        up = GaugeMetricFamily(
+            "relay_worker_up",
+            "1 if the worker answered this scrape (its series are on this page), else 0.",
+            labels=[WORKER_LABEL],
+        )
+        restarts = CounterMetricFamily(
+            "relay_worker_restarts",
+            "Times the supervisor restarted the worker after it exited.",
+            labels=[WORKER_LABEL],
+        )
+        for child in self._children:
+            up.add_metric([str(child.index)], 1 if child.up else 0)
+            restarts.add_metric([str(child.index)], child.restarts)
+        return [workers, up, restarts]
 
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
         live = [c for c in self._children if c.alive()]
@@ -221,49 +261,33 @@ class Supervisor:
             return web.json_response({"error": f"worker unreachable: {exc}"}, status=502)
 
 
-COUNTER_TYPES = frozenset({"counter", "histogram", "summary"})
+class Page(Collector):
+    """Families to render with prometheus_client's own text format."""
+
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
 
 
-def aggregate(
-    texts: Sequence[str], *, counters_only: bool = False, retired_last: bool = False
-) -> str:
-    """The workers' samples summed per (name, labels); see the module docstring.
-
-    `counters_only`: keep only counters and histograms (what a dead worker leaves behind);
-    `retired_last`: the last text is such a remainder, added to the counters only."""
-    values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    meta: dict[str, tuple[str, str]] = {}
-    order: dict[str, list[tuple[str, tuple[tuple[str, str], ...]]]] = {}
-    for n, text in enumerate(texts):
-        retired = retired_last and n == len(texts) - 1
+def label_workers(pages: Mapping[int, str]) -> list[Metric]:
+    """The workers' /metrics pages as one: every sample with `worker="<index>"`, nothing
+    summed; a family's samples together, in the order the workers list them."""
+    families: dict[str, Metric] = {}
+    for index, text in sorted(pages.items()):
+        worker = str(index)
         for family in text_string_to_metric_families(text):
-            if (counters_only or retired) and family.type not in COUNTER_TYPES:
-                continue
-            meta.setdefault(family.name, (family.type, family.documentation))
-            keys = order.setdefault(family.name, [])
-            for sample in family.samples:
-                key = (sample.name, tuple(sorted(sample.labels.items())))
-                if key not in values:
-                    keys.append(key)
-                    values[key] = sample.value
-                elif family.name in MINIMUM:
-                    values[key] = min(values[key], sample.value)
-                elif family.name not in ONE_COPY:
-                    values[key] += sample.value
-    lines = []
-    for family_name, (kind, doc) in meta.items():
-        # The text format names a counter with its _total (the parser strips it).
-        shown_name = f"{family_name}_total" if kind == "counter" else family_name
-        lines += [f"# HELP {shown_name} {_escape(doc)}", f"# TYPE {shown_name} {kind}"]
-        for name, labels in order[family_name]:
-            shown = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            value = values[(name, labels)]
-            lines.append(f"{name}{{{shown}}} {value!r}" if shown else f"{name} {value!r}")
-    return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(
+                    family.name, family.documentation, family.type, family.unit
+                )
+            merged.samples += [
+                sample._replace(labels={**sample.labels, WORKER_LABEL: worker})
+                for sample in family.samples
+            ]
+    return list(families.values())
 
 
 async def run_supervisor(settings: Settings, argv: Sequence[str]) -> int:

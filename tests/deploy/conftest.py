@@ -16,6 +16,7 @@ from tests.deploy.manifest_run import (
     ManifestRun,
     run_analytics_manifest,
     run_manifest,
+    run_supervised_manifest,
 )
 from tests.deploy.manifests import (
     KUSTOMIZATIONS,
@@ -74,6 +75,7 @@ def manifest_run(e2e_ns: NetNS, renders: dict[str, list[Obj]]) -> Iterator[Manif
     try:
         run = run_manifest(e2e_ns, objs, secret_template(), urls, workdir)
         run.analytics = run_analytics_manifest(e2e_ns, objs, secret_template(), redis.url, workdir)
+        run.supervised = run_supervised_manifest(e2e_ns, objs, secret_template(), urls, workdir)
         yield run
     finally:
         server.proc.stop()
@@ -83,11 +85,16 @@ def manifest_run(e2e_ns: NetNS, renders: dict[str, list[Obj]]) -> Iterator[Manif
 
 @pytest.fixture(scope="session")
 def exported(manifest_run: ManifestRun) -> set[str]:
-    """Every metric name the running relay's /metrics page shows."""
+    """Every metric name the running relay's /metrics page shows: single-process (the
+    Deployment as shipped), and with RELAY_WORKERS=2 (the supervisor's own series)."""
     from tests.deploy.promql import exported_names
 
     assert manifest_run.metrics_text, f"no /metrics scrape: {manifest_run.log()}"
-    return exported_names(manifest_run.metrics_text)
+    supervised = manifest_run.supervised
+    assert supervised is not None and supervised.metrics_text, (
+        f"no /metrics scrape with every worker up: {supervised.log() if supervised else ''}"
+    )
+    return exported_names(manifest_run.metrics_text) | exported_names(supervised.metrics_text)
 
 
 @pytest.fixture(scope="session")

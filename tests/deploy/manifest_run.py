@@ -66,6 +66,7 @@ class ManifestRun:
     exit_after_s: float | None = None
     write_probe: dict[str, str] = field(default_factory=dict)  # where -> result
     analytics: ManifestRun | None = None  # the relay-analytics container's run
+    supervised: ManifestRun | None = None  # the same container with RELAY_WORKERS=2
 
     def log(self) -> str:
         if not self.log_path.exists():
@@ -213,6 +214,52 @@ def run_analytics_manifest(
         if run.healthy_after_s is not None:
             status, text = _get(f"http://{run.host}:{spec.port}/metrics", 5)
             run.metrics_text = text if status == 200 else ""
+        _terminate(run, proc)
+    finally:
+        proc.stop()
+    return run
+
+
+SUPERVISED_WORKERS = 2
+WORKERS_UP_TIMEOUT_S = 60.0  # N interpreters importing the SDK on a loaded machine
+
+
+def _workers_up(text: str) -> bool:
+    lines = [line for line in text.splitlines() if line.startswith("relay_worker_up{")]
+    return len(lines) == SUPERVISED_WORKERS and all(line.endswith(" 1.0") for line in lines)
+
+
+def run_supervised_manifest(
+    ns: NetNS, objs: list[Obj], secret: Obj, urls: tuple[str, str], workdir: Path
+) -> ManifestRun:
+    """The relay container with RELAY_WORKERS=2 (what deploy/base/deployment.yaml says to
+    set for workers per pod): its startup probe, one scrape once every worker answers it
+    (what Prometheus reads of a supervisor), SIGTERM."""
+    livekit_url, redis_url = urls
+    spec = podlike.pod_spec(objs, fill_secret(secret, redis_url))
+    spec.env["RELAY_LIVEKIT__URL"] = livekit_url
+    spec.env["RELAY_WORKERS"] = str(SUPERVISED_WORKERS)
+    run = ManifestRun(spec=spec, log_path=workdir / "supervised.log", host=ns.addr)
+    (workdir / "supervised").mkdir()
+    argv = podlike.local_argv(spec.argv, podlike.write_files(spec, workdir / "supervised"))
+    read_only = [Path(sys.prefix), ROOT, Path(os.path.realpath(sys.executable))]
+    confined, run.who = podlike.confine(argv, spec, read_only)
+    env = {**podlike.image_env(), **spec.env}
+    with run.log_path.open("wb") as log:
+        proc = ns.spawn(
+            confined, name="supervised", env=env, stdout=log.fileno(), stderr=log.fileno()
+        )
+    try:
+        _wait_healthy(run, proc.popen)
+        started = time.monotonic()
+        while run.healthy_after_s is not None and proc.popen.poll() is None:
+            status, text = _get(f"http://{run.host}:{spec.port}/metrics", 5)
+            if status == 200 and _workers_up(text):
+                run.metrics_text = text
+                break
+            if time.monotonic() - started > WORKERS_UP_TIMEOUT_S:
+                break
+            time.sleep(POLL_S)
         _terminate(run, proc)
     finally:
         proc.stop()

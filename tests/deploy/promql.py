@@ -66,3 +66,19 @@ def exported_names(metrics_text: str) -> set[str]:
         names.update(family.name + suffix for suffix in _SUFFIXES[family.type])
         names.update(sample.name for sample in family.samples)
     return names
+
+
+# Gauges every worker and replica reports alike (the shared wanted set's size, the reconcile
+# leader's coverage, 1 elsewhere): summed, they count each process once more.
+DEPLOYMENT_WIDE = ("relay_deployment_rooms_wanted", "relay_rooms_coverage_ratio")
+
+
+def summed_deployment_wide(expr: str) -> set[str]:
+    """The deployment-wide gauges `expr` reads other than as the argument of max()/min()."""
+    found = set()
+    for name in DEPLOYMENT_WIDE:
+        read = len(re.findall(rf"(?<![\w:]){name}(?![\w:])", expr))
+        extreme = rf"\b(?:max|min)\s*(?:(?:by|without)\s*\([^()]*\)\s*)?\(\s*{name}(?![\w:])"
+        if read != len(re.findall(extreme, expr)):
+            found.add(name)
+    return found

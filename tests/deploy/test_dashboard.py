@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.deploy.manifests import DEPLOY, Obj, find
-from tests.deploy.promql import grafana_query_names
+from tests.deploy.promql import grafana_query_names, summed_deployment_wide
 
 DASHBOARD = DEPLOY / "monitoring" / "relay-dashboard.json"
 GRID_WIDTH = 24
@@ -93,8 +93,41 @@ def test_the_queries_read_only_metrics_relay_exports(
         "relay_event_loop_lag_seconds_bucket",
         "relay_ingest_items_total",
         "relay_ingest_rejected_total",
+        # per worker (--workers N: the supervisor's series)
+        "process_resident_memory_bytes",
+        "relay_workers",
+        "relay_worker_up",
+        "relay_worker_restarts_total",
     }
     assert wanted <= read, f"not on the dashboard: {wanted - read}"
+
+
+PER_WORKER_ROW = "Load per worker"
+
+
+def test_the_per_worker_row_shows_each_worker_and_no_panel_sums_a_deployment_wide_gauge(
+    dashboard: dict[str, Any],
+) -> None:
+    panels = _panels(dashboard, analytics=False)
+    titles = [p["title"] for p in panels]
+    [start] = [n for n, title in enumerate(titles) if title.startswith(PER_WORKER_ROW)]
+    end = next(n for n in range(start + 1, len(panels)) if panels[n]["type"] == "row")
+    row = panels[start + 1 : end]
+    by_worker = {
+        p["title"] for p in row if any("{{worker}}" in t["legendFormat"] for t in p["targets"])
+    }
+    assert by_worker >= {
+        "Events/s by worker",
+        "CPU by worker",
+        "Event-loop lag p99 by worker",
+        "Rooms and leases by worker",
+    }
+    for panel in row:
+        for target in panel["targets"]:
+            if "{{worker}}" in target["legendFormat"]:
+                assert re.search(r"by \((?:[^()]*, )?worker[,)]", target["expr"]), target["expr"]
+    for query in _queries(dashboard):
+        assert summed_deployment_wide(query) == set(), query
 
 
 def test_the_analytics_panels_read_what_relay_analytics_exports(

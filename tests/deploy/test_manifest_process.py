@@ -88,3 +88,36 @@ def test_the_public_paths_are_served_and_refuse_the_unauthenticated(
         "/v1/ingest": 400,
         "/v1/livekit/webhook": 401,
     }, manifest_run.log()
+
+
+def test_with_workers_each_workers_series_carry_its_label_and_it_stops_in_time(
+    manifest_run: ManifestRun,
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    supervised = manifest_run.supervised
+    assert supervised is not None and supervised.metrics_text, (
+        supervised.log() if supervised else ""
+    )
+    workers: dict[str, set[str]] = {}
+    unlabelled = set()
+    for family in text_string_to_metric_families(supervised.metrics_text):
+        for sample in family.samples:
+            worker = sample.labels.get("worker")
+            if worker is None:
+                unlabelled.add(sample.name)
+            elif not sample.name.startswith("relay_worker_"):
+                workers.setdefault(worker, set()).add(sample.name)
+    assert unlabelled == {"relay_workers"}  # every other sample is a worker's, or about one
+    assert set(workers) == {"0", "1"}
+    always = {  # unlabelled or with every label value from the start
+        "relay_buffer_events",
+        "relay_leases_held",
+        "relay_events_dropped_total",
+        "relay_event_loop_lag_seconds_bucket",
+        "process_cpu_seconds_total",
+        "relay_build_info",
+    }
+    assert always <= workers["0"] and always <= workers["1"]
+    assert supervised.exit_after_s is not None and supervised.exit_code == 0, supervised.log()
+    assert supervised.exit_after_s < supervised.spec.grace_s - supervised.spec.pre_stop_s

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.deploy.manifests import DEPLOY, Obj, find
-from tests.deploy.promql import metric_names
+from tests.deploy.promql import metric_names, summed_deployment_wide
 
 UNIT_TESTS = Path(__file__).with_name("promtool") / "alerts.test.yaml"
 README = DEPLOY / "README.md"
@@ -78,6 +78,25 @@ def test_the_rules_read_only_metrics_relay_exports(
     read = set().union(*(metric_names(rule["expr"]) for rule in _rules(renders)))
     assert read, "no metric names found in the rules"
     assert read - recorded - exported == set()
+
+
+def test_the_rules_never_sum_a_deployment_wide_gauge(renders: dict[str, list[Obj]]) -> None:
+    # Every worker (with --workers N) and every replica reports them alike.
+    summed = {
+        rule.get("alert", rule.get("record")): summed_deployment_wide(rule["expr"])
+        for rule in _rules(renders)
+    }
+    assert {name: found for name, found in summed.items() if found} == {}
+
+
+def test_the_deployment_wide_check_sees_a_sum() -> None:
+    assert summed_deployment_wide("sum by (pod) (relay_rooms_coverage_ratio) < 1") == {
+        "relay_rooms_coverage_ratio"
+    }
+    assert summed_deployment_wide(
+        "x / clamp_min(relay_deployment_rooms_wanted, 1) + min(relay_rooms_coverage_ratio)"
+    ) == {"relay_deployment_rooms_wanted"}
+    assert summed_deployment_wide('min by (ns) (relay_rooms_coverage_ratio{pod="a"}) < 1') == set()
 
 
 def test_the_name_check_sees_a_misspelt_metric(exported: set[str]) -> None:

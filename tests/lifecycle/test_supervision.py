@@ -1,27 +1,34 @@
 """A supervised lifecycle: a crashed flush loop stops `relay run` (exit 1) without losing
 what was accepted silently; a taken HTTP port fails it at start with one clear line; a
-cancelled worker still shuts down in order, and stays cancelled."""
+cancelled worker still shuts down in order, and stays cancelled; `relay run --workers 2`
+labels each worker's series with its slot, which a killed and restarted worker keeps."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from relay import __version__
 from relay.config import HttpSettings, PipelineSettings, RedisSettings, Settings
 from relay.contract.event import Event
 from relay.keys import events_key
 from relay.pipeline import Pipeline
+from relay.supervisor import RESTART_INITIAL_S
 from relay.worker import EXIT_FAILED, Worker
 from tests.fixtures.sockets import free_port
 from tests.lifecycle.faulty_relay import FAULT, ROOM
@@ -30,6 +37,7 @@ from tests.lifecycle.test_cli_and_signals import log_lines, relay_env
 REPO = Path(__file__).resolve().parents[2]
 CRASH_AFTER = 50
 GRACE_S = 1.0
+WORKER_START_S = 60.0  # two interpreters importing the SDK on a loaded 2-core machine
 
 
 def written_events(redis_url: str, prefix: str) -> list[dict[str, Any]]:
@@ -172,3 +180,96 @@ async def test_a_drain_whose_own_flush_loop_fails_still_reports_what_is_unwritte
     assert failures == ["RuntimeError('fault 1')", "RuntimeError('fault 2')"]
     [stopped] = [entry for entry in logs if entry["event"] == "relay_stopped"]
     assert (stopped["accepted"], stopped["unwritten"]) == (5, 5)
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        body = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+
+
+def of_worker(samples: Samples, worker: str) -> Samples:
+    """The worker's samples, keyed without the worker label."""
+    label = ("worker", worker)
+    return {(name, labels - {label}): v for (name, labels), v in samples.items() if label in labels}
+
+
+def wait_scrape(port: int, ok: Any, timeout_s: float = WORKER_START_S) -> Samples:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            samples = scrape(port)
+        except OSError:
+            samples = {}
+        if samples and ok(samples):
+            return samples
+        assert time.monotonic() < deadline, f"no such /metrics page: {sorted(samples)[:20]}"
+        time.sleep(0.2)
+
+
+def spawned(log_path: Path) -> list[dict[str, Any]]:
+    lines = log_lines(log_path.read_text(errors="replace"))
+    return [line for line in lines if line["event"] == "worker_spawned"]
+
+
+def test_a_supervisor_labels_each_workers_series_and_a_restart_keeps_the_label(
+    redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    env = relay_env(
+        RELAY_WORKERS="2",
+        RELAY_DISCOVERY__ENABLED="true",
+        RELAY_REDIS__URL=redis_url,
+        RELAY_REDIS__PREFIX=redis_prefix,
+        RELAY_LIVEKIT__URL=f"ws://127.0.0.1:{free_port()}",  # no rooms to join here
+        RELAY_PIPELINE__BUFFER_MAX_EVENTS="1234",
+    )
+    port = int(env["RELAY_HTTP__PORT"])
+    log_path = tmp_path / "relay.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "relay", "run"], env=env, cwd=REPO, stdout=log, stderr=log
+        )
+    try:
+
+        def up(samples: Samples, restarts: int = 0) -> bool:
+            return all(
+                samples.get(("relay_worker_up", frozenset({("worker", w)}))) == 1
+                for w in ("0", "1")
+            ) and samples[("relay_worker_restarts_total", frozenset({("worker", "1")}))] == (
+                restarts
+            )
+
+        before = wait_scrape(port, up)
+        assert before[("relay_workers", frozenset())] == 2
+        workers = [of_worker(before, w) for w in ("0", "1")]
+        for own in workers:
+            # Each worker's own figure, not the pod's sum (the old page showed 2468).
+            assert own[("relay_buffer_capacity_events", frozenset())] == 1234
+            assert own[("relay_build_info", frozenset({("version", __version__)}))] == 1
+            assert ("process_cpu_seconds_total", frozenset()) in own
+        assert set(workers[0]) == set(workers[1])  # the same series, told apart by worker
+        unlabelled = {key for key in before if "worker" not in dict(key[1])}
+        assert unlabelled == {("relay_workers", frozenset())}
+
+        [victim] = [line for line in spawned(log_path) if line["worker"] == 1]
+        os.kill(int(victim["pid"]), signal.SIGKILL)
+        after = wait_scrape(port, lambda samples: up(samples, restarts=1))
+        [_, again] = [line for line in spawned(log_path) if line["worker"] == 1]
+        assert again["pid"] != victim["pid"] and again["port"] == victim["port"]
+        assert after[("relay_worker_restarts_total", frozenset({("worker", "0")}))] == 0
+        restarted, survivor = of_worker(after, "1"), of_worker(after, "0")
+        assert set(restarted) == set(workers[1])  # the slot's series, under the same label
+        start: tuple[str, frozenset[tuple[str, str]]] = ("process_start_time_seconds", frozenset())
+        assert restarted[start] >= workers[1][start] + RESTART_INITIAL_S / 2  # a new process
+        assert survivor[start] == workers[0][start]  # the other worker untouched
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=30)
+    assert status == 0, log_path.read_text(errors="replace")[-3000:]
