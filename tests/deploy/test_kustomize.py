@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import re
 import tomllib
 from typing import Any
 
@@ -27,6 +28,7 @@ from tests.deploy.manifests import (
     relay_deployment,
     secret_template,
 )
+from tests.deploy.promql import metric_names
 
 OVERLAYS = ("dev", "production")
 _PROBES = ("startup", "liveness", "readiness")
@@ -70,7 +72,7 @@ def test_the_validation_catches_a_misspelt_field(renders: dict[str, list[Obj]]) 
     context["readOnlyRootFilesytem"] = context.pop("readOnlyRootFilesystem")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
-    rule = copy.deepcopy(find(renders["production"], "PrometheusRule"))
+    rule = copy.deepcopy(find(renders["production"], "PrometheusRule", "relay"))
     rule["spec"]["groups"][0]["rules"][0]["fro"] = "5m"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(rule, SCHEMAS["PrometheusRule"])
@@ -244,16 +246,43 @@ def test_dev_runs_one_replica_and_production_three_or_more(
     assert find_all(renders["dev"], "HorizontalPodAutoscaler") == []
 
 
-def test_the_optional_rooms_hpa_validates_and_reads_an_exported_metric(
-    exported: set[str],
+def _adapter_rule() -> dict[str, Any]:
+    """deploy/README.md's Prometheus adapter rule for hpa-rooms.yaml (its externalRules)."""
+    readme = (ROOT / "deploy" / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+    (block,) = [b for b in blocks if "externalRules:" in b]
+    (rule,) = yaml.safe_load(block)["externalRules"]
+    assert isinstance(rule, dict)
+    return rule
+
+
+def test_the_optional_rooms_hpa_scales_on_the_deployments_wanted_rooms(
+    renders: dict[str, list[Obj]], exported: set[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hpa: dict[str, Any] = yaml.safe_load(
         (ROOT / "deploy" / "overlays" / "production" / "hpa-rooms.yaml").read_text()
     )
     for version in KUBERNETES_VERSIONS:
         kubernetes_validate.validate(hpa, version, strict=True)
+    # The shared wanted set (every replica reports it), divided by the replicas: an
+    # External metric with an AverageValue target. A per-process count (leases held)
+    # never shows the rooms nobody holds.
     (metric,) = hpa["spec"]["metrics"]
-    assert metric["pods"]["metric"]["name"] in exported
+    assert metric["type"] == "External"
+    name = metric["external"]["metric"]["name"]
+    assert name == "relay_deployment_rooms_wanted" and name in exported
+    assert metric["external"]["target"]["type"] == "AverageValue"
+    # The adapter serves that name from that series, one value per namespace: the
+    # maximum, since every replica reports the same set.
+    rule = _adapter_rule()
+    assert rule["name"]["as"] == name
+    assert metric_names(rule["seriesQuery"]) == {name}
+    assert rule["resources"]["overrides"]["namespace"] == {"resource": "namespace"}
+    assert rule["metricsQuery"].startswith("max(<<.Series>>{<<.LabelMatchers>>})")
+    # The target: 80 % of what a production pod holds (workers x max_rooms).
+    settings = _effective_settings(renders["production"], monkeypatch)
+    per_pod = settings.workers * settings.max_rooms
+    assert float(metric["external"]["target"]["averageValue"]) == 0.8 * per_pod
 
 
 def test_production_scrapes_the_service_port(renders: dict[str, list[Obj]]) -> None:

@@ -21,7 +21,9 @@ PROMTOOL_TIMEOUT_S = 60
 
 
 def _groups(renders: dict[str, list[Obj]]) -> list[dict[str, Any]]:
-    groups: list[dict[str, Any]] = find(renders["production"], "PrometheusRule")["spec"]["groups"]
+    groups: list[dict[str, Any]] = find(renders["production"], "PrometheusRule", "relay")["spec"][
+        "groups"
+    ]
     return groups
 
 
