@@ -478,6 +478,15 @@ async def test_a_third_relay_gets_its_share_by_hand_backs_with_one_writer_at_a_t
         assert [line["reason"] for line in relay.log_events("lease_released")] == ["rebalanced"] * 2
         assert sorted(given) == sorted(acquired[-2:])
     assert losses == len(moved)
+    # By the leases: each moved room's lease was released before the third relay won it.
+    released = {
+        line["room"]: datetime.fromisoformat(line["timestamp"])
+        for relay in first
+        for line in relay.log_events("lease_released")
+    }
+    for line in third.log_events("lease_acquired"):
+        won_at = datetime.fromisoformat(line["timestamp"])
+        assert line["epoch"] == 2 and released[line["room"]] < won_at, line
     metrics = await third.metrics()
     assert metrics[("relay_lease_acquired_total", frozenset({("kind", "takeover")}))] == share
 
