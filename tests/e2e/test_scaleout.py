@@ -460,9 +460,11 @@ async def test_a_third_relay_gets_its_share_by_hand_backs_with_one_writer_at_a_t
         await wait_joined(streams, moved, epoch=2, timeout_s=CONNECT_S + 5)
         settled_s = time.monotonic() - registered_at
         print(f"rebalance to a third relay: balanced {balanced_s:.2f}s, joined {settled_s:.2f}s")
-        # Bound: a tick for the count to hold, then per hand-back round (2 rooms from one
-        # relay; the other waits until they are taken) a tick, the jitter and a connect.
-        assert balanced_s < 2 * TICK_S + 2 * (TICK_S + 0.2 + CONNECT_S), balanced_s
+        # Bound: up to two ticks until a relay saw the count hold, then per hand-back
+        # round (2 rooms from one relay; the other waits until they are taken) the
+        # giver's tick, its leave and last write (1 s on a loaded machine), the taker's
+        # tick and jitter.
+        assert balanced_s < 2 * TICK_S + 2 * (2 * TICK_S + 1.0 + 0.2), balanced_s
 
         await asyncio.sleep(4 * TICK_S)  # balanced: nothing moves any more
         assert await owners(streams, rooms) == held
