@@ -67,6 +67,27 @@ async def wait_workers(streams: Streams, count: int, timeout_s: float = 20.0) ->
         await asyncio.sleep(0.05)
 
 
+async def wait_balanced(
+    streams: Streams, rooms: list[str], workers: int, timeout_s: float = 20.0
+) -> dict[str, str | None]:
+    """Wait until every room has an owner, none holds more than ceil(rooms / workers), and
+    the owners stayed so for two ticks (no hand-back in progress); the owners."""
+    share = math.ceil(len(rooms) / workers)
+    deadline = Deadline(timeout_s)
+    settled: tuple[float, dict[str, str | None]] | None = None
+    while True:
+        held = await owners(streams, rooms)
+        if None not in held.values() and max(Counter(held.values()).values()) <= share:
+            if settled is None or settled[1] != held:
+                settled = (time.monotonic(), held)
+            elif time.monotonic() - settled[0] >= 2 * TTL_S / 3:
+                return held
+        else:
+            settled = None
+        assert not deadline.passed, f"not balanced: {Counter(held.values())}"
+        await asyncio.sleep(0.05)
+
+
 async def join(streams: Streams, rooms: list[str]) -> None:
     for room in rooms:
         await streams.redis.xadd(f"{streams.prefix}:control", {"op": "join", "room": room})

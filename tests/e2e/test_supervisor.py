@@ -9,7 +9,15 @@ import signal
 import pytest
 
 from tests.e2e.support import StartRelay, Streams, unique
-from tests.e2e.test_scaleout import TTL_S, join, owners, scaleout_env, wait_joined, wait_log
+from tests.e2e.test_scaleout import (
+    TTL_S,
+    join,
+    owners,
+    scaleout_env,
+    wait_balanced,
+    wait_joined,
+    wait_log,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -24,6 +32,7 @@ async def test_workers_restart_share_one_metrics_and_drain(
     await wait_log(relay, "scaleout_started", count=2)
     await join(streams, rooms)
     await wait_joined(streams, rooms, epoch=1)
+    await wait_balanced(streams, rooms, 2)  # a worker that ticked first hands rooms back
     metrics = await relay.metrics()
     assert metrics[("relay_leases_held", frozenset())] == len(rooms)  # summed over workers
     assert metrics[("relay_rooms_observed", frozenset())] == len(rooms)
@@ -46,6 +55,9 @@ async def test_workers_restart_share_one_metrics_and_drain(
     assert (exited["worker"], exited["status"]) == (victim["worker"], -signal.SIGKILL)
     # Its rooms come back (on the survivor or on the restarted worker).
     await wait_joined(streams, lost, epoch=2, timeout_s=4 * TTL_S + 10)
+    # The survivor may have taken them all before the restart registered: then it hands
+    # the restarted worker its share (rebalancing).
+    await wait_balanced(streams, rooms, 2)
     assert None not in (await owners(streams, rooms)).values()
     metrics = await relay.metrics()
     assert metrics[("relay_leases_held", frozenset())] == len(rooms)
