@@ -1,5 +1,6 @@
 """The assigner's rebalance and its idempotent acquire, in one process on the real Redis:
-real Assigners, lease stores, pipelines and observers, whose SDK rooms are scripted
+workers' discovery parts as the worker assembles them (`ScaleOut`: assigner, lease store,
+shared room manager), real pipelines and observers, whose SDK rooms are scripted
 (tests/observer/sdk_objects.py). The ticks are driven by hand, one worker after another;
 the lease TTL is long enough that no fence timer fires during a test."""
 
@@ -15,12 +16,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import pytest
 import redis.asyncio as aioredis
 
-from relay.config import DiscoverySettings, PipelineSettings, RedisSettings
+from relay.config import DiscoverySettings, PipelineSettings, RedisSettings, Settings
 from relay.contract.event import Entry, Event
 from relay.contract.sink import Rejected, Sink
-from relay.discovery.assigner import Assigner, hand_back_count, new_worker_id
+from relay.discovery.assigner import Assigner, hand_back_count
 from relay.discovery.leases import SEQ_BLOCK, Acquired, LeaseStore
-from relay.discovery.shared import SharedRoomManager
+from relay.discovery.runtime import ScaleOut
 from relay.discovery.wanted import WantedSet
 from relay.observer import RoomTarget
 from relay.pipeline import Pipeline
@@ -54,10 +55,18 @@ class GatedSink(Sink):
 @dataclasses.dataclass
 class Worker:
     id: str
-    assigner: Assigner
+    scaleout: ScaleOut
     pipeline: Pipeline
     sink: GatedSink
     flusher: asyncio.Task[None]
+
+    @property
+    def assigner(self) -> Assigner:
+        return self.scaleout.assigner
+
+    @property
+    def observed(self) -> list[str]:
+        return self.scaleout.rooms.wanted
 
     async def tick(self) -> None:
         await self.assigner.tick()
@@ -92,25 +101,21 @@ async def make_worker(
         sink = GatedSink(written)
         pipeline = Pipeline(PipelineSettings(), [sink])
         livekit, limits = observer_settings()
+        discovery = DiscoverySettings(
+            enabled=True, lease_ttl_s=TTL_S, pickup_jitter_s=0, rebalance_per_tick=per_tick
+        )
+        settings = Settings(livekit=livekit, redis=redis_settings, discovery=discovery)
 
         def observer(target: RoomTarget) -> ObservedRoom:
             script = Script([STAYS])
             return ObservedRoom(target, pipeline, livekit, limits, room_factory=script.room)
 
-        worker_id = new_worker_id()
-        rooms = SharedRoomManager(
-            observer,
-            WantedSet(redis, redis_settings),
-            max_rooms=50,
-            on_room_left=pipeline.forget_room,
-        )
-        settings = DiscoverySettings(
-            enabled=True, lease_ttl_s=TTL_S, pickup_jitter_s=0, rebalance_per_tick=per_tick
-        )
-        store = store_type(redis, redis_settings, worker_id)
-        assigner = Assigner(store, rooms, pipeline, settings, redis_settings)
+        scaleout = ScaleOut(settings, observer, pipeline)  # as the worker assembles it
+        if store_type is not LeaseStore:
+            store = store_type(scaleout.redis, redis_settings, scaleout.worker_id)
+            scaleout.assigner = Assigner(store, scaleout.rooms, pipeline, discovery, redis_settings)
         flusher = asyncio.create_task(pipeline.run())
-        worker = Worker(worker_id, assigner, pipeline, sink, flusher)
+        worker = Worker(scaleout.worker_id, scaleout, pipeline, sink, flusher)
         workers.append(worker)
         return worker
 
@@ -118,8 +123,8 @@ async def make_worker(
         yield make
     finally:
         for worker in workers:
-            await worker.assigner._rooms.stop_all()
-            await worker.assigner.release_all(1.0)
+            await worker.scaleout.rooms.stop_all()
+            await worker.scaleout.stop(1.0)
             await worker.pipeline.drain(1.0)
             await worker.flusher
 
@@ -259,7 +264,7 @@ async def test_a_hand_back_releases_the_lease_only_once_its_events_are_written(
     (room,) = a.assigner.handing
     assert room == list(a.assigner.held)[-1]  # the newest first
     await asyncio.sleep(0.3)
-    assert room not in a.assigner._rooms.wanted  # left
+    assert room not in a.observed  # left
     assert (await holders(redis, redis_settings, [room]))[room] == a.id  # not released
     await b.tick()
     assert not b.assigner.held  # B cannot take it yet
@@ -325,7 +330,7 @@ async def test_a_lost_acquire_reply_is_taken_at_the_next_tick_with_the_same_epoc
     await a.tick()  # at once, not a TTL later
     assert a.assigner.held["lost"].epoch == 1
     assert a.assigner.held["lost"].seq_high == 2 * SEQ_BLOCK
-    assert "lost" in a.assigner._rooms.wanted
+    assert "lost" in a.observed
     assert int(await redis.get(f"{redis_settings.prefix}:epoch:{{lost}}")) == 1
     await asyncio.sleep(0.2)
     joined = [(e, k) for r, e, k, _ in a.sink.written if r == "lost"]
