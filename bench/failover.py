@@ -6,12 +6,15 @@ stream). Each trial stops the relay holding the most rooms, with `kill -9` or SI
 (alternating), and measures, for each of its rooms, the time from the signal to the
 first event written by the new owner (the Redis stream entry id's time, Redis's clock in
 ms, minus the wall clock at the signal: one machine, one clock). A fresh relay replaces
-the stopped one before the next trial.
+the stopped one and gets its share (rebalancing: the time from its start, as its
+`scaleout_started` line, until no relay holds more than ceil(rooms / 3) leases is
+measured too) before the next trial.
 
     .venv/bin/python bench/failover.py [--trials 3] [--rooms 12] [--ttl 2]
 
 Needs root (network namespaces) and redis-server. The last line is machine-readable:
-    kill_p50_s=X kill_max_s=X term_p50_s=X term_max_s=X ttl_s=X
+    kill_p50_s=X kill_max_s=X term_p50_s=X term_max_s=X rebalance_p50_s=X rebalance_max_s=X
+    ttl_s=X
 """
 
 from __future__ import annotations
@@ -73,6 +76,21 @@ def wait_owned(client: redis.Redis, prefix: str, rooms: list[str], timeout_s: fl
         time.sleep(0.05)
 
 
+def wait_balanced(
+    client: redis.Redis, prefix: str, rooms: list[str], relays: int, timeout_s: float
+) -> None:
+    """Every room owned, no relay above ceil(rooms / relays): the fresh relay got its share."""
+    share = -(-len(rooms) // relays)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        held = owners(client, prefix, rooms)
+        if None not in held.values() and max(Counter(held.values()).values()) <= share:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not balanced: {Counter(held.values())}")
+        time.sleep(0.05)
+
+
 def first_event_after(
     client: redis.Redis, prefix: str, room: str, epoch: int, timeout_s: float
 ) -> float:
@@ -128,7 +146,7 @@ def main() -> int:
     args = parser.parse_args()
     prefix = f"failover-{uuid.uuid4().hex[:6]}"
     rooms = [f"{prefix}-{n:03d}" for n in range(args.rooms)]
-    results: dict[str, list[float]] = {"kill": [], "term": []}
+    results: dict[str, list[float]] = {"kill": [], "term": [], "rebalance": []}
     with Bench.open(proc_timeout_s=600) as bench:
         env = discovery_env(args.ttl)
         relays: list[Relay] = []
@@ -151,13 +169,18 @@ def main() -> int:
             time.sleep(args.ttl)  # leases settled
             results[how] += trial(bench, relays, ids, prefix, rooms, how, args.ttl)
             add_relay()
-            wait_owned(client, prefix, rooms, 30)
+            started = time.monotonic()
+            wait_balanced(client, prefix, rooms, len(relays), 30)
+            results["rebalance"].append(time.monotonic() - started)
         for relay in relays:
             relay.stop()
     kill, term = sorted(results["kill"]), sorted(results["term"])
+    rebalance = sorted(results["rebalance"])
     print(
         f"kill_p50_s={percentile(kill, 50):.2f} kill_max_s={kill[-1]:.2f} "
-        f"term_p50_s={percentile(term, 50):.2f} term_max_s={term[-1]:.2f} ttl_s={args.ttl:g}"
+        f"term_p50_s={percentile(term, 50):.2f} term_max_s={term[-1]:.2f} "
+        f"rebalance_p50_s={percentile(rebalance, 50):.2f} rebalance_max_s={rebalance[-1]:.2f} "
+        f"ttl_s={args.ttl:g}"
     )
     return 0
 

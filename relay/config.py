@@ -198,6 +198,9 @@ class DiscoverySettings(_Section):
     lease_margin_s: float = Field(default=2.0, ge=0)
     # Each pick-up round waits up to this long (random): no herd when a replica dies.
     pickup_jitter_s: float = Field(default=1.0, ge=0)
+    # A process above its share hands back at most this many rooms a tick, newest first,
+    # to a process below it (a replica that started after the others); 0: never.
+    rebalance_per_tick: int = Field(default=2, ge=0)
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     webhook_max_body_bytes: int = Field(default=64 * 1024, gt=0)
     # Room filter: names matching any `include` (glob, or /regex/), none of `exclude`;

@@ -87,6 +87,12 @@ def seen_key(settings: RedisSettings, room: str) -> str:
     return f"{settings.prefix}:seen:{{{room}}}"
 
 
+def found_key(settings: RedisSettings, room: str) -> str:
+    """What the room's last acquisition found in `seen_key` (ms; 0: first owner), kept one
+    TTL: an acquire repeated by the same owner (its reply lost) reports the same gap."""
+    return f"{settings.prefix}:found:{{{room}}}"
+
+
 def workers_key(settings: RedisSettings) -> str:
     """Sorted set: worker id -> when its registration expires (ms)."""
     return f"{settings.prefix}:workers"

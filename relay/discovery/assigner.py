@@ -5,17 +5,47 @@ Every `lease_ttl_s / 3` (a tick) it:
 2. renews its leases (a new seq block when half the old one is used); a lease another
    owner holds is left at once (`taken`);
 3. leaves rooms no longer wanted, or whose observation ended (`unwanted`, `room_ended`);
-4. picks up unowned wanted rooms, after a random wait of up to `pickup_jitter_s`, in
-   random order, up to its share: min(max_rooms, ceil(wanted / live workers)).
+4. below its share, picks up unowned wanted rooms (and any whose lease already holds its
+   own id: an acquire whose reply was lost), after a random wait of up to
+   `pickup_jitter_s`, in random order, up to the share;
+5. above its share, hands rooms back (`rebalanced`), see below.
 
-The fair-spread rule: no process takes more than ceil(wanted / live workers) rooms while
-others are live; rooms are not taken away from a process that holds more (after workers
-joined), they move only when it dies, drains or the rooms end.
+The fair-spread rule: a process's share is min(max_rooms, ceil(wanted / live workers)).
+Nobody picks up more than its share while others are live, and a process that holds more
+(a replica started after the others, so the share went down) hands the excess back
+gradually: at most `rebalance_per_tick` rooms a tick (0: never), the most recently
+acquired first, and only when
+- the worker registry showed the same live count at the previous tick too (a full tick:
+  a registration that flaps moves no room);
+- every wanted room has a live owner (rooms unowned, or leased by a process no longer
+  live, are picked up first; a url+token room is not waited for: its token may have
+  expired). So if the taker never comes (a process that registers but cannot pick up),
+  at most what was handed back in one tick is left unowned;
+- the other live processes below the share can take that many (counted from the lease
+  holders; like the pick-up rule, this assumes one `max_rooms` for every process).
+Newest first: which room disturbs the fewest consumers mid-session is unknowable, and the
+newest is simple and stable (the same rooms stay put tick after tick). A room is handed
+back as the SIGTERM drain hands it: left, so everything it received is accepted, then,
+once the pipeline wrote all it accepted (`Pipeline.flushed`), its lease is released
+(renewed meanwhile); a process below its share picks it up after its jitter, and its
+`observer.joined` says `reason: "takeover"` and `gap_ms`. If the write does not finish
+within a TTL (the sink away), the lease is not released but left to expire.
+
+Why it does not flap: a process hands back at most `held - share` rooms, so it still holds
+at least its share and picks none up again; and since the held rooms are at most the
+wanted ones, a process above ceil(wanted / live) means some live process is below it,
+and only such a process picks the room up (one at its share picks up nothing). The share
+changes only when the wanted set or the live count does (the latter must hold for a
+tick), so rooms only move toward balance and stop once no process is above its share:
+the moves are exactly the excess. Why it is never two writers: the old owner releases the
+lease only after it left the room and its events are written, and the new owner's acquire
+increments the epoch, so its events carry a higher epoch than any the old owner wrote.
 
 Fencing: each lease has a deadline, (when its last successful acquire/renew was sent)
 + ttl - margin. A timer fires at the deadline, independent of Redis calls in flight: the
 pipeline refuses the room's entries from then on (`lease_lost`) and the room is left
-(`renew_failed`). It is taken up again only by winning a new lease.
+(`renew_failed`). It is taken up again only by winning a new lease (or by the acquire
+script finding the lease still ours: the same epoch, a new seq block).
 """
 
 from __future__ import annotations
@@ -26,6 +56,7 @@ import math
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 
 import structlog
@@ -63,7 +94,15 @@ class Assigner:
         self.held: dict[str, Lease] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._leaving: set[asyncio.Task[bool]] = set()
+        self._handing: dict[str, asyncio.Task[None]] = {}  # rooms being handed back
+        self._live_before: int | None = None  # the live count at the previous tick
         self._stopping = False
+
+    @property
+    def handing(self) -> frozenset[str]:
+        """Rooms being handed back: left, their lease released once their events are
+        written."""
+        return frozenset(self._handing)
 
     @property
     def tick_s(self) -> float:
@@ -85,7 +124,9 @@ class Assigner:
                 pass
 
     async def tick(self) -> None:
-        live = await self._register()
+        members = await self._register()
+        live = len(members)
+        stable, self._live_before = live == self._live_before, live
         while self._static:
             await self._rooms.shared.add(self._static[0], "static")
             self._static.pop(0)
@@ -94,6 +135,8 @@ class Assigner:
         self._rooms.known_wanted = set(entries)
         m.DEPLOYMENT_ROOMS_WANTED.set(len(entries))
         for room in list(self.held):
+            if room in self._handing:
+                continue  # left already; released once its events are written
             if room not in entries:
                 await self._give_up(room, "unwanted")
             elif room not in self._rooms.wanted:  # its observation ended or failed
@@ -103,19 +146,30 @@ class Assigner:
                     await self._rooms.shared.remove(room)
                 await self._give_up(room, reason)
         share = min(self._rooms.capacity, math.ceil(len(entries) / max(1, live)))
-        if len(self.held) < share and not self._stopping:
-            await self._pick_up(entries, share)
+        holding = len(self.held) - len(self._handing)
+        if self._stopping:
+            return
+        if holding < share:
+            await self._pick_up(entries, await self._holders(entries), share)
+        elif holding > share and stable and self._settings.rebalance_per_tick:
+            self._rebalance(entries, share, members, await self._holders(entries))
 
-    async def _register(self) -> int:
+    async def _register(self) -> list[str]:
+        """Register as live; the live workers' ids."""
         key = keys.workers_key(self._redis_settings)
         now_ms = int(time.time() * 1000)
         ttl_ms = int(self._settings.lease_ttl_s * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(key, {self._store.owner: now_ms + ttl_ms})
             pipe.zremrangebyscore(key, "-inf", now_ms)
-            pipe.zcard(key)
+            pipe.zrange(key, 0, -1)
             replies = await pipe.execute()
-        return int(replies[2])
+        return [w.decode() if isinstance(w, bytes) else str(w) for w in replies[2]]
+
+    async def _holders(self, entries: dict[str, dict[str, object]]) -> dict[str, str | None]:
+        rooms = list(entries)
+        values = await self._store.holders(rooms)
+        return {r: v.decode() if v else None for r, v in zip(rooms, values, strict=True)}
 
     async def _renew_all(self) -> None:
         ttl = self._settings.lease_ttl_s
@@ -134,16 +188,24 @@ class Assigner:
                 self._pipeline.extend_room(room, reply)
             self._arm(lease, sent + ttl)
 
-    async def _pick_up(self, entries: dict[str, dict[str, object]], share: int) -> None:
-        candidates = [r for r in entries if r not in self.held and r not in self._rooms.wanted]
-        holders = await self._store.holders(candidates)
-        free = [room for room, holder in zip(candidates, holders, strict=True) if holder is None]
+    async def _pick_up(
+        self, entries: dict[str, dict[str, object]], holders: dict[str, str | None], share: int
+    ) -> None:
+        mine = self._store.owner
+        free = [
+            room
+            for room, holder in holders.items()
+            if (holder is None or holder == mine)  # ours: an acquire whose reply was lost
+            and room not in self.held
+            and room not in self._handing
+            and room not in self._rooms.wanted
+        ]
         if not free:
             return
         random.shuffle(free)
         await asyncio.sleep(random.uniform(0, self._settings.pickup_jitter_s))
         for room in free:
-            if len(self.held) >= share or self._stopping:
+            if len(self.held) - len(self._handing) >= share or self._stopping:
                 return
             target = await self._rooms.shared.target(room, entries[room])
             if target is None:
@@ -172,6 +234,56 @@ class Assigner:
             except (ShuttingDownError, RoomCapacityError):
                 await self._give_up(room, "unwanted")
                 return
+
+    def _rebalance(
+        self,
+        entries: dict[str, dict[str, object]],
+        share: int,
+        members: list[str],
+        holders: dict[str, str | None],
+    ) -> None:
+        """Above the share: start handing back the newest rooms (module docstring)."""
+        live = set(members)
+        counts = Counter(holder for holder in holders.values() if holder in live)
+        others = [counts[w] for w in members if w != self._store.owner]
+        # A url+token room may be unjoinable (its token expired): it does not hold us up.
+        unowned = sum(
+            1
+            for room, holder in holders.items()
+            if holder not in live and not entries[room].get("token")
+        )
+        mine = [room for room in self.held if room not in self._handing]
+        per_tick = self._settings.rebalance_per_tick
+        count = hand_back_count(len(mine), share, others, unowned, per_tick)
+        if not count:
+            return
+        rooms = mine[::-1][:count]
+        log.info("rebalancing", rooms=rooms, held=len(mine), share=share, live=len(live))
+        for room in rooms:
+            task = asyncio.create_task(self._hand_back(room), name=f"hand_back:{room}")
+            self._handing[room] = task
+
+    async def _hand_back(self, room: str) -> None:
+        """Leave `room`, wait until what it received is written, then release its lease
+        (renewed meanwhile by the ticks)."""
+        try:
+            await self._rooms.leave(room)
+            flushed = await self._pipeline.flushed(self._settings.lease_ttl_s)
+            if self.held.pop(room, None) is None:
+                return  # lost meanwhile (taken, renew_failed, shutdown): counted there
+            if (timer := self._timers.pop(room, None)) is not None:
+                timer.cancel()
+            m.LEASES_HELD.set(len(self.held))
+            m.lease_lost("rebalanced")
+            if not flushed:  # the sink is away: no other owner before these are written
+                log.warning("rebalance_unwritten", room=room)
+                return
+            log.info("lease_released", room=room, reason="rebalanced")
+            await self._store.release(room)
+        except Exception as exc:  # Redis away: the lease expires on its own
+            log.warning("rebalance_release_failed", room=room, error=repr(exc))
+        finally:
+            self._handing.pop(room, None)
 
     def _arm(self, lease: Lease, expires_at: float) -> None:
         lease.valid_until = expires_at
@@ -211,6 +323,8 @@ class Assigner:
     async def release_all(self, timeout_s: float) -> None:
         """Shutdown: after the rooms were left, hand every lease back at once."""
         self._stopping = True
+        for task in list(self._handing.values()):  # the rooms are left already
+            task.cancel()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -225,6 +339,21 @@ class Assigner:
         except Exception as exc:
             log.warning("lease_release_failed", error=repr(exc), rooms=len(rooms))
         log.info("leases_released", rooms=len(rooms))
+
+
+def hand_back_count(
+    held: int, share: int, others_held: Sequence[int], unowned: int, per_tick: int
+) -> int:
+    """How many rooms a process holding `held` (not counting those it is handing back)
+    hands back this tick: none while `unowned` joinable rooms have no live owner (the
+    processes below the share take those first; and a process that registers but never
+    picks up then strands at most what was handed back before it showed); else at most
+    `per_tick`, never so many that it falls below `share`, nor more than the other live
+    processes below the share can take."""
+    if unowned:
+        return 0
+    room_below = sum(max(0, share - n) for n in others_held)
+    return max(0, min(per_tick, held - share, room_below))
 
 
 def new_worker_id() -> str:

@@ -9,6 +9,9 @@ Each acquisition also takes, in the same script:
   seqs inside its block only, and every later owner's block starts above it, so a room's
   seq never goes back across owners (it may skip numbers at a takeover). Renewal reserves
   the next block when the owner has used half of its own.
+
+An acquire by the lease's own holder succeeds again with the same epoch and a new block
+(a lost reply leaves no room unowned for a TTL): see `_ACQUIRE`.
 """
 
 from __future__ import annotations
@@ -23,14 +26,35 @@ from relay.config import RedisSettings
 
 SEQ_BLOCK = 1_000_000
 
-# KEYS: lease, epoch, seq, seen. ARGV: owner, ttl ms, block, now ms.
+# KEYS: lease, epoch, seq, seen, found. ARGV: owner, ttl ms, block, now ms.
 # -> {epoch, last seq of the block, when an owner last acquired or renewed it (ms; 0)}
+#
+# Idempotent: if the lease already holds our own id (an acquire of ours whose reply was
+# lost, a release that failed, a fenced room whose lease had not expired yet), it is ours
+# again at once with the same epoch. That is safe: the epoch is INCRed only by the script
+# that just won SET NX, and the seq INCRBY only by the lease's holder (here and in renew),
+# so while the key holds our id nobody else can have moved either. The repeat still takes
+# a new seq block: we may have stamped seqs in the last one before we forgot the room, and
+# a room's seq must never go back. It reports what the first acquire found (`found`, kept
+# one TTL), so a lost takeover reply still announces the previous owner's gap.
 _ACQUIRE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if epoch == 0 then
+    epoch = redis.call('INCR', KEYS[2])
+  end
+  local high = redis.call('INCRBY', KEYS[3], ARGV[3])
+  local found = tonumber(redis.call('GET', KEYS[5]) or '0')
+  redis.call('SET', KEYS[4], ARGV[4], 'EX', 86400)
+  return {epoch, high, found}
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local epoch = redis.call('INCR', KEYS[2])
   local high = redis.call('INCRBY', KEYS[3], ARGV[3])
   local seen = tonumber(redis.call('GET', KEYS[4]) or '0')
   redis.call('SET', KEYS[4], ARGV[4], 'EX', 86400)
+  redis.call('SET', KEYS[5], seen, 'PX', ARGV[2])
   return {epoch, high, seen}
 end
 return false
@@ -87,11 +111,12 @@ class LeaseStore:
             keys.epoch_key(s, room),
             keys.seq_key(s, room),
             keys.seen_key(s, room),
+            keys.found_key(s, room),
         ]
 
     async def acquire(self, room: str, ttl_s: float) -> Acquired | None:
-        """The epoch, seq block and the previous owner's last renewal if won; None if
-        another owner holds it."""
+        """The epoch, seq block and the previous owner's last renewal if won (or already
+        ours: the same epoch, a new block); None if another owner holds it."""
         now_ms = int(time.time() * 1000)
         reply = await self._acquire(
             keys=self._keys(room), args=[self.owner, int(ttl_s * 1000), SEQ_BLOCK, now_ms]
@@ -104,7 +129,7 @@ class LeaseStore:
 
     async def renew(self, room: str, ttl_s: float, *, new_block: bool) -> int | None:
         """None if the lease is no longer ours; else the new block's last seq, or 0."""
-        lease, _, seq, seen = self._keys(room)
+        lease, _, seq, seen, _ = self._keys(room)
         block = SEQ_BLOCK if new_block else 0
         args: list[str | int] = [self.owner, int(ttl_s * 1000), block, int(time.time() * 1000)]
         reply = await self._renew(keys=[lease, seq, seen], args=args)

@@ -6,7 +6,7 @@ from typing import Literal, get_args
 
 from prometheus_client import Counter, Gauge, Histogram
 
-LeaseLossReason = Literal["renew_failed", "taken", "unwanted", "room_ended"]
+LeaseLossReason = Literal["renew_failed", "taken", "unwanted", "room_ended", "rebalanced"]
 WebhookRejectReason = Literal["signature", "too_large", "bad_body"]
 WebhookResult = Literal["applied", "replayed", "filtered", "ignored"]
 ControlResult = Literal["applied", "dead_lettered"]

@@ -88,6 +88,11 @@ class Pipeline:
         # Entries of the batch a sink refused for good: (sink name, entry, error).
         self._rejected: list[tuple[str, Entry, str]] = []
         self._wake = asyncio.Event()
+        # Entries ever buffered, and of those, the ones that left it acknowledged (in
+        # order: the buffer is FIFO): what `flushed()` waits on.
+        self._appended = 0
+        self._acked = 0
+        self._progress = asyncio.Event()
         self._wake_at = 1  # pending entries that wake the flusher (batch size while lingering)
         self._running = False
         self._closing = False
@@ -174,6 +179,7 @@ class Pipeline:
 
     def _accept(self, entry: Entry) -> None:
         self._pending.append(entry)
+        self._appended += 1
         if len(self._pending) >= self._wake_at:
             self._wake.set()
 
@@ -342,6 +348,27 @@ class Pipeline:
         self._batch = []
         self._sinks_done = 0
         self._slots.release(len(batch) - kept)  # a rejected event's slot goes to its letter
+        self._acked += len(batch)
+        self._progressed()
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    async def flushed(self, timeout_s: float) -> bool:
+        """Wait until every entry accepted so far is acknowledged by every sink (a room
+        handed to another owner: its last events are written before the lease goes).
+        False if `timeout_s` passed first, or a drain ended with entries unwritten."""
+        target = self._appended
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._acked < target:
+                    if self._finished.is_set():
+                        return False
+                    await self._progress.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def _failed(self, sink: Sink, exc: Exception, attempt: int, size: int) -> None:
         SINK_WRITE_FAILURES.labels(sink=sink.name).inc()
@@ -393,3 +420,4 @@ class Pipeline:
         else:
             log.info("pipeline_drained")
         self._finished.set()
+        self._progressed()

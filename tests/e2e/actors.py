@@ -3,6 +3,7 @@
     python tests/e2e/actors.py liveavatar --url U --room R [--session-id S] [--pace-s P]
     python tests/e2e/actors.py garbage --url U --room R --count N [--oversized-sizes ...]
     python tests/e2e/actors.py ticker --url U --room R [--interval-s P]
+    python tests/e2e/actors.py tickers --url U --room R1,R2,... [--interval-s P]
 
 API key and secret come from LIVEKIT_API_KEY / LIVEKIT_API_SECRET (argv is visible to
 every user). Each prints one JSON line on stdout when done: what it sent, so the tests
@@ -16,6 +17,8 @@ derive their expectations from it rather than from constants.
   for the analytics end-to-end test; reports the script it played.
 - `ticker`: publishes `{"event_type": "tick", "n": i}` on `agent-response` every
   `interval_s` until its stdin closes (or SIGTERM), then leaves and reports the count.
+- `tickers`: the ticker in each of the comma-separated rooms at once (one process, one
+  participant per room); reports the count per room.
 """
 
 from __future__ import annotations
@@ -129,6 +132,33 @@ async def play_ticker(creds: Credentials, args: argparse.Namespace) -> dict[str,
     return {"sent": sent}
 
 
+async def play_tickers(creds: Credentials, args: argparse.Namespace) -> dict[str, Any]:
+    """A ticker in each room, all in this process, until stdin closes (or SIGTERM)."""
+    names = args.room.split(",")
+    rooms = await asyncio.gather(*(join(creds, name, args.identity) for name in names))
+    print(json.dumps({"ready": True}), flush=True)
+    stop = asyncio.create_task(stdin_closed(HOLD_MAX_S))
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.cancel)
+    sent = dict.fromkeys(names, 0)
+
+    async def tick(name: str, room: Any) -> None:
+        while not stop.done():
+            n = sent[name]
+            message = {"event_type": "tick", "event_id": f"tick-{n}", "n": n}
+            await room.local_participant.publish_data(
+                json.dumps(message).encode(), topic=GARBAGE_TOPIC
+            )
+            sent[name] = n + 1
+            await asyncio.wait({stop}, timeout=args.interval_s)
+
+    try:
+        await asyncio.gather(*(tick(name, room) for name, room in zip(names, rooms, strict=True)))
+    finally:
+        for room in rooms:
+            await room.disconnect()
+    return {"sent": sent}
+
+
 async def play_timed(creds: Credentials, args: argparse.Namespace) -> dict[str, Any]:
     """LiveAvatar turns with known durations: the user speaks `user_s`, the avatar starts
     `latency_s` after the user stopped and speaks `avatar_s`."""
@@ -168,6 +198,7 @@ ACTORS = {
     "liveavatar": play_liveavatar,
     "garbage": play_garbage,
     "ticker": play_ticker,
+    "tickers": play_tickers,
     "timed": play_timed,
 }
 

@@ -1,6 +1,7 @@
 """Scale-out against the dev server and a real Redis: rooms spread over relays by leases,
 failover on kill -9 and SIGTERM, fencing while Redis is away, the control stream and the
-webhook endpoint. Short TTLs keep it fast (lease TTL 2 s: a tick every 0.67 s)."""
+webhook endpoint, rebalancing toward a relay started after the others. Short TTLs keep it
+fast (lease TTL 2 s: a tick every 0.67 s)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import base64
 import hashlib
 import itertools
 import json
+import math
 import os
 import signal
 import time
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -29,6 +32,7 @@ from tests.e2e.support import (
     RelayProcess,
     StartRelay,
     Streams,
+    actor,
     command_pid,
     has,
     unique,
@@ -61,6 +65,27 @@ async def wait_workers(streams: Streams, count: int, timeout_s: float = 20.0) ->
     deadline = Deadline(timeout_s)
     while await live_workers(streams) != count:
         assert not deadline.passed, f"{await live_workers(streams)} workers, not {count}"
+        await asyncio.sleep(0.05)
+
+
+async def wait_balanced(
+    streams: Streams, rooms: list[str], workers: int, timeout_s: float = 20.0
+) -> dict[str, str | None]:
+    """Wait until every room has an owner, none holds more than ceil(rooms / workers), and
+    the owners stayed so for two ticks (no hand-back in progress); the owners."""
+    share = math.ceil(len(rooms) / workers)
+    deadline = Deadline(timeout_s)
+    settled: tuple[float, dict[str, str | None]] | None = None
+    while True:
+        held = await owners(streams, rooms)
+        if None not in held.values() and max(Counter(held.values()).values()) <= share:
+            if settled is None or settled[1] != held:
+                settled = (time.monotonic(), held)
+            elif time.monotonic() - settled[0] >= 2 * TTL_S / 3:
+                return held
+        else:
+            settled = None
+        assert not deadline.passed, f"not balanced: {Counter(held.values())}"
         await asyncio.sleep(0.05)
 
 
@@ -174,6 +199,120 @@ async def test_rooms_spread_over_three_relays_and_move_on_kill_and_sigterm(
     assert written == stopped.log("relay_stopped")["accepted"]
     assert set((await owners(streams, rooms)).values()) == {worker_id(last)}
     await assert_one_writer_at_a_time(streams, rooms)
+
+
+TICK_S = TTL_S / 3
+TICK_INTERVAL_S = 0.1  # each room's ticker
+
+
+def ts(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(event["ts"])
+
+
+def assert_ticks_written_or_gap_announced(room: str, events: list[dict[str, Any]]) -> None:
+    """The ticks a room's stream holds go up one by one within an owner's epoch; ticks
+    are missing only across a change of owner, whose observer.joined announces the gap."""
+    first_of: dict[int, dict[str, Any]] = {}
+    for event in events:
+        first_of.setdefault(event["epoch"], event)
+    ticks = [(e["data"]["payload"]["n"], e["epoch"]) for e in events if e["kind"] == "event"]
+    for (n, epoch), (after, next_epoch) in itertools.pairwise(ticks):
+        assert after > n, (room, n, after)  # nothing twice, nothing out of order
+        if after == n + 1:
+            continue
+        assert next_epoch > epoch, f"{room}: ticks {n + 1}..{after - 1} lost within epoch {epoch}"
+        joined = first_of[next_epoch]
+        assert joined["kind"] == "observer.joined", (room, joined)
+        assert joined["data"]["reason"] == "takeover" and joined["data"]["gap_ms"] > 0
+
+
+async def test_a_third_relay_gets_its_share_by_hand_backs_with_one_writer_at_a_time(
+    e2e_ns: NetNS, e2e_devserver: DevServer, streams: Streams, start_relay: StartRelay
+) -> None:
+    tag = unique("rebal")
+    rooms = [f"{tag}-{n:02d}" for n in range(12)]
+    env = scaleout_env(tag)  # rebalance_per_tick: the default, 2
+    first = [start_relay(**env) for _ in range(2)]
+    for relay in first:
+        await relay.wait_listening()
+    await wait_workers(streams, 2)
+    args = ["--room", ",".join(rooms), "--identity", "ticker", "--interval-s", str(TICK_INTERVAL_S)]
+    async with actor(e2e_ns, e2e_devserver, "tickers", *args) as tickers:
+        assert await tickers.next_line(30) == {"ready": True}
+        await join(streams, rooms)
+        await wait_joined(streams, rooms, epoch=1)
+        before = await owners(streams, rooms)
+        assert sorted(Counter(before.values()).values()) == [6, 6]  # ceil(12 / 2) each
+
+        third = start_relay(**env)
+        await third.wait_listening()
+        await wait_workers(streams, 3)
+        registered_at = time.monotonic()
+        share = math.ceil(len(rooms) / 3)
+        deadline = Deadline(30)
+        while True:  # every relay at most at its share, every room owned
+            held = await owners(streams, rooms)
+            if None not in held.values() and max(Counter(held.values()).values()) <= share:
+                break
+            assert not deadline.passed, Counter(held.values())
+            await asyncio.sleep(0.05)
+        balanced_s = time.monotonic() - registered_at
+        moved = [room for room in rooms if held[room] != before[room]]
+        assert {held[room] for room in moved} == {worker_id(third)}
+        assert len(moved) == share  # 2 from each: the excess, nothing else
+        await wait_joined(streams, moved, epoch=2, timeout_s=CONNECT_S + 5)
+        settled_s = time.monotonic() - registered_at
+        print(f"rebalance to a third relay: balanced {balanced_s:.2f}s, joined {settled_s:.2f}s")
+        # Bound: up to two ticks until a relay saw the count hold, then per hand-back
+        # round (2 rooms from one relay; the other waits until they are taken) the
+        # giver's tick, its leave and last write (1 s on a loaded machine), the taker's
+        # tick and jitter.
+        assert balanced_s < 2 * TICK_S + 2 * (2 * TICK_S + 1.0 + 0.2), balanced_s
+
+        await asyncio.sleep(4 * TICK_S)  # balanced: nothing moves any more
+        assert await owners(streams, rooms) == held
+    sent = (await tickers.result())["sent"]
+
+    losses = 0.0
+    for relay in first:
+        metrics = await relay.metrics()
+        losses += metrics[("relay_lease_losses_total", frozenset({("reason", "rebalanced")}))]
+        # Each handed back its newest rooms: the last two it acquired.
+        acquired = [line["room"] for line in relay.log_events("lease_acquired")]
+        given = [line["room"] for line in relay.log_events("lease_released")]
+        assert [line["reason"] for line in relay.log_events("lease_released")] == ["rebalanced"] * 2
+        assert sorted(given) == sorted(acquired[-2:])
+    assert losses == len(moved)
+    # By the leases: each moved room's lease was released before the third relay won it.
+    released = {
+        line["room"]: datetime.fromisoformat(line["timestamp"])
+        for relay in first
+        for line in relay.log_events("lease_released")
+    }
+    for line in third.log_events("lease_acquired"):
+        won_at = datetime.fromisoformat(line["timestamp"])
+        assert line["epoch"] == 2 and released[line["room"]] < won_at, line
+    metrics = await third.metrics()
+    assert metrics[("relay_lease_acquired_total", frozenset({("kind", "takeover")}))] == share
+
+    await assert_one_writer_at_a_time(streams, rooms)
+    for room in rooms:
+        events = await streams.room_events(room)
+        assert_ticks_written_or_gap_announced(room, events)
+        ticks = [e for e in events if e["kind"] == "event"]
+        assert ticks and ticks[-1]["data"]["payload"]["n"] < sent[room]
+        if room not in moved:
+            assert {e["epoch"] for e in events} == {1}
+            continue
+        # One writer at a time, by the clock too: the old owner received its last event
+        # (its observer.left) before the new one joined; both wrote ticks.
+        old = [e for e in events if e["epoch"] == 1]
+        new = [e for e in events if e["epoch"] == 2]
+        assert old[-1]["kind"] == "observer.left" and new[0]["kind"] == "observer.joined"
+        assert ts(old[-1]) <= ts(new[0]), room
+        assert any(e["kind"] == "event" for e in old) and any(e["kind"] == "event" for e in new)
+    for relay in [*first, third]:
+        assert (await relay.stop()).returncode == 0
 
 
 async def wait_log(

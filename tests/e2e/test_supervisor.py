@@ -19,6 +19,7 @@ from tests.e2e.test_scaleout import (
     join,
     owners,
     scaleout_env,
+    wait_balanced,
     wait_joined,
     wait_log,
 )
@@ -62,6 +63,7 @@ async def test_workers_restart_share_one_metrics_and_drain(
     await wait_log(relay, "scaleout_started", count=2)
     await join(streams, rooms)
     await wait_joined(streams, rooms, epoch=1)
+    await wait_balanced(streams, rooms, 2)  # a worker that ticked first hands rooms back
     metrics = await relay.metrics()
     held = await held_by_worker(relay, streams, rooms)
     assert sum(held.values()) == len(rooms)
@@ -94,6 +96,9 @@ async def test_workers_restart_share_one_metrics_and_drain(
     assert relay.log_events("worker_spawned")[2]["worker"] == victim["worker"]  # its slot
     # Its rooms come back (on the survivor or on the restarted worker).
     await wait_joined(streams, lost, epoch=2, timeout_s=4 * TTL_S + 10)
+    # The survivor may have taken them all before the restart registered: then it hands
+    # the restarted worker its share (rebalancing).
+    await wait_balanced(streams, rooms, 2)
     assert None not in (await owners(streams, rooms)).values()
     after = await relay.metrics()
     assert_own_figures(after, await held_by_worker(relay, streams, rooms))

@@ -304,3 +304,27 @@ async def test_stdout_sink_writes_one_json_object_per_line() -> None:
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line.get("seq") for line in lines] == [1, None]
     assert lines[1]["reason"] == "oversized"
+
+
+async def test_flushed_waits_until_what_was_accepted_is_written(start: PipelineFactory) -> None:
+    pipeline, sink = start(batch_max_events=2)
+    sink.gate.clear()  # the sink hangs
+    for n in range(3):
+        await pipeline.submit(make_event("a", n))
+    assert not await pipeline.flushed(0.05)  # not written yet: times out
+    waiting = asyncio.create_task(pipeline.flushed(5.0))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    sink.gate.set()
+    assert await waiting
+    assert len(sink.events) == 3
+    assert await pipeline.flushed(0.01)  # nothing pending: at once
+
+
+async def test_flushed_is_false_when_the_drain_gave_up(start: PipelineFactory) -> None:
+    pipeline, sink = start()
+    sink.down = True
+    await pipeline.submit(make_event("a", 0))
+    waiting = asyncio.create_task(pipeline.flushed(5.0))
+    assert await pipeline.drain(0.05) == 1
+    assert not await waiting

@@ -1,0 +1,338 @@
+"""The assigner's rebalance and its idempotent acquire, in one process on the real Redis:
+workers' discovery parts as the worker assembles them (`ScaleOut`: assigner, lease store,
+shared room manager), real pipelines and observers, whose SDK rooms are scripted
+(tests/observer/sdk_objects.py). The ticks are driven by hand, one worker after another;
+the lease TTL is long enough that no fence timer fires during a test."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import math
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import pytest
+import redis.asyncio as aioredis
+
+from relay.config import DiscoverySettings, PipelineSettings, RedisSettings, Settings
+from relay.contract.event import Entry, Event
+from relay.contract.sink import Rejected, Sink
+from relay.discovery.assigner import Assigner, hand_back_count
+from relay.discovery.leases import SEQ_BLOCK, Acquired, LeaseStore
+from relay.discovery.runtime import ScaleOut
+from relay.discovery.wanted import WantedSet
+from relay.observer import RoomTarget
+from relay.pipeline import Pipeline
+from relay.rooms.observed import ObservedRoom
+from tests.observer.sdk_objects import STAYS, Script, observer_settings
+from tests.support import metric
+
+TTL_S = 30.0  # no fence timer fires in a test: the ticks are driven by hand
+
+Written = list[tuple[str, int | None, str, dict[str, object]]]  # room, epoch, kind, data
+
+
+class GatedSink(Sink):
+    """Records what it writes, in one order shared by every worker; `gate` holds writes."""
+
+    name = "gated"
+
+    def __init__(self, written: Written) -> None:
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.written = written
+
+    async def write(self, batch: Sequence[Entry]) -> list[Rejected]:
+        await self.gate.wait()
+        for entry in batch:
+            if isinstance(entry, Event):
+                self.written.append((entry.room, entry.epoch, entry.kind, entry.data))
+        return []
+
+
+@dataclasses.dataclass
+class Worker:
+    id: str
+    scaleout: ScaleOut
+    pipeline: Pipeline
+    sink: GatedSink
+    flusher: asyncio.Task[None]
+
+    @property
+    def assigner(self) -> Assigner:
+        return self.scaleout.assigner
+
+    @property
+    def observed(self) -> list[str]:
+        return self.scaleout.rooms.wanted
+
+    async def tick(self) -> None:
+        await self.assigner.tick()
+
+    async def settled(self, timeout_s: float = 5.0) -> None:
+        """Every hand-back this worker started has ended."""
+        if tasks := list(self.assigner._handing.values()):
+            await asyncio.wait(tasks, timeout=timeout_s)
+        assert not self.assigner.handing
+
+
+MakeWorker = Callable[..., Awaitable[Worker]]
+
+
+@pytest.fixture
+async def redis(redis_settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_settings.url.get_secret_value())
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def make_worker(
+    redis: aioredis.Redis, redis_settings: RedisSettings
+) -> AsyncIterator[MakeWorker]:
+    written: Written = []
+    workers: list[Worker] = []
+
+    async def make(per_tick: int = 2, store_type: type[LeaseStore] = LeaseStore) -> Worker:
+        sink = GatedSink(written)
+        pipeline = Pipeline(PipelineSettings(), [sink])
+        livekit, limits = observer_settings()
+        discovery = DiscoverySettings(
+            enabled=True, lease_ttl_s=TTL_S, pickup_jitter_s=0, rebalance_per_tick=per_tick
+        )
+        settings = Settings(livekit=livekit, redis=redis_settings, discovery=discovery)
+
+        def observer(target: RoomTarget) -> ObservedRoom:
+            script = Script([STAYS])
+            return ObservedRoom(target, pipeline, livekit, limits, room_factory=script.room)
+
+        scaleout = ScaleOut(settings, observer, pipeline)  # as the worker assembles it
+        if store_type is not LeaseStore:
+            store = store_type(scaleout.redis, redis_settings, scaleout.worker_id)
+            scaleout.assigner = Assigner(store, scaleout.rooms, pipeline, discovery, redis_settings)
+        flusher = asyncio.create_task(pipeline.run())
+        worker = Worker(scaleout.worker_id, scaleout, pipeline, sink, flusher)
+        workers.append(worker)
+        return worker
+
+    try:
+        yield make
+    finally:
+        for worker in workers:
+            await worker.scaleout.rooms.stop_all()
+            await worker.scaleout.stop(1.0)
+            await worker.pipeline.drain(1.0)
+            await worker.flusher
+
+
+async def want(redis: aioredis.Redis, settings: RedisSettings, rooms: list[str]) -> None:
+    wanted = WantedSet(redis, settings)
+    for room in rooms:
+        await wanted.add(RoomTarget(room), "control")
+
+
+async def holders(
+    redis: aioredis.Redis, settings: RedisSettings, rooms: list[str]
+) -> dict[str, str | None]:
+    values = await redis.mget([f"{settings.prefix}:lease:{{{room}}}" for room in rooms])
+    return {room: v.decode() if v else None for room, v in zip(rooms, values, strict=True)}
+
+
+def rebalanced() -> float:
+    return metric("relay_lease_losses_total", reason="rebalanced")
+
+
+def test_hand_back_count_never_below_the_share_nor_while_rooms_wait() -> None:
+    assert hand_back_count(6, 4, [6, 0], 0, 2) == 2
+    assert hand_back_count(6, 4, [6, 0], 0, 5) == 2  # never below the share
+    assert hand_back_count(6, 4, [6, 3], 0, 5) == 1  # no more than the others can take
+    assert hand_back_count(6, 4, [6, 4], 0, 5) == 0  # nobody below the share
+    assert hand_back_count(6, 4, [6, 0], 1, 2) == 0  # an unowned room is picked up first
+    assert hand_back_count(4, 4, [4, 0], 0, 2) == 0
+    assert hand_back_count(6, 4, [6, 0], 0, 0) == 0  # disabled
+
+
+async def test_a_late_worker_gets_its_share_by_hand_backs_and_then_nothing_moves(
+    redis: aioredis.Redis, redis_settings: RedisSettings, make_worker: MakeWorker
+) -> None:
+    rooms = [f"r{n:02d}" for n in range(12)]
+    await want(redis, redis_settings, rooms)
+    a = await make_worker(per_tick=2)
+    await a.tick()  # alone: its share is every room
+    assert len(a.assigner.held) == 12
+    b, c = await make_worker(), await make_worker()
+    workers = [a, b, c]
+    history: dict[str, list[str]] = {room: [a.id] for room in rooms}
+    before = rebalanced()
+    await b.tick()
+    await c.tick()
+    await a.tick()  # 3 live now, 1 at the previous tick: not stable yet
+    assert not a.assigner.handing and len(a.assigner.held) == 12
+
+    for _ in range(12):
+        for worker in workers:
+            await worker.tick()
+            handing = len(worker.assigner.handing)
+            assert handing <= 2, handing  # rebalance_per_tick
+            await worker.settled()
+        for room, owner in (await holders(redis, redis_settings, rooms)).items():
+            if owner is not None and owner != history[room][-1]:
+                history[room].append(owner)
+    share = math.ceil(len(rooms) / 3)
+    counts = Counter((await holders(redis, redis_settings, rooms)).values())
+    assert sorted(counts.values()) == [share] * 3, counts
+    assert {w.id: len(w.assigner.held) for w in workers} == dict(counts)
+    # No flap: a room moved at most once, from the full worker to a new one.
+    assert all(len(owners) <= 2 for owners in history.values()), history
+    moved = [room for room, owners in history.items() if len(owners) == 2]
+    assert len(moved) == 12 - share
+    assert rebalanced() - before == len(moved)  # exactly the excess, not more
+
+    # Balanced: further ticks move nothing.
+    for _ in range(5):
+        for worker in workers:
+            await worker.tick()
+            assert not worker.assigner.handing
+    assert rebalanced() - before == len(moved)
+    assert Counter((await holders(redis, redis_settings, rooms)).values()) == counts
+
+    # One writer at a time: in the shared write order, a room's epochs never go back;
+    # the old owner's observer.left is written before the new owner's observer.joined,
+    # which announces the takeover and its gap.
+    written = a.sink.written
+    for room in rooms:
+        epochs = [epoch or 0 for r, epoch, _, _ in written if r == room]
+        assert epochs == sorted(epochs), (room, epochs)
+        kinds = [(epoch, kind) for r, epoch, kind, _ in written if r == room]
+        if room in moved:
+            assert kinds == [(1, "observer.joined"), (1, "observer.left"), (2, "observer.joined")]
+            joined = next(d for r, e, k, d in written if r == room and e == 2)
+            assert joined["reason"] == "takeover" and isinstance(joined["gap_ms"], int)
+        else:
+            assert kinds == [(1, "observer.joined")]
+
+
+async def test_a_flapping_registration_moves_nothing_and_a_taker_that_never_comes_strands_one_tick(
+    redis: aioredis.Redis, redis_settings: RedisSettings, make_worker: MakeWorker
+) -> None:
+    rooms = [f"f{n:02d}" for n in range(8)]
+    await want(redis, redis_settings, rooms)
+    a = await make_worker(per_tick=2)
+    await a.tick()
+    await a.tick()
+    workers_key = f"{redis_settings.prefix}:workers"
+    ghost = {"ghost": 2**50}  # registered, but never picks up a room
+    for _ in range(3):  # it flaps: there one tick, gone the next
+        await redis.zadd(workers_key, ghost)
+        await a.tick()
+        await redis.zrem(workers_key, "ghost")
+        await a.tick()
+        assert not a.assigner.handing and len(a.assigner.held) == 8
+    assert await redis.zadd(workers_key, ghost)
+    await a.tick()
+    assert not a.assigner.handing  # seen once: not stable yet
+    await a.tick()  # the same count a tick later: share 4, the ghost holds none
+    assert len(a.assigner.handing) == 2
+    await a.settled()
+    for _ in range(3):  # nobody takes them: no more is handed back meanwhile
+        await a.tick()
+        assert not a.assigner.handing
+    assert len(a.assigner.held) == 6
+    assert list((await holders(redis, redis_settings, rooms)).values()).count(None) == 2
+    await redis.zrem(workers_key, "ghost")
+    await a.tick()  # alone again: it takes them back
+    assert len(a.assigner.held) == 8
+
+
+async def test_a_hand_back_releases_the_lease_only_once_its_events_are_written(
+    redis: aioredis.Redis, redis_settings: RedisSettings, make_worker: MakeWorker
+) -> None:
+    rooms = ["w0", "w1"]
+    await want(redis, redis_settings, rooms)
+    a = await make_worker(per_tick=1)
+    await a.tick()
+    await a.sink.gate.wait()
+    b = await make_worker()
+    await b.tick()
+    await a.tick()
+    a.sink.gate.clear()  # Redis slow: A's writes wait
+    await a.tick()
+    (room,) = a.assigner.handing
+    assert room == list(a.assigner.held)[-1]  # the newest first
+    await asyncio.sleep(0.3)
+    assert room not in a.observed  # left
+    assert (await holders(redis, redis_settings, [room]))[room] == a.id  # not released
+    await b.tick()
+    assert not b.assigner.held  # B cannot take it yet
+    a.sink.gate.set()
+    await a.settled()
+    assert (await holders(redis, redis_settings, [room]))[room] is None
+    await b.tick()
+    assert b.assigner.held[room].epoch == 2
+    await asyncio.sleep(0.2)
+    order = [(epoch, kind) for r, epoch, kind, _ in a.sink.written if r == room]
+    assert order == [(1, "observer.joined"), (1, "observer.left"), (2, "observer.joined")]
+
+
+async def test_an_acquire_repeated_by_its_owner_is_its_own_again(
+    redis: aioredis.Redis, redis_settings: RedisSettings
+) -> None:
+    a = LeaseStore(redis, redis_settings, "worker-a")
+    b = LeaseStore(redis, redis_settings, "worker-b")
+    first = await a.acquire("r", 5.0)
+    assert first is not None and (first.epoch, first.seq_high) == (1, SEQ_BLOCK)
+    again = await a.acquire("r", 5.0)  # the first reply was lost
+    assert again is not None and (again.epoch, again.seq_high, again.gap_ms) == (
+        1,
+        2 * SEQ_BLOCK,  # a new block: seqs of the first may have been stamped
+        None,
+    )
+    assert await b.acquire("r", 5.0) is None  # still refused to another owner
+    assert await a.release("r")
+    taken = await b.acquire("r", 5.0)
+    assert taken is not None and taken.epoch == 2 and taken.gap_ms is not None
+    repeated = await b.acquire("r", 5.0)  # the same gap is announced again
+    assert repeated is not None and repeated.epoch == 2 and repeated.seq_high == 4 * SEQ_BLOCK
+    assert repeated.gap_ms is not None and repeated.gap_ms >= taken.gap_ms
+    assert await a.acquire("r", 5.0) is None
+    assert await redis.pttl(f"{redis_settings.prefix}:lease:{{r}}") > 4000  # extended
+
+
+class LostReply(LeaseStore):
+    """The acquire reaches Redis and runs; its first reply is lost on the way back."""
+
+    lost = 0
+
+    async def acquire(self, room: str, ttl_s: float) -> Acquired | None:
+        won = await super().acquire(room, ttl_s)
+        if not self.lost:
+            self.lost += 1
+            raise ConnectionResetError("reply lost")
+        return won
+
+
+async def test_a_lost_acquire_reply_is_taken_at_the_next_tick_with_the_same_epoch(
+    redis: aioredis.Redis, redis_settings: RedisSettings, make_worker: MakeWorker
+) -> None:
+    await want(redis, redis_settings, ["lost"])
+    a = await make_worker(store_type=LostReply)
+    b = await make_worker()
+    with pytest.raises(ConnectionResetError):
+        await a.tick()  # the worker's loop logs `assigner_tick_failed` and goes on
+    assert not a.assigner.held
+    assert (await holders(redis, redis_settings, ["lost"]))["lost"] == a.id
+    await b.tick()
+    assert not b.assigner.held  # another owner is refused
+    await a.tick()  # at once, not a TTL later
+    assert a.assigner.held["lost"].epoch == 1
+    assert a.assigner.held["lost"].seq_high == 2 * SEQ_BLOCK
+    assert "lost" in a.observed
+    assert int(await redis.get(f"{redis_settings.prefix}:epoch:{{lost}}")) == 1
+    await asyncio.sleep(0.2)
+    joined = [(e, k) for r, e, k, _ in a.sink.written if r == "lost"]
+    assert joined == [(1, "observer.joined")]
+    assert list(itertools.chain(b.assigner.held)) == []
