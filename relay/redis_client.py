@@ -7,7 +7,7 @@ bytes, and nothing pays for decoding what it does not look at.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
@@ -27,6 +27,7 @@ HEALTH_CHECK_INTERVAL_S = 30
 # One immediate retry on a connection error (a pooled socket that died), no more: the
 # pipeline owns retries, with backoff, metrics and logs, and a drain deadline.
 CONNECTION_RETRIES = 1
+MGET_BATCH = 1000  # keys a read of many_values()
 
 
 def connection_options(settings: RedisSettings) -> dict[str, Any]:
@@ -151,3 +152,17 @@ async def awaited(reply: Awaitable[T] | T) -> T:
     """redis-py types its commands for the sync and async clients at once: await the async
     one's reply with its own type."""
     return await cast(Awaitable[T], reply)
+
+
+async def many_values(redis: aioredis.Redis, names: Sequence[str]) -> list[bytes | None]:
+    """The value of each key: one MGET per MGET_BATCH keys (on a Cluster, one per slot of
+    the batch: the keys of different rooms live in different slots, and a plain MGET
+    across slots is refused)."""
+    values: list[bytes | None] = []
+    for first in range(0, len(names), MGET_BATCH):
+        batch = names[first : first + MGET_BATCH]
+        if isinstance(redis, RedisCluster):
+            values.extend(await redis.mget_nonatomic(batch))
+        else:
+            values.extend(await redis.mget(batch))
+    return values

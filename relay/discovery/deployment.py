@@ -8,10 +8,11 @@ answer names the process that gave it (`answered_by`).
 Each worker also announces who it is (`{prefix}:worker:<id>`: pod, pid; refreshed every
 lease TTL, expiring after three), so a holder's worker id can be matched to its pod.
 
-Reads go in batches (MGET of READ_BATCH keys) and are not atomic: a lease may move between
-two reads. One listing reads the wanted hash, the lease of every wanted room (the holder
-counts cover the whole set), the epoch of each room of the page and each worker's
-announcement: with 10,000 rooms, 10 MGETs of leases, one of epochs (bench/rooms_view.py).
+Reads go in batches (relay/redis_client.py many_values: MGETs of MGET_BATCH keys) and are
+not atomic: a lease may move between two reads. One listing reads the wanted hash, the
+lease of every wanted room (the holder counts cover the whole set), the epoch of each room
+of the page and each worker's announcement: with 10,000 rooms, 10 MGETs of leases, one of
+epochs (bench/rooms_view.py).
 Never read: the token keys (a url+token room says `token_given: true`, nothing more); a
 url is shown without userinfo or query.
 """
@@ -31,17 +32,16 @@ from urllib.parse import urlsplit
 import orjson
 import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from relay import keys
 from relay.config import RedisSettings
 from relay.discovery.wanted import WantedSet
+from relay.redis_client import many_values
 from relay.rooms import DeploymentUnavailableError
 
 log = structlog.get_logger(__name__)
 
-READ_BATCH = 1000  # keys an MGET
 # What this process's own observation adds to a wanted room it observes.
 LOCAL_FIELDS = ("state", "last_error", "failing_for_s")
 
@@ -125,16 +125,7 @@ class DeploymentView:
         return out
 
     async def _get(self, names: Sequence[str]) -> list[bytes | None]:
-        """The value of each key: one MGET per READ_BATCH keys (on a Cluster, one per
-        slot of the batch: the keys of different rooms live in different slots)."""
-        values: list[bytes | None] = []
-        for first in range(0, len(names), READ_BATCH):
-            batch = names[first : first + READ_BATCH]
-            if isinstance(self._redis, RedisCluster):
-                values.extend(await self._redis.mget_nonatomic(batch))
-            else:
-                values.extend(await self._redis.mget(batch))
-        return values
+        return await many_values(self._redis, names)
 
 
 def _room(

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from relay import keys
 from relay.config import RedisSettings
+from relay.redis_client import many_values
 
 SEQ_BLOCK = 1_000_000
 
@@ -145,10 +146,9 @@ class LeaseStore:
     async def holders(self, rooms: list[str]) -> list[bytes | None]:
         if not rooms:
             return []
-        values: list[bytes | None] = await self._redis.mget(
-            [keys.lease_key(self._settings, room) for room in rooms]
+        return await many_values(
+            self._redis, [keys.lease_key(self._settings, room) for room in rooms]
         )
-        return values
 
     async def release_key(self, key: str) -> bool:
         """Check-and-delete of another lease of ours (the reconcile lease)."""

@@ -13,14 +13,19 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from pydantic import SecretStr
+from redis.crc import key_slot
 
+from relay import keys
 from relay.config import PipelineSettings, RedisSettings
 from relay.contract.event import Event, Participant
 from relay.discovery.leases import SEQ_BLOCK, LeaseStore
 from relay.discovery.wanted import WantedSet, token_ttl_s
 from relay.observer import RoomTarget
 from relay.pipeline import Pipeline
+from relay.redis_client import create_redis
 from relay.sinks import StdoutSink
+from tests.fixtures.redis_server import ClusterSet
 from tests.support import dropped
 
 
@@ -100,3 +105,26 @@ async def test_wanted_tokens_expire_with_the_token(
     assert 0 < ttl_ms <= 1000
     await asyncio.sleep(1.1)
     assert await wanted.target("t", entries["t"]) is None  # expired: cannot be joined
+
+
+async def test_leases_on_a_redis_cluster_span_its_slots(cluster_redis: ClusterSet) -> None:
+    """Each room's keys share a hash tag (one slot: the scripts' keys), different rooms live
+    on different nodes: holders() reads them all (a plain MGET across slots is refused)."""
+    settings = RedisSettings(url=SecretStr(cluster_redis.url), prefix="c", cluster=True)
+    client = create_redis(settings)
+    try:
+        rooms = [f"room-{n}" for n in range(12)]
+        slots = {key_slot(keys.lease_key(settings, room).encode()) for room in rooms}
+        assert len({cluster_redis.owner(slot).port for slot in slots}) == 3
+        a = LeaseStore(client, settings, "worker-a")
+        b = LeaseStore(client, settings, "worker-b")
+        for room in rooms[::2]:
+            assert (await a.acquire(room, 30)) is not None
+        assert await b.acquire(rooms[0], 30) is None
+        assert await a.renew(rooms[0], 30, new_block=True) == 2 * SEQ_BLOCK
+        assert await a.release(rooms[2])
+        holders = await b.holders(rooms)
+        expected = [b"worker-a" if n % 2 == 0 and n != 2 else None for n in range(len(rooms))]
+        assert holders == expected
+    finally:
+        await client.aclose()

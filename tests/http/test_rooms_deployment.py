@@ -20,13 +20,13 @@ from redis.crc import key_slot
 from relay import keys
 from relay.config import RedisSettings
 from relay.discovery import deployment
-from relay.discovery.deployment import READ_BATCH, DeploymentView, announce
+from relay.discovery.deployment import DeploymentView, announce
 from relay.discovery.leases import LeaseStore
 from relay.discovery.shared import SharedRoomManager
 from relay.discovery.wanted import WantedSet
 from relay.http import build_app
 from relay.observer import RoomTarget
-from relay.redis_client import awaited, create_redis
+from relay.redis_client import MGET_BATCH, awaited, create_redis
 from relay.rooms.observed import ObservedRoom
 from tests.fixtures.redis_server import ClusterSet
 from tests.fixtures.sockets import free_port
@@ -197,7 +197,7 @@ async def test_pages_walk_every_room_in_batched_reads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     http, _ = shared
-    count = 2 * READ_BATCH + 203
+    count = 2 * MGET_BATCH + 203
     rooms = [f"room-{n:05d}" for n in range(count)]
     entry = json.dumps({"source": "reconcile", "since": 1.0})
     await awaited(redis.hset(keys.wanted_key(redis_settings), mapping=dict.fromkeys(rooms, entry)))
@@ -236,7 +236,7 @@ async def test_pages_walk_every_room_in_batched_reads(
             break
     assert seen == rooms and pages == -(-count // 500)
     # Per page: the leases of every room in batches, the page's epochs, the workers' info.
-    assert trips == pages * (-(-count // READ_BATCH) + 1 + 1), trips
+    assert trips == pages * (-(-count // MGET_BATCH) + 1 + 1), trips
     last = await listing(http, f"?cursor={rooms[-1]}")
     assert (last["rooms"], last["next_cursor"]) == ([], None)
 
