@@ -103,6 +103,12 @@ def worker_key(settings: RedisSettings, worker_id: str) -> str:
     return f"{settings.prefix}:worker:{worker_id}"
 
 
+def releases_key(settings: RedisSettings) -> str:
+    """A counter incremented whenever a process hands leases back (drain, rebalance): the
+    others poll it and pick the rooms up at once rather than at their next tick."""
+    return f"{settings.prefix}:leases:released"
+
+
 def reconcile_lease_key(settings: RedisSettings) -> str:
     return f"{settings.prefix}:lease:reconcile"
 

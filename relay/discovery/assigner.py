@@ -9,6 +9,10 @@ Every `lease_ttl_s / 3` (a tick) it:
    own id: an acquire whose reply was lost), after a random wait of up to
    `pickup_jitter_s`, in random order, up to the share;
 5. above its share, hands rooms back (`rebalanced`), see below.
+Between ticks it polls `{prefix}:leases:released` every RELEASE_POLL_S: a process that
+hands leases back (a drain, a rebalance) increments it, and a process below its capacity
+then ticks at once, so handed-back rooms move within a poll + the pick-up jitter + a
+connect, not a tick (5 s with the default TTL).
 
 The fair-spread rule: a process's share is min(max_rooms, ceil(wanted / live workers)).
 Nobody picks up more than its share while others are live, and a process that holds more
@@ -72,6 +76,8 @@ from relay.rooms import RoomCapacityError, ShuttingDownError
 
 log = structlog.get_logger(__name__)
 
+RELEASE_POLL_S = 0.5  # one GET of one key: cheap even with many processes
+
 
 class Assigner:
     def __init__(
@@ -96,6 +102,8 @@ class Assigner:
         self._leaving: set[asyncio.Task[bool]] = set()
         self._handing: dict[str, asyncio.Task[None]] = {}  # rooms being handed back
         self._live_before: int | None = None  # the live count at the previous tick
+        self._releases_seen: bytes | None = None  # the releases counter, last read
+        self._releases_read = False
         self._stopping = False
 
     @property
@@ -117,11 +125,30 @@ class Assigner:
             except Exception as exc:  # Redis away or slow: the fence timers protect us
                 log.warning("assigner_tick_failed", error=repr(exc) or type(exc).__name__)
             wait = max(0.0, self.tick_s - (time.monotonic() - started))
+            await self._idle(until, wait)
+
+    async def _idle(self, until: asyncio.Event, wait_s: float) -> None:
+        """Wait `wait_s` for the next tick; sooner if another process handed leases back
+        and this one has room for them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        key = keys.releases_key(self._redis_settings)
+        while not until.is_set() and (left := deadline - loop.time()) > 0:
             try:
-                async with asyncio.timeout(wait):
+                async with asyncio.timeout(min(left, RELEASE_POLL_S)):
                     await until.wait()
+                return
             except TimeoutError:
                 pass
+            try:
+                async with asyncio.timeout(RELEASE_POLL_S):
+                    seen = await self._redis.get(key)
+            except Exception:  # Redis away or slow: the ticks go on as they are
+                continue
+            released = self._releases_read and seen != self._releases_seen
+            self._releases_seen, self._releases_read = seen, True
+            if released and len(self.held) < self._rooms.capacity and not self._stopping:
+                return
 
     async def tick(self) -> None:
         members = await self._register()
@@ -280,6 +307,7 @@ class Assigner:
                 return
             log.info("lease_released", room=room, reason="rebalanced")
             await self._store.release(room)
+            await self._redis.incr(keys.releases_key(self._redis_settings))
         except Exception as exc:  # Redis away: the lease expires on its own
             log.warning("rebalance_release_failed", room=room, error=repr(exc))
         finally:
@@ -336,6 +364,8 @@ class Assigner:
                 for room in rooms:
                     await self._store.release(room)
                 await self._redis.zrem(keys.workers_key(self._redis_settings), self._store.owner)
+                if rooms:  # the others take them at once (module docstring)
+                    await self._redis.incr(keys.releases_key(self._redis_settings))
         except Exception as exc:
             log.warning("lease_release_failed", error=repr(exc), rooms=len(rooms))
         log.info("leases_released", rooms=len(rooms))

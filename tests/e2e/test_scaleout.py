@@ -137,6 +137,35 @@ def kill9(relay: RelayProcess) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
+async def test_a_drained_relays_rooms_move_at_once_though_ticks_are_far_apart(
+    streams: Streams, start_relay: StartRelay
+) -> None:
+    """A TTL of 30 s (a tick every 10 s): the survivor does not wait for its next tick, the
+    drain's release counter wakes it (assigner RELEASE_POLL_S)."""
+    tag = unique("drainslow")
+    rooms = [f"{tag}-{n}" for n in range(4)]
+    env = scaleout_env(tag, RELAY_DISCOVERY__LEASE_TTL_S="30", RELAY_DISCOVERY__LEASE_MARGIN_S="2")
+    relays = [start_relay(**env) for _ in range(2)]
+    for relay in relays:
+        await relay.wait_listening()
+    await wait_workers(streams, 2)
+    await join(streams, rooms)
+    await wait_joined(streams, rooms, epoch=1, timeout_s=40)
+    draining = relays[0]
+    moving = [
+        r for r, owner in (await owners(streams, rooms)).items() if owner == worker_id(draining)
+    ]
+    assert moving
+    await asyncio.sleep(1.0)  # mid-way between ticks, wherever they are
+    term_at = time.monotonic()
+    stop = asyncio.create_task(draining.stop())
+    await wait_joined(streams, moving, epoch=2, timeout_s=15)
+    moved_s = time.monotonic() - term_at
+    assert (await stop).returncode == 0
+    assert moved_s < 3.0, moved_s
+    assert set((await owners(streams, rooms)).values()) == {worker_id(relays[1])}
+
+
 async def test_rooms_spread_over_three_relays_and_move_on_kill_and_sigterm(
     streams: Streams, start_relay: StartRelay
 ) -> None:
