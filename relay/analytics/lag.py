@@ -2,7 +2,8 @@
 the service's loop every `REFRESH_S` and set on gauges, so a scrape reads the last
 figures and never waits on Redis.
 
-- `lag`: entries not yet delivered to the group, as `XINFO GROUPS` reports it (Redis 7+).
+- `lag`: entries not yet delivered to the group, as `XINFO GROUPS` reports it (Redis 7+),
+  at most the stream's length (trimmed past the group, Redis counts what was trimmed).
   Redis answers nil when it cannot count: entries deleted (XDEL) after the group's
   position, or a Redis before 7.0. Then it is 0 if no entry waits (that much is sure),
   else None (the gauge shows NaN); `behind_s` does not depend on it.
@@ -13,7 +14,7 @@ figures and never waits on Redis.
   the newest id and the group's last-delivered id, it keeps growing while a stopped
   consumer leaves an entry waiting, with or without new writes.
 
-All of it is two or three short commands on the one node of the stream key (on a Cluster too:
+All of it is two to four short commands on the one node of the stream key (on a Cluster too:
 XINFO GROUPS and XRANGE route by key, TIME is sent to that key's node).
 """
 
@@ -59,12 +60,12 @@ async def read_lag(redis: aioredis.Redis, stream: str, group: str) -> GroupLag |
         return GroupLag(lag=0, pending=pending, behind_s=0.0)
     oldest_ms = int(waiting[0][0].split(b"-")[0])
     now_ms = await _server_ms(redis, stream)
-    lag = info.get("lag")
-    return GroupLag(
-        lag=None if lag is None else int(lag),
-        pending=pending,
-        behind_s=max(0, now_ms - oldest_ms) / 1000,
-    )
+    lag: int | None = None if info.get("lag") is None else int(info["lag"])
+    if lag is not None:
+        # Trimmed past the group's position, Redis still counts the entries trimmed
+        # away (lost, not waiting): no more can wait than the stream holds.
+        lag = min(lag, int(await awaited(redis.xlen(stream))))
+    return GroupLag(lag=lag, pending=pending, behind_s=max(0, now_ms - oldest_ms) / 1000)
 
 
 async def _server_ms(redis: aioredis.Redis, key: str) -> int:

@@ -139,6 +139,25 @@ async def test_a_lag_redis_cannot_count_is_nan_and_behind_still_holds(
         await wait_for(lambda: gauges() == (0, 0, 0), 10, "the gauges at 0")
 
 
+async def test_entries_trimmed_past_the_group_are_lost_not_waiting(
+    redis: aioredis.Redis, settings: Settings
+) -> None:
+    events = liveavatar_script().events
+    await write_aged(redis, settings, events)
+    service = service_of(redis, settings)
+    await service.consumer.ensure_group()
+    stream = keys.events_key(settings.redis)
+    await redis.xreadgroup(GROUP, "a1", {stream: ">"}, count=2)
+    await redis.xtrim(stream, maxlen=5, approximate=False)  # all but 5, undelivered ones too
+    [info] = await redis.xinfo_groups(stream)
+    assert info["lag"] == len(events) - 2  # Redis counts them still
+    figures = await service.refresh_lag()
+    assert figures is not None and (figures.lag, figures.pending) == (5, 2)
+    # The oldest that waits is the first of the 5 left.
+    aged = OLDEST_S - (len(events) - 5)
+    assert aged <= figures.behind_s < aged + SLACK_S
+
+
 async def test_no_group_yet_or_no_redis_shows_no_figures(
     redis: aioredis.Redis, settings: Settings
 ) -> None:
