@@ -119,11 +119,12 @@ class AnalyticsService:
                 await asyncio.wait_for(self._stopping.wait(), self.sweep_interval_s)
 
     async def refresh_lag(self) -> lag.GroupLag | None:
-        """Read the group's lag from Redis and set the gauges (NaN if Redis fails)."""
+        """Read the group's lag from Redis and set the gauges (NaN if the read fails: a
+        metric is never worth the consumer, so any error is logged and the loop goes on)."""
         try:
             figures = await lag.read_lag(self._redis, self.stream, self.group)
-        except (RedisError, OSError) as exc:
-            log.warning("analytics_lag_read_failed", error=str(exc))
+        except Exception as exc:  # RedisClusterException is no RedisError
+            log.warning("analytics_lag_read_failed", error=f"{type(exc).__name__}: {exc}")
             figures = None
         metrics.set_lag(figures)
         return figures
