@@ -1,9 +1,13 @@
-"""The analytics metrics (collectors in relay.metrics), observed once per summary written.
-Label values come from relay.analytics.model's Literals, never a room or an identity."""
+"""The analytics metrics: the conversation ones (collectors in relay.metrics), observed
+once per summary written, and the group's lag gauges (here). Label values come from
+relay.analytics.model's Literals, never a room or an identity."""
 
 from __future__ import annotations
 
+from prometheus_client import Gauge
+
 from relay.analytics.assemble import Doc
+from relay.analytics.lag import GroupLag
 from relay.analytics.model import END_REASONS, INTERRUPTION_KINDS, RESPONSE_ROLES, SPEAKER_ROLES
 from relay.metrics import INTERRUPTIONS, SESSIONS, SPEAKING_SECONDS, TURN_RESPONSE
 
@@ -27,3 +31,32 @@ def observe_summary(summary: Doc) -> None:
             _SPEAKING[role].inc(ms / 1000)
     if summary["end_reason"] in _SESSIONS:
         _SESSIONS[summary["end_reason"]].inc()
+
+
+# How far the group is behind the events stream (relay.analytics.lag), set by the service's
+# loop. Only on `relay analytics`' page (a relay pod has no group position to report);
+# every analytics process of the group reports the same figures: max(), not sum().
+STREAM_LAG = Gauge(
+    "relay_analytics_stream_lag_entries",
+    "Events stream entries not yet delivered to the analytics group (NaN: Redis cannot count).",
+)
+PENDING = Gauge(
+    "relay_analytics_pending_entries",
+    "Entries delivered to the analytics group and not yet acknowledged.",
+)
+BEHIND = Gauge(
+    "relay_analytics_behind_seconds",
+    "Age of the oldest events stream entry not yet delivered to the analytics group (0: none).",
+)
+
+
+def set_lag(figures: GroupLag | None) -> None:
+    """The last figures read; None (no group, or Redis did not answer): NaN, no stale value."""
+    nan = float("nan")
+    lag = None if figures is None else figures.lag
+    STREAM_LAG.set(nan if lag is None else lag)
+    PENDING.set(nan if figures is None else figures.pending)
+    BEHIND.set(nan if figures is None else figures.behind_s)
+
+
+set_lag(None)  # unknown until the service reads them

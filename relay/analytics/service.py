@@ -1,6 +1,7 @@
-"""`relay analytics`: a consumer group on the events stream feeding the store, and a
-sweep that lets time close turns and sessions. Several processes may share the group:
-the state is in Redis, and a dead consumer's pending entries are taken over."""
+"""`relay analytics`: a consumer group on the events stream feeding the store, a sweep
+that lets time close turns and sessions, and the group's lag read into gauges. Several
+processes may share the group: the state is in Redis, and a dead consumer's pending
+entries are taken over."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from relay import keys
+from relay.analytics import lag, metrics
 from relay.analytics.assemble import Doc
 from relay.analytics.model import AnalyticsConfig
 from relay.analytics.store import AnalyticsStore, Outcome
@@ -43,17 +45,23 @@ class AnalyticsService:
         *,
         consumer_name: str | None = None,
         clock_ms: Callable[[], int] | None = None,
+        lag_refresh_s: float = lag.REFRESH_S,
         **consumer_options: Any,
     ) -> None:
-        """`consumer_options`: StreamConsumer's (block_ms, claim_idle_ms, ...)."""
+        """`consumer_options`: StreamConsumer's (block_ms, claim_idle_ms, ...);
+        `lag_refresh_s`: how often the group's lag gauges are read from Redis."""
         a = settings.analytics
         self.store = AnalyticsStore(redis, settings.redis, config_of(settings), a.summary_ttl_s)
         self.sweep_interval_s = a.sweep_interval_s
         self.clock_ms = clock_ms or (lambda: round(time.time() * 1000))
         name = consumer_name or a.consumer or socket.gethostname()
+        self._redis = redis
+        self.stream = keys.events_key(settings.redis)
+        self.group = a.group
+        self.lag_refresh_s = lag_refresh_s
         self.consumer = StreamConsumer(
             redis,
-            keys.events_key(settings.redis),
+            self.stream,
             a.group,
             name,
             self._handle,
@@ -99,6 +107,7 @@ class AnalyticsService:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.consumer.run())
             group.create_task(self._sweep_loop())
+            group.create_task(self._lag_loop())
 
     async def _sweep_loop(self) -> None:
         while not self._stopping.is_set():
@@ -108,6 +117,23 @@ class AnalyticsService:
                 log.warning("analytics_sweep_failed", error=str(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.sweep_interval_s)
+
+    async def refresh_lag(self) -> lag.GroupLag | None:
+        """Read the group's lag from Redis and set the gauges (NaN if the read fails: a
+        metric is never worth the consumer, so any error is logged and the loop goes on)."""
+        try:
+            figures = await lag.read_lag(self._redis, self.stream, self.group)
+        except Exception as exc:  # RedisClusterException is no RedisError
+            log.warning("analytics_lag_read_failed", error=f"{type(exc).__name__}: {exc}")
+            figures = None
+        metrics.set_lag(figures)
+        return figures
+
+    async def _lag_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self.refresh_lag()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.lag_refresh_s)
 
     def stop(self) -> None:
         self._stopping.set()

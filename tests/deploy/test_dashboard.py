@@ -141,6 +141,9 @@ def test_the_analytics_panels_read_what_relay_analytics_exports(
         "relay_turn_response_seconds_bucket",
         "relay_interruptions_total",
         "relay_speaking_seconds_total",
+        "relay_analytics_behind_seconds",
+        "relay_analytics_stream_lag_entries",
+        "relay_analytics_pending_entries",
     }
     assert wanted <= read, f"not on the dashboard: {wanted - read}"
 
