@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as aioredis
 
 from relay import keys
 from relay.config import RedisSettings
 from relay.consumer import RoomEvent, RoomFollower, Skipped
-from relay.redis_client import create_redis
 from tests.consumer.support import event, events, wait_for, write
 
 ROOM = "Lobby {2}: café"  # braces and spaces: the key template's hash tag must hold
-
-
-@pytest.fixture
-async def redis(redis_settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
-    client = create_redis(redis_settings)
-    yield client
-    await client.aclose()
 
 
 async def collect(follower: RoomFollower, count: int, timeout_s: float = 5) -> list[RoomEvent]:

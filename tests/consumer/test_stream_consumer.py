@@ -23,13 +23,6 @@ GROUP = "analytics"
 FAST: dict[str, Any] = {"block_ms": 50, "retry_initial_s": 0.01, "retry_max_s": 0.05}
 
 
-@pytest.fixture
-async def redis(redis_settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
-    client = create_redis(redis_settings)
-    yield client
-    await client.aclose()
-
-
 @contextlib.asynccontextmanager
 async def running(consumer: StreamConsumer) -> AsyncIterator[asyncio.Task[None]]:
     task = asyncio.create_task(consumer.run())

@@ -8,10 +8,8 @@ import base64
 import io
 import json
 import time
-from collections.abc import AsyncIterator
 
 import orjson
-import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 from redis.crc import key_slot
@@ -27,15 +25,6 @@ from relay.redis_client import create_redis
 from relay.sinks import StdoutSink
 from tests.fixtures.redis_server import ClusterSet
 from tests.support import dropped
-
-
-@pytest.fixture
-async def redis(redis_settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_settings.url.get_secret_value())
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_one_owner_at_a_time_and_epochs_and_seq_blocks_go_up(

@@ -82,15 +82,6 @@ MakeWorker = Callable[..., Awaitable[Worker]]
 
 
 @pytest.fixture
-async def redis(redis_settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_settings.url.get_secret_value())
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
 async def make_worker(
     redis: aioredis.Redis, redis_settings: RedisSettings
 ) -> AsyncIterator[MakeWorker]:

@@ -43,15 +43,6 @@ SECRET_URL = "wss://user:url-password@other.livekit:7443/rtc?access_token=url-se
 
 
 @pytest.fixture
-async def redis(redis_settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_settings.url.get_secret_value())
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
 def pod_name(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("HOSTNAME", POD)
     yield POD

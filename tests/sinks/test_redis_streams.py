@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -23,13 +22,6 @@ from tests.pipeline.support import make_event
 
 # Spaces, braces, a colon, a glob character, non-ASCII: all legal in a LiveKit room name.
 ODD_ROOM = "Lobby {2}: café*?"
-
-
-@pytest.fixture
-async def redis(redis_settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
-    client = create_redis(redis_settings)
-    yield client
-    await client.aclose()
 
 
 def stamped(room: str, n: int) -> Event:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,13 +23,6 @@ from tests.pipeline.support import make_event
 from tests.support import dropped
 
 QUICK = PipelineSettings(batch_max_events=10, retry_initial_s=0.01, retry_max_s=0.05)
-
-
-@pytest.fixture
-async def redis(redis_settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
-    client = create_redis(redis_settings)
-    yield client
-    await client.aclose()
 
 
 async def test_the_sink_rejects_only_entries_whose_key_has_the_wrong_type(
