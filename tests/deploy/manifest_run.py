@@ -161,6 +161,21 @@ def _terminate(run: ManifestRun, proc: ManagedProcess) -> None:
         pass
 
 
+READ_ONLY = (Path(sys.prefix), ROOT, Path(os.path.realpath(sys.executable)))
+
+
+def _start(ns: NetNS, run: ManifestRun, workdir: Path, name: str) -> ManagedProcess:
+    """The spec's command as the kubelet would start it: its files written under
+    `workdir`, confined like the container (read-only code, its user), logging to
+    `run.log_path`."""
+    spec = run.spec
+    argv = podlike.local_argv(spec.argv, podlike.write_files(spec, workdir))
+    confined, run.who = podlike.confine(argv, spec, list(READ_ONLY))
+    env = {**podlike.image_env(), **spec.env}
+    with run.log_path.open("wb") as log:
+        return ns.spawn(confined, name=name, env=env, stdout=log.fileno(), stderr=log.fileno())
+
+
 def run_manifest(
     ns: NetNS, objs: list[Obj], secret: Obj, urls: tuple[str, str], workdir: Path
 ) -> ManifestRun:
@@ -170,16 +185,11 @@ def run_manifest(
     spec = podlike.pod_spec(objs, fill_secret(secret, redis_url))
     spec.env["RELAY_LIVEKIT__URL"] = livekit_url  # the ConfigMap's placeholder
     run = ManifestRun(spec=spec, log_path=workdir / "relay.log", host=ns.addr)
-    argv = podlike.local_argv(spec.argv, podlike.write_files(spec, workdir))
-    read_only = [Path(sys.prefix), ROOT, Path(os.path.realpath(sys.executable))]
-    confined, run.who = podlike.confine(argv, spec, read_only)
-    probe_argv, _ = podlike.confine([sys.executable, "-c", WRITE_PROBE], spec, read_only)
+    probe_argv, _ = podlike.confine([sys.executable, "-c", WRITE_PROBE], spec, list(READ_ONLY))
     probed = ns.run(probe_argv)
     assert probed.returncode == 0, f"the write probe failed: {probed.stderr}"
     run.write_probe = json.loads(probed.stdout)
-    env = {**podlike.image_env(), **spec.env}
-    with run.log_path.open("wb") as log:
-        proc = ns.spawn(confined, name="relay", env=env, stdout=log.fileno(), stderr=log.fileno())
+    proc = _start(ns, run, workdir, "relay")
     try:
         _wait_healthy(run, proc.popen)
         if run.healthy_after_s is not None:
@@ -201,14 +211,7 @@ def run_analytics_manifest(
     spec = podlike.pod_spec(objs, fill_secret(secret, redis_url), names)
     run = ManifestRun(spec=spec, log_path=workdir / "analytics.log", host=ns.addr)
     (workdir / "analytics").mkdir()
-    argv = podlike.local_argv(spec.argv, podlike.write_files(spec, workdir / "analytics"))
-    read_only = [Path(sys.prefix), ROOT, Path(os.path.realpath(sys.executable))]
-    confined, run.who = podlike.confine(argv, spec, read_only)
-    env = {**podlike.image_env(), **spec.env}
-    with run.log_path.open("wb") as log:
-        proc = ns.spawn(
-            confined, name="analytics", env=env, stdout=log.fileno(), stderr=log.fileno()
-        )
+    proc = _start(ns, run, workdir / "analytics", "analytics")
     try:
         _wait_healthy(run, proc.popen)
         if run.healthy_after_s is not None:
@@ -241,14 +244,7 @@ def run_supervised_manifest(
     spec.env["RELAY_WORKERS"] = str(SUPERVISED_WORKERS)
     run = ManifestRun(spec=spec, log_path=workdir / "supervised.log", host=ns.addr)
     (workdir / "supervised").mkdir()
-    argv = podlike.local_argv(spec.argv, podlike.write_files(spec, workdir / "supervised"))
-    read_only = [Path(sys.prefix), ROOT, Path(os.path.realpath(sys.executable))]
-    confined, run.who = podlike.confine(argv, spec, read_only)
-    env = {**podlike.image_env(), **spec.env}
-    with run.log_path.open("wb") as log:
-        proc = ns.spawn(
-            confined, name="supervised", env=env, stdout=log.fileno(), stderr=log.fileno()
-        )
+    proc = _start(ns, run, workdir / "supervised", "supervised")
     try:
         _wait_healthy(run, proc.popen)
         started = time.monotonic()
