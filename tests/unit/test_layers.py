@@ -80,3 +80,16 @@ def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     module.write_text("from relay.decode.stage import DecodeStage\n", "utf-8")
     assert reaches("relay.decode.stage", FORBIDDEN["observer"])
     assert "relay.decode.stage" in imports_of(module)
+
+
+SHARED = ("keys.py", "redis_client.py", "logs.py", "native_logs.py")
+
+
+def test_the_shared_modules_import_only_the_settings() -> None:
+    bad = [
+        f"relay/{name} imports {module}"
+        for name in SHARED
+        for module in sorted(imports_of(PACKAGE / name))
+        if reaches(module, ("relay",)) and module != "relay.config"
+    ]
+    assert bad == []
