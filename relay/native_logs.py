@@ -11,12 +11,14 @@ fault handler) go to the original stderr, a copy of the old descriptor 2.
 
 RUST_LOG defaults to `warn` here: the records relay shows from libraries (warnings and
 above), so the native side formats nothing it would drop. A write the thread could not
-read yet waits in the pipe (1 MiB); if the thread ever ends, descriptor 2 is pointed back
-at the original stderr, so native writers never block on a pipe nobody reads.
+read yet waits in the pipe (1 MiB); if the thread ever ends, and at the interpreter's exit,
+descriptor 2 is pointed back at the original stderr, so native writers never block on a
+pipe nobody reads.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import faulthandler
 import fcntl
@@ -88,6 +90,9 @@ class NativeStderr:
             target=self._pump, args=(read_fd,), name="relay-native-stderr", daemon=True
         )
         self._thread.start()
+        # At exit (before logging's own shutdown: atexit runs last-registered first) the
+        # thread logs what is left, and later native writes go to the original stderr.
+        atexit.register(self.stop)
 
     def _repoint_python(self, old: IO[str], new: IO[str]) -> None:
         """Every Python writer of the old stderr writes to the original one instead."""

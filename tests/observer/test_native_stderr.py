@@ -73,3 +73,27 @@ def test_text_that_is_not_env_logger_is_a_warning() -> None:
         (logging.WARNING, "thread 'tokio' panicked at src/x.rs:1")
     ]
     assert records(b"\n") == []
+
+
+EXIT_PROBE = """
+import os
+from relay.logs import configure_logging
+from relay.native_logs import NativeStderr
+
+configure_logging("info", "json")
+NativeStderr().start()
+os.write(2, b"written just before exit\\n")
+"""
+
+
+def test_what_is_written_just_before_exit_is_logged_before_the_process_ends() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin"},
+        check=True,
+    )
+    [record] = [json.loads(line) for line in done.stderr.splitlines()]
+    assert (record["event"], record["logger"]) == ("written just before exit", "livekit.native")
