@@ -15,7 +15,9 @@ what is left of `shutdown_grace_s`:
 2. leave every room, handing what each already received to the pipeline (rooms that
    are not done when the grace runs out go on beside step 3, whose closed intake refuses
    what they still submit, and are cancelled at the end of the grace);
-3. flush the pipeline to the sinks (retrying while Redis is away);
+3. flush the pipeline to the sinks (retrying while Redis is away); with discovery on,
+   the room leases are handed back once everything accepted is written (within a
+   lease TTL; else they are left to expire, the fence timers refusing what remains);
 4. close the HTTP server and Redis connections; log `relay_stopped` (accepted, unwritten).
 The shutdown runs to its end even if the worker's task is cancelled meanwhile; the
 cancellation propagates after it. A second signal exits at once, counting what was still
@@ -199,8 +201,14 @@ class Worker:
             # Rooms still handing on (a full buffer while Redis is away, a connect that
             # cannot be cancelled): the drain below refuses what they still submit.
             log.error("shutdown_rooms_timeout")
-        if self.scaleout is not None:  # the rooms are left: others may take them now
-            await self.scaleout.stop(_left(deadline))
+        if self.scaleout is not None:
+            # The rooms are left; once what they received is written, others may take
+            # them (their events must come after ours). Not written within a lease TTL
+            # (the sink away): the leases are not handed back but expire, and the fence
+            # timers refuse what is left of those rooms before they do.
+            ttl_s = self.settings.discovery.lease_ttl_s
+            written = await self.pipeline.flushed(min(_left(deadline), ttl_s))
+            await self.scaleout.stop(_left(deadline), hand_back=written)
         # 3. Flush (the flush loop runs in drain() if the supervised one is gone).
         unwritten = await self._drain(_left(deadline))
         if not await _done_within(leaving, _left(deadline)):

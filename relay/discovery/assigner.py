@@ -10,17 +10,17 @@ Every `lease_ttl_s / 3` (a tick) it:
    `pickup_jitter_s`, in random order, up to the share;
 5. above its share, hands rooms back (`rebalanced`), see below.
 Between ticks it polls `{prefix}:leases:released` every RELEASE_POLL_S: a process that
-hands leases back (a drain, a rebalance) increments it, and a process below its capacity
-then ticks at once, so handed-back rooms move within a poll + the pick-up jitter + a
-connect, not a tick (5 s with the default TTL).
+hands leases back (a drain, a rebalance) increments it, and a process not above its
+share (nor at `max_rooms`) then ticks at once, so handed-back rooms move within a poll +
+the pick-up jitter + a connect, not a tick (5 s with the default TTL).
 
 The fair-spread rule: a process's share is min(max_rooms, ceil(wanted / live workers)).
 Nobody picks up more than its share while others are live, and a process that holds more
 (a replica started after the others, so the share went down) hands the excess back
 gradually: at most `rebalance_per_tick` rooms a tick (0: never), the most recently
 acquired first, and only when
-- the worker registry showed the same live count at the previous tick too (a full tick:
-  a registration that flaps moves no room);
+- the worker registry has shown the same live count for a full tick (by the clock, early
+  ticks included: a registration that flaps moves no room);
 - every wanted room has a live owner (rooms unowned, or leased by a process no longer
   live, are picked up first; a url+token room is not waited for: its token may have
   expired). So if the taker never comes (a process that registers but cannot pick up),
@@ -61,7 +61,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -89,7 +89,9 @@ class Assigner:
         redis_settings: RedisSettings,
         *,
         static: Sequence[RoomTarget] = (),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock  # for the live count's stability (tests step their own)
         self._static = list(static)  # written to the wanted set by the first tick that can
         self._store = store
         self._redis = store._redis
@@ -101,7 +103,9 @@ class Assigner:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._leaving: set[asyncio.Task[bool]] = set()
         self._handing: dict[str, asyncio.Task[None]] = {}  # rooms being handed back
-        self._live_before: int | None = None  # the live count at the previous tick
+        self._live: int | None = None  # the live count last read, and since when
+        self._live_since = 0.0
+        self._share: int | None = None  # this process's share at the last tick
         self._releases_seen: bytes | None = None  # the releases counter, last read
         self._releases_read = False
         self._stopping = False
@@ -111,6 +115,11 @@ class Assigner:
         """Rooms being handed back: left, their lease released once their events are
         written."""
         return frozenset(self._handing)
+
+    def _holding(self) -> int:
+        """Rooms held and not being handed back (a hand-back that released its lease is
+        out of `held` before it is out of `_handing`)."""
+        return len(self.held.keys() - self._handing.keys())
 
     @property
     def tick_s(self) -> float:
@@ -147,13 +156,22 @@ class Assigner:
                 continue
             released = self._releases_read and seen != self._releases_seen
             self._releases_seen, self._releases_read = seen, True
-            if released and len(self.held) < self._rooms.capacity and not self._stopping:
+            # Not above its last share (a giver waits for its own ticks: the rebalance's
+            # pace), and with room: its share may have grown (a drained process left).
+            holding = self._holding()
+            share = self._share if self._share is not None else self._rooms.capacity
+            room_left = holding <= share and holding < self._rooms.capacity
+            if released and room_left and not self._stopping:
                 return
 
     async def tick(self) -> None:
         members = await self._register()
-        live = len(members)
-        stable, self._live_before = live == self._live_before, live
+        live, now = len(members), self.clock()
+        if live != self._live:
+            self._live, self._live_since = live, now
+        # The count held a full tick (by the clock: early ticks do not shorten it; 0.9:
+        # the ticks' own spacing varies by a Redis round trip).
+        stable = now - self._live_since >= 0.9 * self.tick_s
         while self._static:
             await self._rooms.shared.add(self._static[0], "static")
             self._static.pop(0)
@@ -173,7 +191,8 @@ class Assigner:
                     await self._rooms.shared.remove(room)
                 await self._give_up(room, reason)
         share = min(self._rooms.capacity, math.ceil(len(entries) / max(1, live)))
-        holding = len(self.held) - len(self._handing)
+        self._share = share
+        holding = self._holding()
         if self._stopping:
             return
         if holding < share:
@@ -232,7 +251,7 @@ class Assigner:
         random.shuffle(free)
         await asyncio.sleep(random.uniform(0, self._settings.pickup_jitter_s))
         for room in free:
-            if len(self.held) - len(self._handing) >= share or self._stopping:
+            if self._holding() >= share or self._stopping:
                 return
             target = await self._rooms.shared.target(room, entries[room])
             if target is None:
@@ -295,16 +314,19 @@ class Assigner:
         (renewed meanwhile by the ticks)."""
         try:
             await self._rooms.leave(room)
-            flushed = await self._pipeline.flushed(self._settings.lease_ttl_s)
+            # The lease stays ours (renewed by the ticks) until the room's events are
+            # written: no other owner may write it before. If renewals fail meanwhile,
+            # the fence timer ends it (`renew_failed`) and the entries are refused.
+            while not await self._pipeline.flushed(self._settings.lease_ttl_s):
+                if room not in self.held or self._stopping:
+                    return  # lost meanwhile, or the drain hands it back: counted there
+                log.warning("rebalance_unwritten", room=room)
             if self.held.pop(room, None) is None:
                 return  # lost meanwhile (taken, renew_failed, shutdown): counted there
             if (timer := self._timers.pop(room, None)) is not None:
                 timer.cancel()
             m.LEASES_HELD.set(len(self.held))
             m.lease_lost("rebalanced")
-            if not flushed:  # the sink is away: no other owner before these are written
-                log.warning("rebalance_unwritten", room=room)
-                return
             log.info("lease_released", room=room, reason="rebalanced")
             await self._store.release(room)
             await self._redis.incr(keys.releases_key(self._redis_settings))
@@ -348,27 +370,34 @@ class Assigner:
         if release:
             await self._store.release(room)
 
-    async def release_all(self, timeout_s: float) -> None:
-        """Shutdown: after the rooms were left, hand every lease back at once."""
+    async def release_all(self, timeout_s: float, *, hand_back: bool = True) -> None:
+        """Shutdown: after the rooms were left and their events written, hand every
+        lease back at once. `hand_back=False` (their events not written): keep the fence
+        timers, so the pipeline refuses what is left of each room before its lease can
+        expire, and let the leases expire."""
         self._stopping = True
         for task in list(self._handing.values()):  # the rooms are left already
             task.cancel()
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        rooms = list(self.held)
-        self.held.clear()
-        m.LEASES_HELD.set(0)
+        rooms = list(self.held.keys() | self._handing.keys())  # release: check-and-delete
+        if hand_back:
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+            self.held.clear()
+            m.LEASES_HELD.set(0)
         try:
             async with asyncio.timeout(timeout_s):
-                for room in rooms:
+                for room in rooms if hand_back else ():
                     await self._store.release(room)
                 await self._redis.zrem(keys.workers_key(self._redis_settings), self._store.owner)
-                if rooms:  # the others take them at once (module docstring)
+                if rooms and hand_back:  # the others take them at once (module docstring)
                     await self._redis.incr(keys.releases_key(self._redis_settings))
         except Exception as exc:
             log.warning("lease_release_failed", error=repr(exc), rooms=len(rooms))
-        log.info("leases_released", rooms=len(rooms))
+        if hand_back:
+            log.info("leases_released", rooms=len(rooms))
+        else:
+            log.warning("leases_left_to_expire", rooms=len(rooms))
 
 
 def hand_back_count(

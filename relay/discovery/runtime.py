@@ -97,9 +97,10 @@ class ScaleOut:
             components.create_task(supervise(name, part), name=name)
         log.info("scaleout_started", worker_id=self.worker_id, pid=os.getpid())
 
-    async def stop(self, timeout_s: float) -> None:
-        """The rooms are left: hand the leases back at once, close the connection."""
-        await self.assigner.release_all(min(timeout_s, 2.0))
+    async def stop(self, timeout_s: float, *, hand_back: bool = True) -> None:
+        """The rooms are left (and, with `hand_back`, their events written): hand the
+        leases back at once, close the connection."""
+        await self.assigner.release_all(min(timeout_s, 2.0), hand_back=hand_back)
         try:
             async with asyncio.timeout(min(timeout_s, 1.0)):
                 await self.reconciler.release()

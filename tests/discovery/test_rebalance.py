@@ -69,6 +69,8 @@ class Worker:
         return self.scaleout.rooms.wanted
 
     async def tick(self) -> None:
+        """One tick, a tick after the one before (of any worker: one shared clock)."""
+        CLOCK[0] += self.assigner.tick_s
         await self.assigner.tick()
 
     async def settled(self, timeout_s: float = 5.0) -> None:
@@ -79,6 +81,7 @@ class Worker:
 
 
 MakeWorker = Callable[..., Awaitable[Worker]]
+CLOCK = [0.0]  # the workers' monotonic clock: Worker.tick() steps it
 
 
 @pytest.fixture
@@ -88,12 +91,18 @@ async def make_worker(
     written: Written = []
     workers: list[Worker] = []
 
-    async def make(per_tick: int = 2, store_type: type[LeaseStore] = LeaseStore) -> Worker:
+    async def make(
+        per_tick: int = 2, store_type: type[LeaseStore] = LeaseStore, ttl_s: float = TTL_S
+    ) -> Worker:
         sink = GatedSink(written)
         pipeline = Pipeline(PipelineSettings(), [sink])
         livekit, limits = observer_settings()
         discovery = DiscoverySettings(
-            enabled=True, lease_ttl_s=TTL_S, pickup_jitter_s=0, rebalance_per_tick=per_tick
+            enabled=True,
+            lease_ttl_s=ttl_s,
+            lease_margin_s=min(2.0, ttl_s / 5),
+            pickup_jitter_s=0,
+            rebalance_per_tick=per_tick,
         )
         settings = Settings(livekit=livekit, redis=redis_settings, discovery=discovery)
 
@@ -102,9 +111,12 @@ async def make_worker(
             return ObservedRoom(target, pipeline, livekit, limits, room_factory=script.room)
 
         scaleout = ScaleOut(settings, observer, pipeline)  # as the worker assembles it
+        scaleout.assigner.clock = lambda: CLOCK[0]
         if store_type is not LeaseStore:
             store = store_type(scaleout.redis, redis_settings, scaleout.worker_id)
-            scaleout.assigner = Assigner(store, scaleout.rooms, pipeline, discovery, redis_settings)
+            scaleout.assigner = Assigner(
+                store, scaleout.rooms, pipeline, discovery, redis_settings, clock=lambda: CLOCK[0]
+            )
         flusher = asyncio.create_task(pipeline.run())
         worker = Worker(scaleout.worker_id, scaleout, pipeline, sink, flusher)
         workers.append(worker)
@@ -327,3 +339,56 @@ async def test_a_lost_acquire_reply_is_taken_at_the_next_tick_with_the_same_epoc
     joined = [(e, k) for r, e, k, _ in a.sink.written if r == "lost"]
     assert joined == [(1, "observer.joined")]
     assert list(itertools.chain(b.assigner.held)) == []
+
+
+async def test_a_hand_back_unwritten_for_longer_than_a_ttl_keeps_its_lease_until_written(
+    redis: aioredis.Redis, redis_settings: RedisSettings, make_worker: MakeWorker
+) -> None:
+    rooms = ["u0", "u1"]
+    await want(redis, redis_settings, rooms)
+    a = await make_worker(per_tick=1, ttl_s=1.5)  # its ticks (by hand) keep renewing
+    await a.tick()
+    await a.sink.gate.wait()
+    b = await make_worker(ttl_s=1.5)
+    await b.tick()
+    await a.tick()
+    a.sink.gate.clear()  # Redis slow for longer than a TTL
+    await a.tick()
+    (room,) = a.assigner.handing
+    for _ in range(int(2 * 1.5 / a.assigner.tick_s) + 1):  # two TTLs of ticks: renewed
+        await asyncio.sleep(a.assigner.tick_s)
+        await a.tick()
+        await b.tick()
+        assert (await holders(redis, redis_settings, [room]))[room] == a.id
+        assert room not in b.assigner.held
+    a.sink.gate.set()
+    await a.settled()
+    await b.tick()
+    assert b.assigner.held[room].epoch == 2
+    await asyncio.sleep(0.2)
+    order = [(epoch, kind) for r, epoch, kind, _ in a.sink.written if r == room]
+    assert order == [(1, "observer.joined"), (1, "observer.left"), (2, "observer.joined")]
+
+
+async def test_a_drain_whose_events_are_unwritten_leaves_its_leases_to_expire(
+    redis: aioredis.Redis, redis_settings: RedisSettings, make_worker: MakeWorker
+) -> None:
+    rooms = ["d0", "d1"]
+    await want(redis, redis_settings, rooms)
+    a = await make_worker(ttl_s=1.5)
+    await a.tick()
+    await a.sink.gate.wait()
+    a.sink.gate.clear()  # the sink away at SIGTERM: the worker's flush does not finish
+    await a.scaleout.rooms.stop_all()
+    assert not await a.pipeline.flushed(0.2)
+    await a.scaleout.stop(1.0, hand_back=False)
+    assert await holders(redis, redis_settings, rooms) == {room: a.id for room in rooms}
+    assert not await redis.zscore(f"{redis_settings.prefix}:workers", a.id)  # gone
+    await asyncio.sleep(1.5)  # the fence timers fire before the leases expire
+    assert not a.assigner.held
+    a.sink.gate.set()
+    await asyncio.sleep(0.2)
+    # What was buffered was refused at the fence; one write was already in flight at the
+    # gate (a sink call cannot be taken back).
+    assert len([e for e in a.sink.written if e[2] == "observer.left"]) <= 1
+    assert await holders(redis, redis_settings, rooms) == {room: None for room in rooms}
