@@ -210,7 +210,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
         return asyncio.run(run_supervisor(settings, _without_workers(args.words)))
     if settings.livekit.native_logs == "native" and keep_native_logs_native():
-        NativeStderr().start()  # a process-wide choice, before the SDK's first use
+        NativeStderr().start(settings.log.level, settings.log.format)  # before the SDK
     try:
         return asyncio.run(run_worker(settings))
     except StartError as exc:  # the worker has shut down; one line, no traceback

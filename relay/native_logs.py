@@ -4,16 +4,20 @@ With `livekit.native_logs = "native"` (the default) the SDK's native library kee
 log records (relay/observer/sdk_internals.py: the cost per packet of handing them to
 Python goes away) and writes the ones RUST_LOG selects to file descriptor 2 in
 env_logger's text format. Plain text lines would break the rule that every record is one
-JSON line, so relay points descriptor 2 at a pipe and a thread turns each native record
-into a stdlib record of logger `livekit.native` (then formatted, folded and filtered like
-every other record). Python's own writes to stderr (relay's handler, tracebacks, the
-fault handler) go to the original stderr, a copy of the old descriptor 2.
+JSON line, so relay points descriptor 2 at a pipe read by a small child process
+(`python -m relay.native_logs`) that turns each native record into a stdlib record of
+logger `livekit.native`, formatted and folded like every other record, on the original
+stderr. Python's own writes to stderr (relay's handler, tracebacks, the fault handler)
+go to the original stderr directly.
 
-RUST_LOG defaults to `warn` here: the records relay shows from libraries (warnings and
-above), so the native side formats nothing it would drop. A write the thread could not
-read yet waits in the pipe (1 MiB); if the thread ever ends, and at the interpreter's exit,
-descriptor 2 is pointed back at the original stderr, so native writers never block on a
-pipe nobody reads.
+A child rather than a thread: what a native library writes just before it aborts the
+process (a failed check) is still in the pipe when the process is gone; a thread would
+go with it, the child reads it to the end. It ignores SIGINT and SIGTERM and exits when
+the pipe's last writer closes it (the relay's exit, however it ends). RUST_LOG defaults
+to `warn` here: the records relay shows from libraries (warnings and above), so the
+native side formats nothing that would be dropped. A write the child could not read yet
+waits in the pipe (1 MiB). If the child dies, native writes fail (EPIPE) and are lost;
+nothing blocks on them.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ import fcntl
 import logging
 import os
 import re
+import signal
+import subprocess
 import sys
-import threading
-from typing import IO
+from typing import IO, get_args
+
+from relay.logs import LogFormat, configure_logging
 
 NATIVE_LOGGER = "livekit.native"
 DEFAULT_RUST_LOG = "warn"
@@ -65,33 +72,40 @@ def _text(raw: bytes) -> str:
 
 
 class NativeStderr:
-    """Descriptor 2 read by a thread; `start()` once per process, before the SDK's first use."""
+    """Descriptor 2 read by the child; `start()` once per process, before the SDK's first
+    use."""
 
     def __init__(self) -> None:
         self._original_fd = -1
-        self._thread: threading.Thread | None = None
+        self._reader: subprocess.Popen[bytes] | None = None
         self.stream: IO[str] | None = None  # the original stderr, for Python's writes
 
-    def start(self) -> None:
+    def start(self, level: str = "info", fmt: LogFormat = "auto") -> None:
+        """`level`, `fmt`: the relay's own log settings, for the child's records."""
         os.environ.setdefault("RUST_LOG", DEFAULT_RUST_LOG)
         os.environ.setdefault("RUST_LOG_STYLE", "never")  # no colour codes in messages
         sys.stderr.flush()
         self._original_fd = os.dup(2)
+        read_fd, write_fd = os.pipe()
+        with contextlib.suppress(OSError):  # Linux only; the default 64 KiB otherwise
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        try:
+            self._reader = subprocess.Popen(
+                [sys.executable, "-m", "relay.native_logs", level, fmt],
+                stdin=read_fd,
+                stdout=self._original_fd,
+                stderr=self._original_fd,
+            )
+        finally:
+            os.close(read_fd)
         self.stream = open(  # noqa: SIM115 - lives as long as the process
             self._original_fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace"
         )
         self._repoint_python(sys.stderr, self.stream)
-        read_fd, write_fd = os.pipe()
-        with contextlib.suppress(OSError):  # Linux only; the default 64 KiB otherwise
-            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         os.dup2(write_fd, 2)
         os.close(write_fd)
-        self._thread = threading.Thread(
-            target=self._pump, args=(read_fd,), name="relay-native-stderr", daemon=True
-        )
-        self._thread.start()
-        # At exit (before logging's own shutdown: atexit runs last-registered first) the
-        # thread logs what is left, and later native writes go to the original stderr.
+        # At exit the child reads what is left and ends; later native writes go to the
+        # original stderr.
         atexit.register(self.stop)
 
     def _repoint_python(self, old: IO[str], new: IO[str]) -> None:
@@ -103,20 +117,28 @@ class NativeStderr:
         if faulthandler.is_enabled():
             faulthandler.enable(file=new)
 
-    def _pump(self, read_fd: int) -> None:
-        log = logging.getLogger(NATIVE_LOGGER)
-        try:
-            with open(read_fd, "rb") as pipe:
-                for line in pipe:
-                    for level, message in records(line):
-                        log.log(level, "%s", message)
-        finally:  # never leave native writers on a pipe nobody reads
-            os.dup2(self._original_fd, 2)
-
     def stop(self) -> None:
-        """Descriptor 2 back to the original stderr (tests; a process just exits)."""
-        if self._thread is None:
+        """Descriptor 2 back to the original stderr; the child ends (tests; at exit)."""
+        if self._reader is None:
             return
-        os.dup2(self._original_fd, 2)  # the pipe's last write end: the thread sees its end
-        self._thread.join(timeout=5)
-        self._thread = None
+        os.dup2(self._original_fd, 2)  # the pipe's last write end: the child sees its end
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._reader.wait(timeout=5)
+        self._reader = None
+
+
+def main(argv: list[str]) -> int:
+    """The child: stdin is the pipe, stdout and stderr the relay's original stderr."""
+    for sig in (signal.SIGINT, signal.SIGTERM):  # it ends with the relay, at the pipe's end
+        signal.signal(sig, signal.SIG_IGN)
+    level, fmt = argv if len(argv) == 2 else ("info", "auto")
+    configure_logging(level, fmt if fmt in get_args(LogFormat) else "auto")  # type: ignore[arg-type]
+    log = logging.getLogger(NATIVE_LOGGER)
+    for line in sys.stdin.buffer:
+        for record_level, message in records(line):
+            log.log(record_level, "%s", message)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -21,7 +21,7 @@ from relay.observer import sdk_internals
 
 configure_logging("info", "json")
 assert sdk_internals.keep_native_logs_native()
-NativeStderr().start()
+NativeStderr().start("info", "json")
 
 async def main():
     try:
@@ -81,7 +81,7 @@ from relay.logs import configure_logging
 from relay.native_logs import NativeStderr
 
 configure_logging("info", "json")
-NativeStderr().start()
+NativeStderr().start("info", "json")
 os.write(2, b"written just before exit\\n")
 """
 
@@ -97,3 +97,31 @@ def test_what_is_written_just_before_exit_is_logged_before_the_process_ends() ->
     )
     [record] = [json.loads(line) for line in done.stderr.splitlines()]
     assert (record["event"], record["logger"]) == ("written just before exit", "livekit.native")
+
+
+ABORT_PROBE = """
+import os
+from relay.logs import configure_logging
+from relay.native_logs import NativeStderr
+
+configure_logging("info", "json")
+NativeStderr().start("info", "json")
+os.write(2, b"[2026-12-01T18:20:15Z ERROR libwebrtc] Fatal error in: a check failed\\n")
+os.abort()  # what a native library does after its last words
+"""
+
+
+def test_a_native_libraries_last_words_before_an_abort_are_logged() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", ABORT_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == -6  # SIGABRT
+    [record] = [json.loads(line) for line in done.stderr.splitlines()]
+    assert (record["event"], record["level"]) == (
+        "libwebrtc - Fatal error in: a check failed",
+        "error",
+    )
