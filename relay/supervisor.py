@@ -214,7 +214,7 @@ class Supervisor:
         answers = await asyncio.gather(*(self._get(c, "/metrics") for c in self._children))
         pages = {}
         for child, (status, text) in zip(self._children, answers, strict=True):
-            child.up = status == 200
+            child.up = status == 200 and _parses(text, child.index)
             if child.up:
                 pages[child.index] = text
         page = Page([*self.own_families(), *label_workers(pages)])
@@ -269,6 +269,18 @@ class Page(Collector):
 
     def collect(self) -> Iterator[Metric]:
         return iter(self._families)
+
+
+def _parses(text: str, worker: int) -> bool:
+    """A worker's page that does not parse is left out (that worker `up` 0), not the
+    whole pod's scrape."""
+    try:
+        for _ in text_string_to_metric_families(text):
+            pass
+    except ValueError as exc:
+        log.warning("worker_metrics_unreadable", worker=worker, error=str(exc)[:200])
+        return False
+    return True
 
 
 def label_workers(pages: Mapping[int, str]) -> list[Metric]:

@@ -3,6 +3,8 @@ workers' command line."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -137,3 +139,22 @@ def test_the_supervisors_own_series_count_workers_up_and_restarts() -> None:
 def test_the_workers_run_the_same_command_without_workers() -> None:
     words = ["--config", "x.toml", "run", "--workers", "3", "--room", "a", "--workers=2"]
     assert _without_workers(words) == ["--config", "x.toml", "run", "--room", "a"]
+
+
+async def test_a_workers_unreadable_page_leaves_that_worker_out_not_the_scrape() -> None:
+    settings = Settings(workers=2, discovery=DiscoverySettings(enabled=True))
+    supervisor = Supervisor(settings, ["run"])
+    answers = {0: (200, A), 1: (200, "relay_leases_held{worker= 3\n")}
+
+    async def get(child: Any, path: str) -> tuple[int, str]:
+        return answers[child.index]
+
+    supervisor._get = get  # type: ignore[method-assign]
+    response = await supervisor._metrics(None)  # type: ignore[arg-type]
+    assert response.text is not None
+    got = samples(response.text)
+    assert got[("relay_worker_up", (("worker", "0"),))] == 1
+    assert got[("relay_worker_up", (("worker", "1"),))] == 0
+    assert ("relay_leases_held", (("worker", "0"),)) in got
+    own = {"relay_worker_up", "relay_worker_restarts_total"}  # the supervisor's own series
+    assert not [key for key in got if ("worker", "1") in key[1] and key[0] not in own]
