@@ -41,16 +41,7 @@ async def test_writes_spread_over_nodes_and_follow_a_resharded_slot(
 
 
 async def _write_through_a_reshard(harness: Harness, servers: ClusterSet) -> None:
-    producing = True
-
-    async def produce() -> None:
-        while producing:
-            for room in ROOMS:
-                await harness.submit(room)
-            await asyncio.sleep(0.001)
-
-    producer = asyncio.create_task(produce())
-    try:
+    async with harness.traffic():
         await wait_until(lambda: harness.submitted["alpha"] >= 50, what="traffic before")
         slot = room_slot("alpha")
         before = servers.owner(slot).port
@@ -58,9 +49,6 @@ async def _write_through_a_reshard(harness: Harness, servers: ClusterSet) -> Non
         assert servers.owner(slot).port == target.port != before
         during = harness.submitted["alpha"]
         await wait_until(lambda: harness.submitted["alpha"] >= during + 50, what="traffic after")
-    finally:
-        producing = False
-        await producer
     assert await harness.pipeline.drain(10.0) == 0
     writer = harness.sink._cluster
     assert writer is not None and writer.redirects > 0  # MOVED (or ASK) seen and followed

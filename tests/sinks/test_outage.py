@@ -4,6 +4,7 @@ carry the same id, a full buffer pushes back, and drain() gives up at its deadli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -44,6 +45,24 @@ class Harness:
         await self.pipeline.submit(make_event(room, self.submitted[room]))
         self.submitted[room] += 1
 
+    @contextlib.asynccontextmanager
+    async def traffic(self) -> AsyncIterator[None]:
+        """Every room submitting an event each millisecond or so, until the block ends."""
+        producing = True
+
+        async def produce() -> None:
+            while producing:
+                for room in ROOMS:
+                    await self.submit(room)
+                await asyncio.sleep(0.001)
+
+        producer = asyncio.create_task(produce())
+        try:
+            yield
+        finally:
+            producing = False
+            await producer
+
     async def room_events(self, room: str) -> list[dict[str, Any]]:
         entries = await self.reader.xrange(f"{self.settings.prefix}:room:{{{room}}}")
         return [json.loads(fields[b"event"]) for _, fields in entries]
@@ -76,30 +95,19 @@ async def test_every_accepted_event_arrives_in_room_order_across_an_outage(
     outage: Harness, private_redis: RedisServer
 ) -> None:
     failures = metric("relay_sink_write_failures_total", sink="redis")
-    producing = asyncio.Event()
-    producing.set()
-
-    async def produce() -> None:
-        while producing.is_set():
-            for room in ROOMS:
-                await outage.submit(room)
-            await asyncio.sleep(0.001)
-
-    producer = asyncio.create_task(produce())
-    await wait_until(lambda: outage.submitted["gamma"] >= 20, what="traffic before the outage")
-    await asyncio.to_thread(private_redis.stop)
-    await wait_until(
-        lambda: metric("relay_sink_write_failures_total", sink="redis") - failures >= 2,
-        what="failed writes",
-    )
-    during = outage.submitted["gamma"]
-    await wait_until(lambda: outage.submitted["gamma"] >= during + 20, what="traffic in outage")
-    assert not outage.pipeline.healthy
-    assert outage.pipeline.buffered >= 20 * len(ROOMS)  # accepted, waiting for Redis
-    await asyncio.to_thread(private_redis.start)
-    await wait_until(lambda: outage.pipeline.healthy, what="recovery")
-    producing.clear()
-    await producer
+    async with outage.traffic():
+        await wait_until(lambda: outage.submitted["gamma"] >= 20, what="traffic before the outage")
+        await asyncio.to_thread(private_redis.stop)
+        await wait_until(
+            lambda: metric("relay_sink_write_failures_total", sink="redis") - failures >= 2,
+            what="failed writes",
+        )
+        during = outage.submitted["gamma"]
+        await wait_until(lambda: outage.submitted["gamma"] >= during + 20, what="traffic in outage")
+        assert not outage.pipeline.healthy
+        assert outage.pipeline.buffered >= 20 * len(ROOMS)  # accepted, waiting for Redis
+        await asyncio.to_thread(private_redis.start)
+        await wait_until(lambda: outage.pipeline.healthy, what="recovery")
     assert await outage.pipeline.drain(5.0) == 0
 
     for room in ROOMS:

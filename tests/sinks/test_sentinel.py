@@ -40,25 +40,13 @@ async def test_the_master_failing_during_writes_loses_no_accepted_event(
 
 async def _write_through_a_failover(harness: Harness, sentinel_redis: SentinelSet) -> None:
     failures = metric("relay_sink_write_failures_total", sink="redis")
-    producing = True
-
-    async def produce() -> None:
-        while producing:
-            for room in ROOMS:
-                await harness.submit(room)
-            await asyncio.sleep(0.001)
-
-    producer = asyncio.create_task(produce())
-    try:
+    async with harness.traffic():
         await wait_until(lambda: harness.submitted["gamma"] >= 50, what="traffic before")
         new_master = await asyncio.to_thread(sentinel_redis.fail_master)
         assert new_master in [replica.port for replica in sentinel_redis.replicas]
         during = harness.submitted["gamma"]
         await wait_until(lambda: harness.submitted["gamma"] >= during + 50, what="traffic after")
         await wait_until(lambda: harness.pipeline.healthy, what="writes on the new master")
-    finally:
-        producing = False
-        await producer
     assert await harness.pipeline.drain(10.0) == 0
     # The failover was seen by the sink (writes failed and were retried), not slept through.
     assert metric("relay_sink_write_failures_total", sink="redis") > failures
