@@ -12,16 +12,23 @@ import sys
 
 from relay.native_logs import records
 
-PROBE = """
-import asyncio, os, sys
-from livekit import rtc
+# Each probe runs in a fresh interpreter: relay's logging, then the pipe to the reader.
+SET_UP = """
+import os, sys
 from relay.logs import configure_logging
 from relay.native_logs import NativeStderr
 from relay.observer import sdk_internals
 
 configure_logging("info", "json")
-assert sdk_internals.keep_native_logs_native()
+{before_start}
 NativeStderr().start("info", "json")
+"""
+
+PROBE = (
+    SET_UP.format(before_start="assert sdk_internals.keep_native_logs_native()")
+    + """
+import asyncio
+from livekit import rtc
 
 async def main():
     try:
@@ -32,20 +39,25 @@ async def main():
 asyncio.run(main())
 os.write(2, b"a raw native line\\n")
 print("python's own stderr", file=sys.stderr, flush=True)
-import time; time.sleep(0.5)  # the pump thread logs what it read
+import time; time.sleep(0.5)  # the reader logs what it read
 os._exit(0)
 """
+)
 
 
-def test_native_records_become_json_lines_on_stderr() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE],
+def run_probe(code: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=60,
         env={"PATH": "/usr/bin:/bin"},  # no RUST_LOG from the caller: relay's default
-        check=True,
+        check=check,
     )
+
+
+def test_native_records_become_json_lines_on_stderr() -> None:
+    done = run_probe(PROBE)
     lines = done.stderr.splitlines()
     assert "python's own stderr" in lines  # Python's writes bypass the pipe
     parsed = [json.loads(line) for line in lines if line != "python's own stderr"]
@@ -75,50 +87,31 @@ def test_text_that_is_not_env_logger_is_a_warning() -> None:
     assert records(b"\n") == []
 
 
-EXIT_PROBE = """
-import os
-from relay.logs import configure_logging
-from relay.native_logs import NativeStderr
-
-configure_logging("info", "json")
-NativeStderr().start("info", "json")
+EXIT_PROBE = (
+    SET_UP.format(before_start="")
+    + """
 os.write(2, b"written just before exit\\n")
 """
+)
 
 
 def test_what_is_written_just_before_exit_is_logged_before_the_process_ends() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", EXIT_PROBE],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": "/usr/bin:/bin"},
-        check=True,
-    )
+    done = run_probe(EXIT_PROBE)
     [record] = [json.loads(line) for line in done.stderr.splitlines()]
     assert (record["event"], record["logger"]) == ("written just before exit", "livekit.native")
 
 
-ABORT_PROBE = """
-import os
-from relay.logs import configure_logging
-from relay.native_logs import NativeStderr
-
-configure_logging("info", "json")
-NativeStderr().start("info", "json")
+ABORT_PROBE = (
+    SET_UP.format(before_start="")
+    + """
 os.write(2, b"[2026-12-01T18:20:15Z ERROR libwebrtc] Fatal error in: a check failed\\n")
 os.abort()  # what a native library does after its last words
 """
+)
 
 
 def test_a_native_libraries_last_words_before_an_abort_are_logged() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", ABORT_PROBE],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": "/usr/bin:/bin"},
-    )
+    done = run_probe(ABORT_PROBE, check=False)
     assert done.returncode == -6  # SIGABRT
     [record] = [json.loads(line) for line in done.stderr.splitlines()]
     assert (record["event"], record["level"]) == (
