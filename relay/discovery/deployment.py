@@ -79,11 +79,11 @@ class DeploymentView:
     ) -> dict[str, Any]:
         entries = await self._wanted.entries()
         names = sorted(entries)
-        holders = await self._get([keys.lease_key(self._settings, r) for r in names])
+        holders = await many_values(self._redis, [keys.lease_key(self._settings, r) for r in names])
         held = dict(zip(names, holders, strict=True))
         start = 0 if cursor is None else bisect.bisect_right(names, cursor)
         page = names[start : start + limit]
-        epochs = await self._get([keys.epoch_key(self._settings, r) for r in page])
+        epochs = await many_values(self._redis, [keys.epoch_key(self._settings, r) for r in page])
         rooms = [
             _room(room, entries[room], held[room], epoch, local.get(room))
             for room, epoch in zip(page, epochs, strict=True)
@@ -115,7 +115,9 @@ class DeploymentView:
         now_ms = time.time() * 1000
         live = {member: score > now_ms for member, score in registered}
         ids = sorted(set(live) | set(leases))
-        infos = await self._get([keys.worker_key(self._settings, i.decode()) for i in ids])
+        infos = await many_values(
+            self._redis, [keys.worker_key(self._settings, i.decode()) for i in ids]
+        )
         out = []
         for worker, info in zip(ids, infos, strict=True):
             shown: dict[str, Any] = {"worker_id": worker.decode(), "live": live.get(worker, False)}
@@ -123,9 +125,6 @@ class DeploymentView:
             shown |= _announced(info)
             out.append(shown)
         return out
-
-    async def _get(self, names: Sequence[str]) -> list[bytes | None]:
-        return await many_values(self._redis, names)
 
 
 def _room(
