@@ -48,7 +48,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -214,9 +214,10 @@ class Supervisor:
         answers = await asyncio.gather(*(self._get(c, "/metrics") for c in self._children))
         pages = {}
         for child, (status, text) in zip(self._children, answers, strict=True):
-            child.up = status == 200 and _parses(text, child.index)
-            if child.up:
-                pages[child.index] = text
+            families = _parsed(text, child.index) if status == 200 else None
+            child.up = families is not None
+            if families is not None:
+                pages[child.index] = families
         page = Page([*self.own_families(), *label_workers(pages)])
         return web.Response(
             body=generate_latest(page), headers={"Content-Type": CONTENT_TYPE_LATEST}
@@ -271,25 +272,23 @@ class Page(Collector):
         return iter(self._families)
 
 
-def _parses(text: str, worker: int) -> bool:
-    """A worker's page that does not parse is left out (that worker `up` 0), not the
-    whole pod's scrape."""
+def _parsed(text: str, worker: int) -> list[Metric] | None:
+    """A worker's page, parsed; None if it does not parse: that worker is left out (`up`
+    0), not the whole pod's scrape."""
     try:
-        for _ in text_string_to_metric_families(text):
-            pass
+        return list(text_string_to_metric_families(text))
     except ValueError as exc:
         log.warning("worker_metrics_unreadable", worker=worker, error=str(exc)[:200])
-        return False
-    return True
+        return None
 
 
-def label_workers(pages: Mapping[int, str]) -> list[Metric]:
-    """The workers' /metrics pages as one: every sample with `worker="<index>"`, nothing
-    summed; a family's samples together, in the order the workers list them."""
+def label_workers(pages: Mapping[int, Iterable[Metric]]) -> list[Metric]:
+    """The workers' /metrics pages (parsed) as one: every sample with `worker="<index>"`,
+    nothing summed; a family's samples together, in the order the workers list them."""
     families: dict[str, Metric] = {}
-    for index, text in sorted(pages.items()):
+    for index, page in sorted(pages.items()):
         worker = str(index)
-        for family in text_string_to_metric_families(text):
+        for family in page:
             merged = families.get(family.name)
             if merged is None:
                 merged = families[family.name] = Metric(

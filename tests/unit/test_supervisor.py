@@ -51,7 +51,8 @@ def samples(text: str) -> dict[Key, float]:
 
 
 def page(pages: dict[int, str]) -> str:
-    return generate_latest(Page(label_workers(pages))).decode()
+    parsed = {n: text_string_to_metric_families(text) for n, text in pages.items()}
+    return generate_latest(Page(label_workers(parsed))).decode()
 
 
 def test_each_workers_samples_keep_their_own_values_under_its_worker_label() -> None:
