@@ -32,8 +32,9 @@ newest is simple and stable (the same rooms stay put tick after tick). A room is
 back as the SIGTERM drain hands it: left, so everything it received is accepted, then,
 once the pipeline wrote all it accepted (`Pipeline.flushed`), its lease is released
 (renewed meanwhile); a process below its share picks it up after its jitter, and its
-`observer.joined` says `reason: "takeover"` and `gap_ms`. If the write does not finish
-within a TTL (the sink away), the lease is not released but left to expire.
+`observer.joined` says `reason: "takeover"` and `gap_ms`. While the write does not finish
+(the sink away) the lease stays this process's; if it cannot be renewed either, the fence
+timer ends it (`renew_failed`) and what is left of the room is refused.
 
 Why it does not flap: a process hands back at most `held - share` rooms, so it still holds
 at least its share and picks none up again; and since the held rooms are at most the
@@ -390,7 +391,7 @@ class Assigner:
                 for room in rooms if hand_back else ():
                     await self._store.release(room)
                 await self._redis.zrem(keys.workers_key(self._redis_settings), self._store.owner)
-                if rooms and hand_back:  # the others take them at once (module docstring)
+                if hand_back and rooms:  # the others take them at once (module docstring)
                     await self._redis.incr(keys.releases_key(self._redis_settings))
         except Exception as exc:
             log.warning("lease_release_failed", error=repr(exc), rooms=len(rooms))
