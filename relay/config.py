@@ -198,6 +198,10 @@ class DiscoverySettings(_Section):
     lease_margin_s: float = Field(default=2.0, ge=0)
     # Each pick-up round waits up to this long (random): no herd when a replica dies.
     pickup_jitter_s: float = Field(default=1.0, ge=0)
+    # Before its first pick-up a process registers and waits this long, so replicas
+    # started together all count each other (else the first to tick takes more than its
+    # share and hands rooms back mid-conversation seconds later); 0: none.
+    startup_settle_s: float = Field(default=2.0, ge=0)
     # A process above its share hands back at most this many rooms a tick, newest first,
     # to a process below it (a replica that started after the others); 0: never.
     rebalance_per_tick: int = Field(default=2, ge=0)

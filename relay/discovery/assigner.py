@@ -27,8 +27,9 @@ acquired first, and only when
   at most what was handed back in one tick is left unowned;
 - the other live processes below the share can take that many (counted from the lease
   holders; like the pick-up rule, this assumes one `max_rooms` for every process).
-Newest first: which room disturbs the fewest consumers mid-session is unknowable, and the
-newest is simple and stable (the same rooms stay put tick after tick). A room is handed
+Quiet rooms first (no event accepted since the last tick: no conversation in progress
+that the relay can see), each group newest first: the newest is simple and stable (the
+same rooms stay put tick after tick). A room is handed
 back as the SIGTERM drain hands it: left, so everything it received is accepted, then,
 once the pipeline wrote all it accepted (`Pipeline.flushed`), its lease is released
 (renewed meanwhile); a process below its share picks it up after its jitter, and its
@@ -109,6 +110,7 @@ class Assigner:
         self._share: int | None = None  # this process's share at the last tick
         self._releases_seen: bytes | None = None  # the releases counter, last read
         self._releases_read = False
+        self._seqs_seen: dict[str, int] = {}  # held rooms' last seq at the last tick
         self._stopping = False
 
     @property
@@ -127,6 +129,7 @@ class Assigner:
         return self._settings.lease_ttl_s / 3
 
     async def run(self, until: asyncio.Event) -> None:
+        await self._settle(until)
         while not until.is_set():
             started = time.monotonic()
             try:
@@ -136,6 +139,24 @@ class Assigner:
                 log.warning("assigner_tick_failed", error=repr(exc) or type(exc).__name__)
             wait = max(0.0, self.tick_s - (time.monotonic() - started))
             await self._idle(until, wait)
+
+    async def _settle(self, until: asyncio.Event) -> None:
+        """Register (again every tick, so the registration never lapses), and wait
+        `startup_settle_s` before the first tick: replicas started together then all see
+        each other in their first share."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.startup_settle_s
+        while not until.is_set() and (left := deadline - loop.time()) > 0:
+            try:
+                async with asyncio.timeout(self.tick_s):
+                    await self._register()
+            except Exception as exc:  # Redis away: the ticks register as usual
+                log.warning("assigner_register_failed", error=repr(exc) or type(exc).__name__)
+            try:
+                async with asyncio.timeout(min(left, self.tick_s)):
+                    await until.wait()
+            except TimeoutError:
+                pass
 
     async def _idle(self, until: asyncio.Event, wait_s: float) -> None:
         """Wait `wait_s` for the next tick; sooner if another process handed leases back
@@ -177,6 +198,7 @@ class Assigner:
             await self._rooms.shared.add(self._static[0], "static")
             self._static.pop(0)
         await self._renew_all()
+        quiet = self._quiet_rooms()
         entries = await self._rooms.shared.entries()
         self._rooms.known_wanted = set(entries)
         m.DEPLOYMENT_ROOMS_WANTED.set(len(entries))
@@ -199,7 +221,15 @@ class Assigner:
         if holding < share:
             await self._pick_up(entries, await self._holders(entries), share)
         elif holding > share and stable and self._settings.rebalance_per_tick:
-            self._rebalance(entries, share, members, await self._holders(entries))
+            holders = await self._holders(entries)
+            self._rebalance(entries, share, members, holders, quiet)
+
+    def _quiet_rooms(self) -> set[str]:
+        """Held rooms whose seq did not move since the last tick."""
+        seqs = {room: self._pipeline.last_seq(room) for room in self.held}
+        quiet = {room for room, seq in seqs.items() if self._seqs_seen.get(room) == seq}
+        self._seqs_seen = seqs
+        return quiet
 
     async def _register(self) -> list[str]:
         """Register as live; the live workers' ids."""
@@ -288,6 +318,7 @@ class Assigner:
         share: int,
         members: list[str],
         holders: dict[str, str | None],
+        quiet: set[str],
     ) -> None:
         """Above the share: start handing back the newest rooms (module docstring)."""
         live = set(members)
@@ -304,7 +335,7 @@ class Assigner:
         count = hand_back_count(len(mine), share, others, unowned, per_tick)
         if not count:
             return
-        rooms = mine[::-1][:count]
+        rooms = sorted(mine[::-1], key=lambda room: room not in quiet)[:count]
         log.info("rebalancing", rooms=rooms, held=len(mine), share=share, live=len(live))
         for room in rooms:
             task = asyncio.create_task(self._hand_back(room), name=f"hand_back:{room}")

@@ -92,7 +92,10 @@ async def make_worker(
     workers: list[Worker] = []
 
     async def make(
-        per_tick: int = 2, store_type: type[LeaseStore] = LeaseStore, ttl_s: float = TTL_S
+        per_tick: int = 2,
+        store_type: type[LeaseStore] = LeaseStore,
+        ttl_s: float = TTL_S,
+        settle_s: float = 0.0,
     ) -> Worker:
         sink = GatedSink(written)
         pipeline = Pipeline(PipelineSettings(), [sink])
@@ -103,6 +106,7 @@ async def make_worker(
             lease_margin_s=min(2.0, ttl_s / 5),
             pickup_jitter_s=0,
             rebalance_per_tick=per_tick,
+            startup_settle_s=settle_s,
         )
         settings = Settings(livekit=livekit, redis=redis_settings, discovery=discovery)
 
@@ -392,3 +396,43 @@ async def test_a_drain_whose_events_are_unwritten_leaves_its_leases_to_expire(
     # gate (a sink call cannot be taken back).
     assert len([e for e in a.sink.written if e[2] == "observer.left"]) <= 1
     assert await holders(redis, redis_settings, rooms) == {room: None for room in rooms}
+
+
+async def test_replicas_started_together_share_the_rooms_at_first_pick_up(
+    redis: aioredis.Redis, redis_settings: RedisSettings, make_worker: MakeWorker
+) -> None:
+    """The settle before the first tick: started 0.2 s apart, each takes its share at
+    once, so nothing is rebalanced away seconds later (without it the first takes all)."""
+    rooms = [f"t{n}" for n in range(6)]
+    await want(redis, redis_settings, rooms)
+    a, b = await make_worker(settle_s=1.0), await make_worker(settle_s=1.0)
+    stop = asyncio.Event()
+    runs = [asyncio.create_task(a.assigner.run(stop))]
+    await asyncio.sleep(0.2)
+    runs.append(asyncio.create_task(b.assigner.run(stop)))
+    try:
+        async with asyncio.timeout(10):  # the first ticks (the next is a tick_s = 10 s away)
+            while len(a.assigner.held) + len(b.assigner.held) < 6:
+                await asyncio.sleep(0.05)
+        assert (len(a.assigner.held), len(b.assigner.held)) == (3, 3)
+    finally:
+        stop.set()
+        await asyncio.gather(*runs)
+
+
+async def test_quiet_rooms_are_handed_back_before_rooms_with_a_conversation(
+    redis: aioredis.Redis, redis_settings: RedisSettings, make_worker: MakeWorker
+) -> None:
+    rooms = [f"q{n}" for n in range(4)]
+    await want(redis, redis_settings, rooms)
+    a = await make_worker(per_tick=2)
+    await a.tick()
+    oldest, newest = list(a.assigner.held)[:2], list(a.assigner.held)[2:]
+    await redis.zadd(f"{redis_settings.prefix}:workers", {"ghost": 2**50})
+    await a.tick()  # two live: not stable yet
+    for room in newest:  # a conversation goes on in the two newest rooms
+        await a.pipeline.submit(Event(room, "livekit", "chat.message", {"text": "hi"}, 1.0))
+    await a.tick()  # stable: share 2, two rooms go, the quiet ones though they are older
+    assert sorted(a.assigner.handing) == sorted(oldest)
+    await a.settled()
+    assert sorted(a.assigner.held) == sorted(newest)
