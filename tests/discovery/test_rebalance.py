@@ -27,6 +27,7 @@ from relay.observer import RoomTarget
 from relay.pipeline import Pipeline
 from relay.rooms.observed import ObservedRoom
 from tests.observer.sdk_objects import STAYS, Script, observer_settings
+from tests.pipeline.support import wait_until
 from tests.support import metric
 
 TTL_S = 30.0  # no fence timer fires in a test: the ticks are driven by hand
@@ -411,9 +412,8 @@ async def test_replicas_started_together_share_the_rooms_at_first_pick_up(
     await asyncio.sleep(0.2)
     runs.append(asyncio.create_task(b.assigner.run(stop)))
     try:
-        async with asyncio.timeout(10):  # the first ticks (the next is a tick_s = 10 s away)
-            while len(a.assigner.held) + len(b.assigner.held) < 6:
-                await asyncio.sleep(0.05)
+        # The first ticks (the next is a tick_s = 10 s away).
+        await wait_until(lambda: len(a.assigner.held) + len(b.assigner.held) == 6, 10.0)
         assert (len(a.assigner.held), len(b.assigner.held)) == (3, 3)
     finally:
         stop.set()
