@@ -302,9 +302,10 @@ class Assigner:
             m.LEASE_ACQUIRED.labels(kind="takeover" if epoch > 1 else "first").inc()
             m.LEASES_HELD.set(len(self.held))
             log.info("lease_acquired", room=room, epoch=epoch)
-            if won.gap_ms is not None:  # announced by observer.joined {reason, gap_ms}
+            if won.gap_ms is not None:  # observer.joined {reason, gap_ms}: until the join
+                since = time.time() - won.gap_ms / 1000
                 target = dataclasses.replace(
-                    target, joined_reason="takeover", joined_gap_ms=won.gap_ms
+                    target, joined_reason="takeover", unobserved_since=since
                 )
             try:
                 self._rooms.observe(target)

@@ -144,7 +144,9 @@ class RoomObserver:
     def _announce_joined(self) -> None:
         if not self._joined_once:
             self._joined_once = True
-            self._emit_observer("joined", self.target.joined_reason, self.target.joined_gap_ms)
+            since = self.target.unobserved_since
+            gap_ms = None if since is None else max(0, self._gap_ms(since))
+            self._emit_observer("joined", self.target.joined_reason, gap_ms)
         else:
             self._announce_resumed()
 

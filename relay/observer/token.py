@@ -47,9 +47,10 @@ class RoomTarget:
     room: str
     url: str | None = None
     token: str | None = None
-    # Scale-out: why the first observer.joined happens (`takeover`) and the gap before it.
+    # Scale-out: why the first observer.joined happens (`takeover`), and since when (epoch
+    # seconds) nobody observed the room: its `gap_ms` runs from then to the join itself.
     joined_reason: str | None = None
-    joined_gap_ms: int | None = None
+    unobserved_since: float | None = None
 
     def credentials(self, livekit: LiveKitSettings, identity: str) -> tuple[str, str]:
         """The url and token to join with: the given pair, else a token minted here."""

@@ -4,6 +4,7 @@
     python tests/e2e/actors.py garbage --url U --room R --count N [--oversized-sizes ...]
     python tests/e2e/actors.py ticker --url U --room R [--interval-s P]
     python tests/e2e/actors.py tickers --url U --room R1,R2,... [--interval-s P]
+    python tests/e2e/actors.py conversations --url U --room R1,R2,... [--interval-s P]
 
 API key and secret come from LIVEKIT_API_KEY / LIVEKIT_API_SECRET (argv is visible to
 every user). Each prints one JSON line on stdout when done: what it sent, so the tests
@@ -17,6 +18,8 @@ derive their expectations from it rather than from constants.
   for the analytics end-to-end test; reports the script it played.
 - `ticker`: publishes `{"event_type": "tick", "n": i}` on `agent-response` every
   `interval_s` until its stdin closes (or SIGTERM), then leaves and reports the count.
+- `conversations`: a LiveAvatar agent in each of the comma-separated rooms plays turns
+  until its stdin closes; reports each event's id and when it was sent.
 - `tickers`: the ticker in each of the comma-separated rooms at once (one process, one
   participant per room); reports the count per room.
 """
@@ -30,6 +33,7 @@ import os
 import random
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -194,7 +198,51 @@ async def play_timed(creds: Credentials, args: argparse.Namespace) -> dict[str, 
     return {"turns": turns}
 
 
+CONVERSATION = (  # one LiveAvatar FULL turn, as the agent publishes it
+    ("user.speak_started", {}),
+    ("user.transcription.chunk", {"text": "can you"}),
+    ("user.speak_ended", {}),
+    ("user.transcription", {"text": "can you help"}),
+    ("avatar.speak_started", {}),
+    ("avatar.transcription.chunk", {"text": "sure"}),
+    ("avatar.speak_ended", {}),
+    ("avatar.transcription", {"text": "sure, here it is"}),
+)
+
+
+async def play_conversations(creds: Credentials, args: argparse.Namespace) -> dict[str, Any]:
+    """A LiveAvatar agent in each of the comma-separated rooms plays turns (CONVERSATION,
+    one event every `interval_s`) until stdin closes; reports per room each event's
+    `event_id` and when `publish_data` returned (epoch ms): what was sent, and when."""
+    names = args.room.split(",")
+    agents = await asyncio.gather(
+        *(join(creds, name, f"liveavatar-agent-{name}", kind="agent") for name in names)
+    )
+    print(json.dumps({"ready": True}), flush=True)
+    stop = asyncio.create_task(stdin_closed(HOLD_MAX_S))
+    sent: dict[str, list[tuple[str, int]]] = {name: [] for name in names}
+
+    async def talk(name: str, room: Any) -> None:
+        while not stop.done():
+            n = len(sent[name])
+            event_type, fields = CONVERSATION[n % len(CONVERSATION)]
+            event_id = f"{name}-{n}"
+            message = {"event_type": event_type, "event_id": event_id, "session_id": name}
+            payload = json.dumps({**message, **fields}).encode()
+            await room.local_participant.publish_data(payload, topic="agent-response")
+            sent[name].append((event_id, int(time.time() * 1000)))
+            await asyncio.wait({stop}, timeout=args.interval_s)
+
+    try:
+        await asyncio.gather(*(talk(n, r) for n, r in zip(names, agents, strict=True)))
+    finally:
+        for room in agents:
+            await room.disconnect()
+    return {"sent": sent}
+
+
 ACTORS = {
+    "conversations": play_conversations,
     "liveavatar": play_liveavatar,
     "garbage": play_garbage,
     "ticker": play_ticker,

@@ -1,0 +1,101 @@
+"""What a SIGKILL of one of three relays loses, measured: three relays started together
+through the dev server, a LiveAvatar conversation in each of eleven rooms, one relay
+killed with SIGKILL. The only events missing from the streams are those sent while no
+relay was in the room (from the kill to the survivor's join), and the takeover's
+`observer.joined` announces that window (`gap_ms`). Started together, the relays share the
+rooms at their first pick-up (the start-up settle): no room is rebalanced mid-conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from relay.dev.launch import DevServer
+from relay.dev.netns import NetNS
+from tests.e2e.scaleout import (
+    CONNECT_S,
+    TTL_S,
+    join,
+    kill9,
+    owners,
+    scaleout_env,
+    wait_joined,
+    wait_workers,
+    worker_id,
+)
+from tests.e2e.support import StartRelay, Streams, actor, unique
+
+pytestmark = pytest.mark.e2e
+
+ROOMS = 11
+INTERVAL_S = 0.1  # each room's agent: ten events a second
+SLACK_MS = 300  # publish_data returns before the SFU forwarded the packet
+
+
+def epoch_ms(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["ts"]).timestamp() * 1000
+
+
+async def test_a_killed_relay_loses_only_the_window_nobody_observed_and_announces_it(
+    e2e_ns: NetNS, e2e_devserver: DevServer, streams: Streams, start_relay: StartRelay
+) -> None:
+    tag = unique("gaps")
+    rooms = [f"{tag}-{n:02d}" for n in range(ROOMS)]
+    env = scaleout_env(tag, RELAY_DISCOVERY__PICKUP_JITTER_S="0")
+    relays = [start_relay(**env) for _ in range(3)]  # together, as a new Deployment starts
+    await join(streams, rooms)  # wanted at once: the first ticks find every room
+    await wait_joined(streams, rooms, epoch=1)
+    await wait_workers(streams, 3)
+    held = await owners(streams, rooms)
+    assert sorted(Counter(held.values()).values()) == [3, 4, 4]  # the share at first sight
+    victim = relays[2]
+    victims_rooms = sorted(room for room, owner in held.items() if owner == worker_id(victim))
+
+    args = ["--room", ",".join(rooms), "--interval-s", str(INTERVAL_S)]
+    async with actor(e2e_ns, e2e_devserver, "conversations", *args) as talk:
+        assert await talk.next_line(30) == {"ready": True}
+        await asyncio.sleep(2.0)
+        killed_ms = time.time() * 1000
+        kill9(victim)
+        await wait_joined(streams, victims_rooms, epoch=2, timeout_s=2 * TTL_S + CONNECT_S + 5)
+        await asyncio.sleep(2.0)  # the conversations go on under the new owners
+    sent: dict[str, list[tuple[str, int]]] = (await talk.result())["sent"]
+
+    for relay in relays[:2]:  # no planned move: started together, nothing was rebalanced
+        assert not relay.log_events("rebalancing")
+    gaps: list[float] = []
+    lost = 0
+    for room in rooms:
+        last_id = sent[room][-1][0]
+        await streams.wait_room(
+            room, lambda events: any(e["source"].get("event_id") == last_id for e in events)
+        )
+        events = await streams.room_events(room)
+        ids = [e["id"] for e in events]
+        twice = [(e["kind"], e["epoch"], e["seq"], e["data"]) for e in events if ids.count(e["id"]) > 1]
+        assert not twice, f"{room}: written twice: {twice}"
+        seen = {e["source"].get("event_id") for e in events}
+        missing = [at for event_id, at in sent[room] if event_id not in seen]
+        if room not in victims_rooms:
+            assert not missing, f"{room} (never moved) lost {len(missing)} events"
+            continue
+        joined = next(e for e in events if e["kind"] == "observer.joined" and e["epoch"] == 2)
+        assert joined["data"]["reason"] == "takeover"
+        gap_ms = joined["data"]["gap_ms"]
+        window = (epoch_ms(joined) - gap_ms - SLACK_MS, epoch_ms(joined) + SLACK_MS)
+        assert window[0] <= killed_ms + SLACK_MS, (room, gap_ms)  # the gap covers the kill
+        outside = [at for at in missing if not window[0] <= at <= window[1]]
+        assert not outside, f"{room}: {len(outside)} events lost outside the announced gap"
+        gaps.append(gap_ms)
+        lost += len(missing)
+    print(
+        f"kill -9 of one of 3 relays: {len(victims_rooms)} rooms moved, lost_events={lost} "
+        f"gap_p50_ms={statistics.median(gaps):.0f} gap_max_ms={max(gaps):.0f}"
+    )
