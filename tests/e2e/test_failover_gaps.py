@@ -79,7 +79,9 @@ async def test_a_killed_relay_loses_only_the_window_nobody_observed_and_announce
         )
         events = await streams.room_events(room)
         ids = [e["id"] for e in events]
-        twice = [(e["kind"], e["epoch"], e["seq"], e["data"]) for e in events if ids.count(e["id"]) > 1]
+        twice = [
+            (e["kind"], e["epoch"], e["seq"], e["data"]) for e in events if ids.count(e["id"]) > 1
+        ]
         assert not twice, f"{room}: written twice: {twice}"
         seen = {e["source"].get("event_id") for e in events}
         missing = [at for event_id, at in sent[room] if event_id not in seen]
