@@ -198,7 +198,8 @@ async def play_timed(creds: Credentials, args: argparse.Namespace) -> dict[str, 
     return {"turns": turns}
 
 
-CONVERSATION = (  # one LiveAvatar FULL turn, as the agent publishes it
+# One LiveAvatar FULL turn, as the agent publishes it.
+CONVERSATION: tuple[tuple[str, dict[str, str]], ...] = (
     ("user.speak_started", {}),
     ("user.transcription.chunk", {"text": "can you"}),
     ("user.speak_ended", {}),

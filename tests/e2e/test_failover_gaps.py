@@ -30,13 +30,20 @@ from tests.e2e.scaleout import (
     wait_workers,
     worker_id,
 )
-from tests.e2e.support import StartRelay, Streams, actor, unique
+from tests.e2e.support import EventsCheck, StartRelay, Streams, actor, unique
 
 pytestmark = pytest.mark.e2e
 
 ROOMS = 11
 INTERVAL_S = 0.1  # each room's agent: ten events a second
 SLACK_MS = 300  # publish_data returns before the SFU forwarded the packet
+
+
+def has_event_id(event_id: str) -> EventsCheck:
+    def check(events: list[dict[str, Any]]) -> bool:
+        return any(e["source"].get("event_id") == event_id for e in events)
+
+    return check
 
 
 def epoch_ms(event: dict[str, Any]) -> float:
@@ -73,10 +80,7 @@ async def test_a_killed_relay_loses_only_the_window_nobody_observed_and_announce
     gaps: list[float] = []
     lost = 0
     for room in rooms:
-        last_id = sent[room][-1][0]
-        await streams.wait_room(
-            room, lambda events: any(e["source"].get("event_id") == last_id for e in events)
-        )
+        await streams.wait_room(room, has_event_id(sent[room][-1][0]))  # all written
         events = await streams.room_events(room)
         ids = [e["id"] for e in events]
         twice = [

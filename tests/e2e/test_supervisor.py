@@ -12,8 +12,7 @@ from collections import Counter
 
 import pytest
 
-from tests.e2e.support import RelayProcess, StartRelay, Streams, unique
-from tests.e2e.test_scaleout import (
+from tests.e2e.scaleout import (
     ADMIN,
     TTL_S,
     join,
@@ -23,6 +22,7 @@ from tests.e2e.test_scaleout import (
     wait_joined,
     wait_log,
 )
+from tests.e2e.support import RelayProcess, StartRelay, Streams, unique
 
 pytestmark = pytest.mark.e2e
 
