@@ -110,3 +110,12 @@ def kill9(relay: RelayProcess) -> None:
     pid = command_pid(relay.proc)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
+
+
+async def wait_log(
+    relay: RelayProcess, event: str, count: int = 1, timeout_s: float = 15.0
+) -> None:
+    deadline = Deadline(timeout_s)
+    while len(relay.log_events(event)) < count:
+        assert not deadline.passed, f"no {count} {event!r}: {relay.text[-20:]}"
+        await asyncio.sleep(0.05)

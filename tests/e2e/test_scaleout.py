@@ -37,12 +37,12 @@ from tests.e2e.scaleout import (
     owners,
     scaleout_env,
     wait_joined,
+    wait_log,
     wait_workers,
     worker_id,
 )
 from tests.e2e.support import (
     Deadline,
-    RelayProcess,
     StartRelay,
     Streams,
     actor,
@@ -259,15 +259,6 @@ async def test_a_third_relay_gets_its_share_by_hand_backs_with_one_writer_at_a_t
         assert any(e["kind"] == "event" for e in old) and any(e["kind"] == "event" for e in new)
     for relay in [*first, third]:
         assert (await relay.stop()).returncode == 0
-
-
-async def wait_log(
-    relay: RelayProcess, event: str, count: int = 1, timeout_s: float = 15.0
-) -> None:
-    deadline = Deadline(timeout_s)
-    while len(relay.log_events(event)) < count:
-        assert not deadline.passed, f"no {count} {event!r}: {relay.text[-20:]}"
-        await asyncio.sleep(0.05)
 
 
 async def test_redis_away_longer_than_the_ttl_stops_writes_before_expiry_then_retakes(
