@@ -117,7 +117,12 @@ class Worker:
     def _make_observer(self, target: RoomTarget) -> ObservedRoom:
         s = self.settings
         return ObservedRoom(
-            target, self.pipeline, s.livekit, s.pipeline, room_factory=self._room_factory
+            target,
+            self.pipeline,
+            s.livekit,
+            s.pipeline,
+            room_factory=self._room_factory,
+            worker_index=s.worker_index,
         )
 
     async def readiness(self) -> dict[str, bool]:
