@@ -231,7 +231,8 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
         message = "RELAY_LIVEKIT__API_KEY and RELAY_LIVEKIT__API_SECRET: required to mint a token"
         print(f"relay: {message}", file=sys.stderr)
         return EXIT_CONFIG
-    identity = args.identity or next_observer_identity(settings.livekit.observer_identity)
+    template = settings.livekit.observer_identity
+    identity = args.identity or next_observer_identity(template, worker=settings.worker_index)
     secret = settings.livekit.api_secret.get_secret_value()
     ttl_s = settings.livekit.observer_token_ttl_s
     print(mint_observer_token(settings.livekit.api_key, secret, args.room, identity, ttl_s))

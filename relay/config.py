@@ -36,8 +36,10 @@ class LiveKitSettings(_Section):
     url: str = "ws://127.0.0.1:7880"
     api_key: str = ""
     api_secret: SecretStr = SecretStr("")
-    # Identity template for minted observer tokens: {host} and {n} (per-process counter).
-    observer_identity: str = "relay-{host}-{n}"
+    # Identity template for minted observer tokens: {host}, {worker} (RELAY_WORKER_INDEX),
+    # {pid}, {rand} (4 hex digits drawn once per process), {n} (a per-process counter).
+    # Two observers of one room must not share an identity: LiveKit disconnects the first.
+    observer_identity: str = "relay-{host}-{worker}-{pid}-{n}"
     observer_token_ttl_s: int = Field(default=6 * 3600, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     # After the SDK gives up reconnecting, the relay re-joins with capped backoff.
@@ -244,6 +246,10 @@ class Settings(BaseSettings):
     # Worker processes per pod (`relay run --workers N`, relay/supervisor.py); above 1
     # needs discovery.enabled: each worker holds its own leases and max_rooms.
     workers: int = Field(default=1, ge=1, le=64)
+    # This process's slot (0..workers-1): the supervisor sets it for each worker (the
+    # `worker` label of /metrics, {worker} of livekit.observer_identity). Set it yourself
+    # to tell apart processes that share a host name and pid numbers.
+    worker_index: int = Field(default=0, ge=0, le=63)
     # SIGTERM: leave rooms, flush and exit within this (keep below the pod's grace period).
     shutdown_grace_s: float = Field(default=20.0, gt=0)
 
@@ -329,7 +335,7 @@ def _name(*path: str | int) -> str:
 
 # Key and identity templates with the fields each may use, checked with sample values.
 _TEMPLATES: dict[tuple[str, str], dict[str, object]] = {
-    ("livekit", "observer_identity"): {"host": "h", "n": 1},
+    ("livekit", "observer_identity"): {"host": "h", "worker": 0, "pid": 1, "rand": "0a1b", "n": 1},
     ("redis", "events_key"): {"prefix": "p"},
     ("redis", "room_key"): {"prefix": "p", "room": "r"},
     ("redis", "dlq_key"): {"prefix": "p"},
@@ -372,17 +378,38 @@ def _inconsistencies(s: Settings, rooms_option: str | None = None) -> list[str]:
     problems += _redis_problems(s.redis)
     if pipeline.retry_max_s < pipeline.retry_initial_s:
         problems.append(f"{_name('pipeline', 'retry_max_s')}: below retry_initial_s")
+    return problems + _template_problems(s)
+
+
+def _template_problems(s: Settings) -> list[str]:
+    problems = []
     for (section, key), fields in _TEMPLATES.items():
         template: str = getattr(getattr(s, section), key)
+        allowed = ", ".join("{" + field + "}" for field in fields)
         try:
             filled = template.format(**fields)
-        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
-            allowed = ", ".join("{" + field + "}" for field in fields)
+        except KeyError as exc:
+            unknown = "{" + str(exc.args[0]) + "}"
+            problems.append(f"{_name(section, key)}: unknown placeholder {unknown}; use {allowed}")
+            continue
+        except (IndexError, ValueError, AttributeError, TypeError) as exc:
             problems.append(f"{_name(section, key)}: bad template ({exc!r}); it may use {allowed}")
             continue
         if key == "room_key" and filled == template.format(**{**fields, "room": "other"}):
             problems.append(f"{_name(section, key)}: must use {{room}} (one stream a room)")
+        if key == "observer_identity" and s.workers > 1 and not _per_process(template, fields):
+            problems.append(
+                f"{_name(section, key)}: with {_name('workers')} above 1 it must use {{worker}}, "
+                "{pid} or {rand} (workers would join rooms under one identity, and LiveKit "
+                "disconnects the first of two participants with the same identity)"
+            )
     return problems
+
+
+def _per_process(template: str, fields: dict[str, object]) -> bool:
+    """Whether the identity template differs between two workers of one host."""
+    other = {**fields, "worker": 1, "pid": 2, "rand": "2c3d"}
+    return template.format(**fields) != template.format(**other)
 
 
 def _redis_problems(redis: RedisSettings) -> list[str]:

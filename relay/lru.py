@@ -28,6 +28,10 @@ class LRU(Generic[K, V]):
             self._items.move_to_end(key)
         return value
 
+    def peek(self, key: K) -> V | None:
+        """The value, leaving the order as it is (safe while iterating)."""
+        return self._items.get(key)
+
     def put(self, key: K, value: V) -> None:
         self._items[key] = value
         self._items.move_to_end(key)

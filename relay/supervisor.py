@@ -119,6 +119,7 @@ class Supervisor:
             child.restarts += 1
         env = {**os.environ, "RELAY_WORKERS": "1", "RELAY_HTTP__HOST": "127.0.0.1"}
         env["RELAY_HTTP__PORT"] = str(child.port)
+        env["RELAY_WORKER_INDEX"] = str(child.index)  # its observers' {worker}
         child.proc = subprocess.Popen(self._argv, env=env)  # stdout, stderr: the pod's
         child.started_at = time.monotonic()
         log.info("worker_spawned", worker=child.index, pid=child.proc.pid, port=child.port)

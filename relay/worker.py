@@ -103,13 +103,15 @@ class Worker:
             mints_tokens=settings.livekit.can_mint_tokens,
             sessions=SessionReader(self._redis, settings.redis) if self._redis else None,
         )
+        self.ingest: IngestService | None = None
         if settings.ingest.enabled:  # POST /v1/ingest: what browsers forward
-            ingest = IngestService(
+            self.ingest = IngestService(
                 settings.ingest,
                 self.pipeline,
                 max_payload_bytes=settings.pipeline.max_payload_bytes,
+                on_room_idle=self._ingest_room_idle,
             )
-            add_ingest_routes(app, ingest)
+            add_ingest_routes(app, self.ingest)
         if self.scaleout is not None:
             self.scaleout.register_routes(app)
         self.http = HttpServer(app, settings.http.host, settings.http.port)
@@ -117,8 +119,19 @@ class Worker:
     def _make_observer(self, target: RoomTarget) -> ObservedRoom:
         s = self.settings
         return ObservedRoom(
-            target, self.pipeline, s.livekit, s.pipeline, room_factory=self._room_factory
+            target,
+            self.pipeline,
+            s.livekit,
+            s.pipeline,
+            room_factory=self._room_factory,
+            worker_index=s.worker_index,
         )
+
+    def _ingest_room_idle(self, room: str) -> None:
+        """Ingest holds nothing of `room` any more: its seq counter and id state go, unless
+        the room is observed (the observer's leave forgets them then)."""
+        if not self.rooms.observes(room):
+            self.pipeline.forget_room(room)
 
     async def readiness(self) -> dict[str, bool]:
         checks = {"rooms": self.rooms.static_rooms_ready()}

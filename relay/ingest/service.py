@@ -5,6 +5,12 @@ Items become the observer's raw items (relay/contract/raw.py); their events are 
 `ingress="ingest"`. A repeated (client, seq) of a session is answered `duplicate` and not
 decoded again; and since ids are deterministic, a repeat that got past the window (a
 second relay, a window that forgot) still gets the id it had for events that carry one.
+
+Sessions end when their tokens have expired (swept at most every SWEEP_INTERVAL_S, by the
+requests themselves) or when `ingest.max_sessions` newer ones push them out. A room is in
+use while ingest holds a session of it or a batch of it is being handed on; when its last
+use ends, `on_room_idle(room)` is called (the worker: the pipeline forgets the room's
+counters unless it is observed), so rooms only ever posted to do not pile up.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from relay.config import IngestSettings
@@ -32,6 +39,9 @@ from relay.ingest.metrics import RejectReason
 from relay.ingest.session import IngestSession, TokenBucket
 from relay.ingest.tokens import IngestGrant
 from relay.lru import LRU
+
+RoomIdle = Callable[[str], None]
+SWEEP_INTERVAL_S = 10.0  # how often a request looks for sessions whose tokens expired
 
 
 class Refused(Exception):
@@ -64,12 +74,26 @@ class Outcome:
 
 class IngestService:
     def __init__(
-        self, settings: IngestSettings, intake: EntryIntake, *, max_payload_bytes: int
+        self,
+        settings: IngestSettings,
+        intake: EntryIntake,
+        *,
+        max_payload_bytes: int,
+        on_room_idle: RoomIdle | None = None,
+        clock: Callable[[], float] = time.time,
+        sweep_interval_s: float = SWEEP_INTERVAL_S,
     ) -> None:
+        """`on_room_idle(room)`: ingest no longer uses `room` (module docstring); `clock`:
+        the wall clock token expiries are compared with."""
         self.settings = settings
         self._intake = intake
         self._max_payload_bytes = max_payload_bytes
         self._sessions: LRU[tuple[str, str], IngestSession] = LRU(settings.max_sessions)
+        self._on_room_idle = on_room_idle
+        self._clock = clock
+        self._uses: dict[str, int] = {}  # per room: sessions held + batches being handed on
+        self._sweep_interval_s = sweep_interval_s
+        self._next_sweep = 0.0
 
     def check(self, grant: IngestGrant, batch: Batch, origin: str | None) -> IngestSession:
         """The batch's session, if the token allows the batch now; else Refused."""
@@ -80,6 +104,9 @@ class IngestService:
         if grant.origin is not None and origin != grant.origin:
             raise Refused(403, "wrong_origin", "the token is bound to another origin")
         now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self._sweep_interval_s
+            self.end_expired_sessions()
         session = self._session(grant, now)
         wait_s = session.bucket.take(len(batch.items), now)
         if wait_s > 0:
@@ -92,6 +119,14 @@ class IngestService:
         if batch.dropped:
             metrics.INGEST_CLIENT_DROPPED.inc(batch.dropped)
         outcome = Outcome()
+        self._use(session.room)
+        try:
+            await self._ingest(session, batch, outcome)
+        finally:
+            self._unuse(session.room)
+        return outcome
+
+    async def _ingest(self, session: IngestSession, batch: Batch, outcome: Outcome) -> None:
         async with session.lock:
             entries: list[Entry] = []
             seqs = session.seqs(batch.client)
@@ -110,7 +145,6 @@ class IngestService:
             metrics.taken("duplicate", len(outcome.duplicate))
             for entry in entries:
                 await self._intake.submit(entry)
-        return outcome
 
     def _raw_item(
         self, item: Item, ctx: RoomContext, now: float, outcome: Outcome
@@ -134,16 +168,62 @@ class IngestService:
     def _session(self, grant: IngestGrant, now: float) -> IngestSession:
         key = (grant.room, grant.session)
         session = self._sessions.get(key)
-        if session is None:
-            s = self.settings
-            bucket = TokenBucket(s.rate_items_per_s, s.burst_items, now)
-            session = IngestSession(*key, window=s.dedupe_window, bucket=bucket)
-            self._sessions.put(key, session)
+        if session is not None:
+            session.expires_at = max(session.expires_at, grant.expires_at)  # a refreshed token
+            return session
+        s = self.settings
+        bucket = TokenBucket(s.rate_items_per_s, s.burst_items, now)
+        session = IngestSession(
+            *key, window=s.dedupe_window, bucket=bucket, expires_at=grant.expires_at
+        )
+        if len(self._sessions) >= self._sessions.cap:  # the least recently used one goes
+            self._end_session(next(iter(self._sessions)))
+        self._sessions.put(key, session)
+        self._use(grant.room)
         return session
+
+    def end_expired_sessions(self) -> int:
+        """End the sessions whose tokens have all expired (none of them can post any more),
+        but for one whose batch is being handed on; how many ended."""
+        now = self._clock()
+        expired = [
+            key
+            for key in self._sessions
+            if (session := self._sessions.peek(key)) is not None
+            and session.expires_at <= now
+            and not session.lock.locked()
+        ]
+        for key in expired:
+            self._end_session(key)
+        return len(expired)
+
+    def _end_session(self, key: tuple[str, str]) -> None:
+        if self._sessions.pop(key) is not None:
+            self._unuse(key[0])
+
+    def _use(self, room: str) -> None:
+        self._uses[room] = self._uses.get(room, 0) + 1
+
+    def _unuse(self, room: str) -> None:
+        left = self._uses[room] - 1
+        if left:
+            self._uses[room] = left
+            return
+        del self._uses[room]
+        if self._on_room_idle is not None:
+            self._on_room_idle(room)
 
     @property
     def sessions(self) -> int:
         return len(self._sessions)
+
+    @property
+    def rooms_in_use(self) -> int:
+        """Rooms with a session held or a batch being handed on."""
+        return len(self._uses)
+
+    def uses_room(self, room: str) -> bool:
+        return room in self._uses
 
 
 def to_raw_item(item: Item, ctx: RoomContext, received_at: float) -> RawItem:

@@ -1,5 +1,5 @@
 """One ingest session (a token's room + session): its decode state, what it already took,
-and its item budget. All bounded."""
+its item budget, and until when a token of it can post. All bounded."""
 
 from __future__ import annotations
 
@@ -54,9 +54,14 @@ class TokenBucket:
 
 
 class IngestSession:
-    def __init__(self, room: str, session: str, *, window: int, bucket: TokenBucket) -> None:
+    def __init__(
+        self, room: str, session: str, *, window: int, bucket: TokenBucket, expires_at: float
+    ) -> None:
         self.room = room
         self.session = session
+        # The latest expiry (epoch s) of the tokens seen for it: after that no batch of it
+        # can come, unless a new token for it does.
+        self.expires_at = expires_at
         self.decoder = RoomDecoder()
         self.bucket = bucket
         # Held while a batch is decoded and handed on: batches of a session keep their order.

@@ -59,7 +59,9 @@ class RoomObserver:
         *,
         clock: Callable[[], float] = time.time,
         room_factory: RoomFactory = ObserverRoom,
+        worker_index: int = 0,
     ) -> None:
+        """`worker_index`: this process's slot (`Settings.worker_index`), in its identity."""
         self.target = target
         self.state: ObserverState = "idle"
         # Why the observation ended on its own (a FINAL_DISCONNECTS reason), else None.
@@ -80,7 +82,7 @@ class RoomObserver:
         # When the connection was lost (SDK reconnecting or gave up), for observer.resumed.
         self._lost_at: float | None = None
         self._disconnect_reason = "unknown"
-        self._identity = next_observer_identity(livekit.observer_identity)
+        self._identity = next_observer_identity(livekit.observer_identity, worker=worker_index)
         self._log = log.bind(room=target.room)
 
     # -- lifecycle -------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
+import secrets
 import socket
 from datetime import timedelta
 
@@ -12,11 +14,24 @@ from livekit import api
 from relay.config import LiveKitSettings
 
 _identity_counter = itertools.count(1)
+# Fixed for the life of the process: tells apart processes that share a host name and pid
+# numbers (containers with host networking each run as pid 1).
+_PROCESS_RAND = secrets.token_hex(2)
 
 
-def next_observer_identity(template: str) -> str:
-    """`relay-{host}-{n}`: unique per process and host, readable in LiveKit's dashboards."""
-    return template.format(host=socket.gethostname(), n=next(_identity_counter))
+def next_observer_identity(template: str, *, worker: int = 0) -> str:
+    """The template filled in: {host}, {worker} (the supervisor's slot), {pid}, {rand} (4
+    hex digits drawn once per process), {n} (a counter of this process). The default
+    `relay-{host}-{worker}-{pid}-{n}` is unique across hosts, workers and processes, so no
+    observer replaces another in a room (LiveKit disconnects the earlier of two
+    participants with one identity)."""
+    return template.format(
+        host=socket.gethostname(),
+        worker=worker,
+        pid=os.getpid(),
+        rand=_PROCESS_RAND,
+        n=next(_identity_counter),
+    )
 
 
 def mint_observer_token(api_key: str, api_secret: str, room: str, identity: str, ttl_s: int) -> str:

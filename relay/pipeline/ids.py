@@ -103,8 +103,9 @@ class IdMinter:
         return f"{ID_PREFIX}{base}-{occurrence}"
 
     def forget_room(self, room: str) -> None:
-        """Drop a room's occurrence counts (the room was left)."""
+        """Drop a room's occurrence counts, of every ingress (the room was left)."""
         self._rooms.pop(room)
+        self._rooms.pop(f"{room}\0ingest")
 
     @property
     def rooms_tracked(self) -> int:

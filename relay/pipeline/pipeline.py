@@ -177,6 +177,11 @@ class Pipeline:
     def last_seq(self, room: str) -> int:
         return self._seqs.get(room, 0)
 
+    @property
+    def rooms_tracked(self) -> int:
+        """Rooms with a seq counter here (until `forget_room`)."""
+        return len(self._seqs)
+
     def _accept(self, entry: Entry) -> None:
         self._pending.append(entry)
         self._appended += 1

@@ -128,6 +128,10 @@ class RoomManager:
     def wanted(self) -> list[str]:
         return list(self._observers)
 
+    def observes(self, room: str) -> bool:
+        """Whether this process observes `room` (joining, joined or still leaving it)."""
+        return room in self._observers
+
     def static_rooms_ready(self) -> bool:
         """Every static room is observed, or its room ended (nothing left to observe)."""
         return all(

@@ -26,9 +26,17 @@ class ObservedRoom:
         limits: PipelineSettings,
         *,
         room_factory: RoomFactory = ObserverRoom,
+        worker_index: int = 0,
     ) -> None:
         self.inbox = RoomInbox(target.room, limits.room_queue_max)
-        self.observer = RoomObserver(target, self.inbox, livekit, limits, room_factory=room_factory)
+        self.observer = RoomObserver(
+            target,
+            self.inbox,
+            livekit,
+            limits,
+            room_factory=room_factory,
+            worker_index=worker_index,
+        )
         self.decode = DecodeStage(self.inbox, intake)
 
     @property

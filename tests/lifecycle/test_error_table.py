@@ -74,6 +74,11 @@ CONFIG_CASES = [
     ("section http", {"RELAY_HTTP__PORT": "70000"}, ["RELAY_HTTP__PORT", "65535"]),
     ("section log", {"RELAY_LOG__LEVEL": "loud"}, ["RELAY_LOG__LEVEL", "'debug'"]),
     ("top level", {"RELAY_MAX_ROOMS": "0"}, ["RELAY_MAX_ROOMS", "greater than 0"]),
+    (
+        "identity placeholder",
+        {"RELAY_LIVEKIT__OBSERVER_IDENTITY": "relay-{pod}-{n}"},
+        ["RELAY_LIVEKIT__OBSERVER_IDENTITY", "unknown placeholder {pod}", "{worker}"],
+    ),
     ("section not JSON", {"RELAY_REDIS": "{"}, ["RELAY_REDIS ", "not valid JSON"]),
     (
         "two problems, one line",

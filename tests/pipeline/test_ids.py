@@ -116,6 +116,16 @@ def test_forget_room_restarts_the_numbering() -> None:
     assert mint(minter, event()) == first
 
 
+def test_forget_room_forgets_the_counts_of_every_ingress() -> None:
+    minter = IdMinter()
+    observed, ingested = event(), dataclasses.replace(event(), ingress="ingest")
+    for seen in (observed, ingested):
+        mint(minter, seen)
+    assert minter.rooms_tracked == 2  # counted apart: each ingress numbers its own repeats
+    minter.forget_room("lobby")
+    assert minter.rooms_tracked == 0
+
+
 def test_state_is_bounded_by_rooms_and_buckets() -> None:
     minter = IdMinter(max_rooms=2)
     for second in range(1000):

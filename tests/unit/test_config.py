@@ -64,6 +64,20 @@ def test_invalid_value_names_the_environment_variable(monkeypatch: pytest.Monkey
         ({"RELAY_REDIS__ROOM_KEY": "x:{prefix.y}"}, ["RELAY_REDIS__ROOM_KEY", "bad template"]),
         ({"RELAY_REDIS__ROOM_KEY": "x:{{room}}"}, ["RELAY_REDIS__ROOM_KEY", "must use {room}"]),
         ({"RELAY_LIVEKIT__OBSERVER_IDENTITY": "o-{n[0]}"}, ["OBSERVER_IDENTITY"]),
+        (
+            {"RELAY_LIVEKIT__OBSERVER_IDENTITY": "o-{worker}-{pid}-{rand}-{proc}"},
+            ["RELAY_LIVEKIT__OBSERVER_IDENTITY", "unknown placeholder {proc}", "{rand}, {n}"],
+        ),
+        ({"RELAY_WORKER_INDEX": "-1"}, ["RELAY_WORKER_INDEX"]),
+        # Several workers with an identity template that is the same in each of them.
+        (
+            {
+                "RELAY_WORKERS": "2",
+                "RELAY_DISCOVERY__ENABLED": "true",
+                "RELAY_LIVEKIT__OBSERVER_IDENTITY": "relay-{host}-{n}",
+            },
+            ["RELAY_LIVEKIT__OBSERVER_IDENTITY", "RELAY_WORKERS", "{worker}, {pid} or {rand}"],
+        ),
     ],
 )
 def test_contradictory_or_unusable_settings_name_their_variables(
@@ -75,6 +89,27 @@ def test_contradictory_or_unusable_settings_name_their_variables(
         load_settings()
     for name in names:
         assert name in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "template", ["relay-{host}-{worker}-{n}", "relay-{pid}-{n}", "obs-{rand}-{n}"]
+)
+def test_several_workers_take_a_template_that_tells_them_apart(
+    monkeypatch: pytest.MonkeyPatch, template: str
+) -> None:
+    monkeypatch.setenv("RELAY_WORKERS", "2")
+    monkeypatch.setenv("RELAY_DISCOVERY__ENABLED", "true")
+    monkeypatch.setenv("RELAY_LIVEKIT__OBSERVER_IDENTITY", template)
+    assert load_settings().livekit.observer_identity == template
+
+
+def test_the_old_identity_template_still_loads_for_one_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RELAY_LIVEKIT__OBSERVER_IDENTITY", "relay-{host}-{n}")
+    monkeypatch.setenv("RELAY_WORKER_INDEX", "3")
+    settings = load_settings()
+    assert (settings.livekit.observer_identity, settings.worker_index) == ("relay-{host}-{n}", 3)
 
 
 def test_static_rooms_with_credentials_load(monkeypatch: pytest.MonkeyPatch) -> None:
