@@ -24,6 +24,7 @@ from livekit import api
 
 from relay.dev.launch import DevServer
 from relay.dev.netns import NetNS
+from tests.e2e.scaleout import TTL_S, join, owners, scaleout_env, wait_joined, wait_log
 from tests.e2e.support import (
     Deadline,
     Event,
@@ -34,7 +35,6 @@ from tests.e2e.support import (
     has,
     unique,
 )
-from tests.e2e.test_scaleout import TTL_S, join, owners, scaleout_env, wait_joined, wait_log
 from tests.fixtures.lk_client import LkProcess
 
 pytestmark = pytest.mark.e2e
