@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from relay.config import Settings
 from relay.redis_client import create_redis, describe_redis_error, no_answer_hint, ping
+from relay.sinks import write_guard
 
 CHECK_TIMEOUT_S = 5.0
 Status = Literal["OK", "FAIL", "SKIPPED"]
@@ -78,13 +79,14 @@ async def check_redis(settings: Settings) -> Result:
     redis = create_redis(settings.redis)
     try:
         await ping(redis)
+        guard = await write_guard.describe(settings.redis.write_guard, redis)
     except (RedisError, OSError) as exc:
         raise Failed(
             f"no answer at {where}: {describe_redis_error(exc, tls=settings.redis.tls)}"
         ) from None
     finally:
         await redis.aclose()
-    return Result("redis", "OK", f"PING answered at {where}")
+    return Result("redis", "OK", f"PING answered at {where}; write guard: {guard}")
 
 
 async def check_livekit(settings: Settings) -> Result:

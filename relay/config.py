@@ -96,6 +96,12 @@ class RedisSettings(_Section):
     # pipeline accepted then survives a failover. 0: the master's reply is enough.
     wait_replicas: int = Field(default=0, ge=0)
     wait_timeout_s: float = Field(default=1.0, gt=0)
+    # No entry id written twice to a stream (relay/sinks/write_guard.py): `idmp` (XADD ...
+    # IDMP, Redis 8.6+), `script` (a guard key per id, in a Lua script with the XADD),
+    # `off`; `auto` picks idmp where the server has it. The script's guards last
+    # dedupe_window_s: a repeat later than that is written again.
+    write_guard: Literal["auto", "idmp", "script", "off"] = "auto"
+    dedupe_window_s: float = Field(default=900.0, gt=0)
 
     @field_validator("sentinels")
     @classmethod

@@ -32,6 +32,12 @@ SINK_WRITE_DURATION = Histogram(
 SINK_WRITE_FAILURES = Counter(
     "relay_sink_write_failures_total", "Batch writes that failed (and were retried).", ["sink"]
 )
+DUPLICATES_SKIPPED = Counter(
+    "relay_duplicates_skipped_total",
+    "XADDs the write guard skipped: the id was already in the stream (a retried batch, a "
+    "second observer, a replay).",
+    ["stream"],
+)
 LOOP_LAG = Histogram(
     "relay_event_loop_lag_seconds",
     "How late the event loop woke a 50 ms timer: what delays every event behind it.",

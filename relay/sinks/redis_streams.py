@@ -4,13 +4,16 @@ Each event goes to two streams, the all-events stream and its room's stream
 (`{prefix}:room:{<room>}`, the braces a Cluster hash tag), with the fields `kind`, `room`,
 `id`, `event`; each dead letter goes to the DLQ stream with `reason`, `room`, `entry`.
 A pipeline is not atomic: after a failure part of the batch may already be written, and
-the retried batch writes it again, with the same ids, for consumers to drop.
+the retried batch comes again with the same ids; the write guard (relay/sinks/write_guard.py)
+skips what a stream already has, so each id is written once (with `redis.write_guard=off`
+the repeats are written, for consumers to drop).
 
 The batch goes out in one socket write on a connection the sink keeps (taken from the
 client's pool), and the replies are read in order: at realistic rates a batch holds one
 event, and a redis-py `Pipeline` object per batch cost twice the CPU of this at 300
 writes/s. The commands are encoded here, in RESP, from parts made once: each stream's
-`XADD key MAXLEN ~ n *` and an event's fields (the same bytes serve both of its XADDs).
+command head for the guard mode and an event's fields (the same bytes serve both of its
+streams).
 A connection error drops the connection (its replies may be half read); the next write
 takes a fresh one.
 
@@ -31,7 +34,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError, RedisError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
 from relay import keys, redis_client
 from relay.config import RedisSettings
@@ -39,15 +42,14 @@ from relay.contract.event import Entry, Event
 from relay.contract.sink import Rejected, Sink
 from relay.errors import SinkError
 from relay.lru import LRU
+from relay.metrics import DUPLICATES_SKIPPED
+from relay.sinks import write_guard
 from relay.sinks.redis_cluster import ClusterWriter, Command
+from relay.sinks.write_guard import GUARDED_XADD, GUARDED_XADD_SHA, GuardMode, guard_prefix
 
-ROOM_CACHE_MAX = 4096  # room names -> their stream's XADD head (rooms come and go)
-
-
-def _xadd_head(key: str, maxlen: int) -> tuple[bytes, ...]:
-    """`XADD key MAXLEN ~ maxlen *`: trimming is approximate (whole radix-tree nodes),
-    which costs next to nothing; the id is Redis's own."""
-    return (b"XADD", key.encode(), b"MAXLEN", b"~", str(maxlen).encode(), b"*")
+ROOM_CACHE_MAX = 4096  # room names -> their stream's command parts (rooms come and go)
+EVENT_FIELDS = 4  # kind, room, id, event
+LETTER_FIELDS = 3  # reason, room, entry
 
 
 def _bulk(arg: bytes) -> bytes:
@@ -61,13 +63,64 @@ def pack(commands: Sequence[Sequence[bytes]]) -> bytes:
     )
 
 
+def _xadd_head(key: str, maxlen: int) -> tuple[bytes, ...]:
+    """`XADD key MAXLEN ~ maxlen *`: trimming is approximate (whole radix-tree nodes),
+    which costs next to nothing; the id is Redis's own."""
+    return (b"XADD", key.encode(), b"MAXLEN", b"~", str(maxlen).encode(), b"*")
+
+
 _KIND, _ROOM, _ID, _EVENT = (_bulk(name) for name in (b"kind", b"room", b"id", b"event"))
 _REASON, _ENTRY = _bulk(b"reason"), _bulk(b"entry")
+_XADD = _bulk(b"XADD")
 
 
-def _resp_head(head: tuple[bytes, ...], pairs: int) -> bytes:
-    """An XADD's array header and head arguments in RESP, for `pairs` field-value pairs."""
-    return b"*%d\r\n%s" % (len(head) + 2 * pairs, b"".join(map(_bulk, head)))
+class _Commands:
+    """An event's command to one stream in RESP, for the guard mode, from parts made once:
+
+        off:    *N XADD key MAXLEN ~ n *                                   <fields>
+        idmp:   *N XADD key IDMP <room> <id> MAXLEN ~ n *                  <fields>
+        script: *N EVALSHA <sha> 2 <guard-prefix><id> key <window> n       <fields>
+
+    i.e. `lead + pre + <the entry's part> + post + fields`; a stream's `pre` and `post`
+    come from `stream()`. After NOSCRIPT the batch goes again as EVAL with the script's
+    body (`loading`), which also loads it."""
+
+    def __init__(self, mode: GuardMode, window_ms: int, prefix: str) -> None:
+        self.mode = mode
+        self._window = _bulk(b"%d" % window_ms)
+        self._prefix = prefix
+        size = 2 * EVENT_FIELDS + {"off": 6, "idmp": 9, "script": 7}[mode]
+        count = b"*%d\r\n" % size
+        if mode == "script":
+            self._leads = (
+                count + _bulk(b"EVALSHA") + _bulk(GUARDED_XADD_SHA) + _bulk(b"2"),
+                count + _bulk(b"EVAL") + _bulk(GUARDED_XADD) + _bulk(b"2"),
+            )
+        else:
+            self._leads = (count + _XADD, count + _XADD)
+
+    def lead(self, loading: bool) -> bytes:
+        return self._leads[loading]
+
+    def stream(self, key: str, maxlen: int) -> tuple[bytes, bytes, bytes]:
+        """A stream's (pre, post, guard key prefix)."""
+        trim = _bulk(b"MAXLEN") + _bulk(b"~") + _bulk(b"%d" % maxlen) + _bulk(b"*")
+        if self.mode == "off":
+            return _bulk(key.encode()) + trim, b"", b""
+        if self.mode == "idmp":
+            return _bulk(key.encode()) + _bulk(b"IDMP"), trim, b""
+        post = _bulk(key.encode()) + self._window + _bulk(b"%d" % maxlen)
+        return b"", post, guard_prefix(self._prefix, key).encode("utf-8", "replace")
+
+    def entry_part(self, guard: bytes, room: bytes, event_id: bytes) -> bytes:
+        if self.mode == "off":
+            return b""
+        if self.mode == "idmp":
+            return room + _bulk(event_id)  # the producer is the room
+        return _bulk(guard + event_id)
+
+
+Stream = tuple[bytes, bytes, bytes]  # _Commands.stream(): pre, post, guard key prefix
 
 
 class RedisStreamsSink(Sink):
@@ -83,14 +136,20 @@ class RedisStreamsSink(Sink):
         self._redis = redis
         self._settings = settings
         self._close_client = close_client
+        # The guard mode: `auto` is resolved at the first write (it asks the server).
+        self._commands: _Commands | None = None
+        if settings.write_guard != "auto":
+            self._use(settings.write_guard)
         # Commands are built from bytes: redis-py passes bytes through as they are, where
         # every str or int argument costs it a round of type checks and an encode.
         self._events_head = _xadd_head(keys.events_key(settings), settings.events_maxlen)
         self._dlq_head = _xadd_head(keys.dlq_key(settings), settings.dlq_maxlen)
-        self._events_resp = _resp_head(self._events_head, 4)  # kind, room, id, event
-        self._dlq_resp = _resp_head(self._dlq_head, 3)  # reason, room, entry
-        # room -> (its stream's XADD head, the same in RESP, the room name as a RESP value)
-        self._rooms: LRU[str, tuple[tuple[bytes, ...], bytes, bytes]] = LRU(ROOM_CACHE_MAX)
+        self._dlq_resp = b"*%d\r\n%s" % (
+            len(self._dlq_head) + 2 * LETTER_FIELDS,
+            b"".join(map(_bulk, self._dlq_head)),
+        )
+        # room -> (its stream's key, command parts, the room name as a RESP value)
+        self._rooms: LRU[str, tuple[bytes, Stream, bytes]] = LRU(ROOM_CACHE_MAX)
         self._conn: Connection | None = None  # the connection batches are written on
         # A Redis Cluster client: batches are grouped by node (relay/sinks/redis_cluster.py).
         self._cluster = ClusterWriter(redis) if isinstance(redis, RedisCluster) else None
@@ -99,36 +158,83 @@ class RedisStreamsSink(Sink):
         self._wait_resp = pack(
             [(b"WAIT", b"%d" % settings.wait_replicas, b"%d" % (settings.wait_timeout_s * 1000))]
         )
+        self.duplicates_skipped = 0  # XADDs the guard skipped (both streams)
+        self._skipped = {
+            stream: DUPLICATES_SKIPPED.labels(stream=stream) for stream in ("events", "room")
+        }
+
+    def _use(self, mode: GuardMode) -> None:
+        window_ms = int(self._settings.dedupe_window_s * 1000)
+        self._commands = _Commands(mode, window_ms, self._settings.prefix)
+        self._events = self._commands.stream(
+            keys.events_key(self._settings), self._settings.events_maxlen
+        )
+        self._rooms = LRU(ROOM_CACHE_MAX)
+
+    @property
+    def guard(self) -> GuardMode | None:
+        """The write guard in use (None: `auto`, before the first write asked the server)."""
+        return None if self._commands is None else self._commands.mode
+
+    async def resolve_guard(self) -> GuardMode:
+        if self._commands is None:
+            try:
+                mode = await write_guard.resolve(self._settings.write_guard, self._redis)
+            except (RedisError, OSError) as exc:
+                reason = redis_client.describe_redis_error(exc, tls=self._settings.tls)
+                raise SinkError(f"cannot ask Redis for its version: {reason}") from exc
+            self._use(mode)
+        assert self._commands is not None
+        return self._commands.mode
 
     def room_key(self, room: str) -> str:
         return keys.room_key(self._settings, room)
 
-    def _room(self, room: str) -> tuple[tuple[bytes, ...], bytes, bytes]:
+    def _room(self, room: str) -> tuple[bytes, Stream, bytes]:
         cached = self._rooms.get(room)
         if cached is None:
-            head = _xadd_head(self.room_key(room), self._settings.room_maxlen)
-            cached = (head, _resp_head(head, 4), _bulk(room.encode("utf-8", "replace")))
+            assert self._commands is not None
+            key = self.room_key(room)
+            stream = self._commands.stream(key, self._settings.room_maxlen)
+            cached = (key.encode(), stream, _bulk(room.encode("utf-8", "replace")))
             self._rooms.put(room, cached)
         return cached
 
-    def encode(self, batch: Sequence[Entry]) -> tuple[bytes, int]:
-        """The batch's XADDs in RESP, and how many commands (replies) that is."""
-        keyed = self.keyed(batch)
+    def encode(self, batch: Sequence[Entry], *, loading: bool = False) -> tuple[bytes, int]:
+        """The batch's commands in RESP, and how many commands (replies) that is."""
+        keyed = self.keyed(batch, loading=loading)
         return b"".join(resp for _, resp in keyed), len(keyed)
 
-    def keyed(self, batch: Sequence[Entry]) -> list[Command]:
-        """The batch's XADDs one by one in RESP, each with its key (a Cluster routes by key;
-        one node takes them all in one write)."""
+    def keyed(self, batch: Sequence[Entry], *, loading: bool = False) -> list[Command]:
+        """The batch's commands one by one in RESP, each with its stream's key (a Cluster
+        routes by key, and a guard shares its stream's slot; one node takes them all in
+        one write): two an event (the events stream, its room's), one a dead letter."""
+        commands = self._commands
+        assert commands is not None, "resolve_guard() first"
+        lead = commands.lead(loading)
         out: list[Command] = []
         events_key, dlq_key = self._events_head[1], self._dlq_head[1]
         for entry in batch:
             if isinstance(entry, Event):
-                head, room_resp, room = self._room(entry.room)
+                room_key, (pre, post, guard), room = self._room(entry.room)
+                event_id = entry.id.encode()
                 fields = b"".join(
-                    (_KIND, _bulk(entry.kind.encode()), _ROOM, room, _ID,
-                     _bulk(entry.id.encode()), _EVENT, _bulk(entry.json_bytes()))
+                    (_KIND, _bulk(entry.kind.encode()), _ROOM, room, _ID, _bulk(event_id),
+                     _EVENT, _bulk(entry.json_bytes()))
                 )  # fmt: skip
-                out += [(events_key, self._events_resp + fields), (head[1], room_resp + fields)]
+                e_pre, e_post, e_guard = self._events
+                out += [
+                    (
+                        events_key,
+                        b"".join((lead, e_pre, commands.entry_part(e_guard, room, event_id),
+                                  e_post, fields)),
+                    ),
+                    (
+                        room_key,
+                        b"".join((lead, pre, commands.entry_part(guard, room, event_id),
+                                  post, fields)),
+                    ),
+                ]  # fmt: skip
             else:
                 room = _bulk(entry.room.encode("utf-8", "replace"))
                 letter = (self._dlq_resp, _REASON, _bulk(entry.reason.encode()), _ROOM, room)
@@ -136,12 +242,12 @@ class RedisStreamsSink(Sink):
         return out
 
     def commands(self, batch: Sequence[Entry]) -> list[tuple[bytes, ...]]:
-        """The same XADDs as argument tuples (what `encode` packs; the benchmark's
-        baselines send these through redis-py)."""
+        """The same writes as unguarded XADD argument tuples (what `encode` packs with the
+        guard off; the benchmark's baselines send these through redis-py)."""
         out: list[tuple[bytes, ...]] = []
         for entry in batch:
             if isinstance(entry, Event):
-                room_head = self._room(entry.room)[0]
+                room_head = _xadd_head(self.room_key(entry.room), self._settings.room_maxlen)
                 room = entry.room.encode("utf-8", "replace")
                 fields = (
                     b"kind", entry.kind.encode(), b"room", room, b"id", entry.id.encode(),
@@ -157,29 +263,44 @@ class RedisStreamsSink(Sink):
     async def write(self, batch: Sequence[Entry]) -> list[Rejected]:
         if not batch:
             return []
-        if self._cluster is not None:
-            return await self._write_cluster(batch, self._cluster)
-        payload, commands = self.encode(batch)
-        if self._wait_replicas:
-            payload, commands = payload + self._wait_resp, commands + 1
+        mode = await self.resolve_guard()
+        replies = await self._write_replies(batch, loading=False)
+        if mode == "script" and any(isinstance(r, NoScriptError) for r in replies):
+            # Redis restarted or flushed its scripts: the batch again, as EVAL, loads it;
+            # what the first try wrote is skipped by its guard.
+            replies = await self._write_replies(batch, loading=True)
+        if mode == "script":
+            self._count_skipped(batch, replies)
+        return _rejected(batch, replies)
+
+    async def _write_replies(self, batch: Sequence[Entry], *, loading: bool) -> list[Any]:
         try:
+            if self._cluster is not None:
+                return await self._cluster.send(self.keyed(batch, loading=loading))
+            payload, commands = self.encode(batch, loading=loading)
+            if self._wait_replicas:
+                payload, commands = payload + self._wait_resp, commands + 1
             replies = await self._pipelined(payload, commands)
         except (RedisError, OSError) as exc:
             reason = redis_client.describe_redis_error(exc, tls=self._settings.tls)
             raise SinkError(f"{len(batch)} entries not written: {reason}") from exc
         if self._wait_replicas:
             await self._check_replicated(len(batch), replies.pop())
-        return _rejected(batch, replies)
+        return replies
 
-    async def _write_cluster(
-        self, batch: Sequence[Entry], cluster: ClusterWriter
-    ) -> list[Rejected]:
-        try:
-            replies = await cluster.send(self.keyed(batch))
-        except (RedisError, OSError) as exc:
-            reason = redis_client.describe_redis_error(exc, tls=self._settings.tls)
-            raise SinkError(f"{len(batch)} entries not written: {reason}") from exc
-        return _rejected(batch, replies)
+    def _count_skipped(self, batch: Sequence[Entry], replies: Sequence[Any]) -> None:
+        """A nil reply to a guarded XADD: a repeat, skipped."""
+        position = 0
+        for entry in batch:
+            if isinstance(entry, Event):
+                pair = replies[position : position + 2]
+                for stream, reply in zip(("events", "room"), pair, strict=True):
+                    if reply is None:
+                        self._skipped[stream].inc()
+                        self.duplicates_skipped += 1
+                position += 2
+            else:
+                position += 1
 
     async def _check_replicated(self, entries: int, reply: Any) -> None:
         if isinstance(reply, Exception) or reply < self._wait_replicas:

@@ -53,7 +53,10 @@ async def _write_through_a_reshard(harness: Harness, servers: ClusterSet) -> Non
     writer = harness.sink._cluster
     assert writer is not None and writer.redirects > 0  # MOVED (or ASK) seen and followed
     for room in ROOMS:
-        seqs, _ = dedupe_in_order(await harness.room_events(room))
+        seqs, duplicates = dedupe_in_order(await harness.room_events(room))
         assert seqs == list(range(1, harness.submitted[room] + 1)), room
+        assert duplicates == 0, room  # the write guard, its keys in the stream's slot
     everything = await harness.reader.xrange(f"{PREFIX}:events")
     assert len({fields[b"id"] for _, fields in everything}) == sum(harness.submitted.values())
+    assert len(everything) == sum(harness.submitted.values())
+    assert harness.sink.guard == "script"

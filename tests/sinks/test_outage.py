@@ -131,20 +131,28 @@ class LostAcknowledgement(Sink):
         return rejected
 
 
-async def test_a_rewritten_batch_carries_the_same_ids(redis_settings: RedisSettings) -> None:
-    client = create_redis(redis_settings)
-    sink = LostAcknowledgement(RedisStreamsSink(client, redis_settings))
-    pipeline = Pipeline(QUICK_RETRY.model_copy(update={"batch_max_events": 4}), [sink])
+@pytest.mark.parametrize(("guard", "repeats"), [("script", 0), ("off", 4)])
+async def test_a_rewritten_batch_is_written_once_unless_the_guard_is_off(
+    redis_settings: RedisSettings, guard: str, repeats: int
+) -> None:
+    settings = redis_settings.model_copy(update={"write_guard": guard})
+    client = create_redis(settings)
+    inner = RedisStreamsSink(client, settings)
+    pipeline = Pipeline(
+        QUICK_RETRY.model_copy(update={"batch_max_events": 4}), [LostAcknowledgement(inner)]
+    )
     for n in range(5):
         for room in ("a", "b"):
             await pipeline.submit(make_event(room, n))
     assert await pipeline.drain(2.0) == 0
-    raw = await client.xrange(f"{redis_settings.prefix}:events")
+    raw = await client.xrange(f"{settings.prefix}:events")
     events = [json.loads(fields[b"event"]) for _, fields in raw]
-    assert len(events) == 14  # the first batch of 4 twice
+    assert len(events) == 10 + repeats  # the first batch of 4 twice, unless guarded
     for room in ("a", "b"):
         seqs, duplicates = dedupe_in_order([e for e in events if e["room"] == room])
-        assert (seqs, duplicates) == ([1, 2, 3, 4, 5], 2)
+        assert (seqs, duplicates) == ([1, 2, 3, 4, 5], repeats // 2)
+        assert await client.xlen(f"{settings.prefix}:room:{{{room}}}") == 5 + repeats // 2
+    assert inner.duplicates_skipped == (8 if guard == "script" else 0)  # 4 events x 2 streams
     await client.aclose()
 
 

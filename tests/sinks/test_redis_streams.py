@@ -9,6 +9,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from relay.config import RedisSettings
@@ -17,6 +18,7 @@ from relay.errors import SinkError
 from relay.redis_client import create_redis, ping
 from relay.sinks import RedisStreamsSink
 from relay.sinks.redis_streams import pack
+from relay.sinks.write_guard import GUARDED_XADD, GUARDED_XADD_SHA, guard_prefix
 from tests.fixtures.redis_server import RedisServer
 from tests.pipeline.support import make_event
 
@@ -136,7 +138,8 @@ async def test_a_write_cut_off_mid_reply_leaves_no_reply_behind(
 
 
 def test_the_resp_encoding_is_the_commands_packed(redis_settings: RedisSettings) -> None:
-    sink = RedisStreamsSink(None, redis_settings)  # type: ignore[arg-type]  # no I/O here
+    settings = redis_settings.model_copy(update={"write_guard": "off"})
+    sink = RedisStreamsSink(None, settings)  # type: ignore[arg-type]  # no I/O here
     letter = DeadLetter(ODD_ROOM, "oversized", time.time(), {"size": 9})
     batch: list[Entry] = [stamped(ODD_ROOM, 0), letter, stamped("plain", 1)]
     payload, count = sink.encode(batch)
@@ -146,3 +149,46 @@ def test_the_resp_encoding_is_the_commands_packed(redis_settings: RedisSettings)
     # pack() itself, against redis-py's own encoder:
     conn = aioredis.Connection()
     assert pack(commands) == b"".join(conn.pack_commands(commands))
+
+
+def guarded(
+    mode: str, command: tuple[bytes, ...], prefix: str, *, loading: bool
+) -> tuple[bytes, ...]:
+    """An unguarded `XADD key MAXLEN ~ n * fields...` as the guard mode sends it."""
+    key, maxlen, fields = command[1], command[4], command[6:]
+    event_id = fields[fields.index(b"id") + 1]
+    if mode == "idmp":
+        room = fields[fields.index(b"room") + 1]
+        return (b"XADD", key, b"IDMP", room, event_id, *command[2:])
+    guard = guard_prefix(prefix, key.decode()).encode() + event_id
+    call = (b"EVAL", GUARDED_XADD) if loading else (b"EVALSHA", GUARDED_XADD_SHA)
+    return (*call, b"2", guard, key, b"900000", maxlen, *fields)
+
+
+@pytest.mark.parametrize(
+    ("mode", "loading"), [("idmp", False), ("script", False), ("script", True)]
+)
+def test_guarded_commands_are_the_xadds_with_their_guard(
+    redis_settings: RedisSettings, mode: str, loading: bool
+) -> None:
+    settings = redis_settings.model_copy(update={"write_guard": mode})
+    sink = RedisStreamsSink(None, settings)  # type: ignore[arg-type]  # no I/O here
+    letter = DeadLetter(ODD_ROOM, "oversized", time.time(), {"size": 9})
+    batch: list[Entry] = [stamped(ODD_ROOM, 0), letter, stamped("plain", 1)]
+    plain = sink.commands(batch)
+    expected = [
+        guarded(mode, c, settings.prefix, loading=loading) if b"id" in c else c for c in plain
+    ]
+    assert sink.encode(batch, loading=loading) == (pack(expected), 5)
+    # Each command is routed by its stream's key (a guard shares the stream's slot).
+    assert [key for key, _ in sink.keyed(batch)] == [c[1] for c in plain]
+
+
+@pytest.mark.parametrize("room", [ODD_ROOM, "plain", "{}", "a}b{c", "café {x}"])
+def test_a_guard_key_is_in_its_streams_cluster_slot(
+    redis_settings: RedisSettings, room: str
+) -> None:
+    for stream in (f"{redis_settings.prefix}:events", f"{redis_settings.prefix}:room:{{{room}}}"):
+        guard = guard_prefix(redis_settings.prefix, stream) + "ev_0123456789abcdef0123"
+        assert guard.startswith(f"{redis_settings.prefix}:dedupe:")
+        assert key_slot(guard.encode()) == key_slot(stream.encode()), (stream, guard)
