@@ -213,6 +213,12 @@ class DiscoverySettings(_Section):
     # A process above its share hands back at most this many rooms a tick, newest first,
     # to a process below it (a replica that started after the others); 0: never.
     rebalance_per_tick: int = Field(default=2, ge=0)
+    # A room handed back is handed over make-before-break: the taker joins first and the
+    # giver leaves once it has (relay/discovery/handover.py); if no taker joined within
+    # this long the giver leaves anyway (a gap, reported). 0: leave first.
+    handover_timeout_s: float = Field(default=10.0, ge=0)
+    # A taker holds at most this many of a room's entries until it wins the lease.
+    shadow_max_entries: int = Field(default=10_000, gt=0)
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     webhook_max_body_bytes: int = Field(default=64 * 1024, gt=0)
     # Room filter: names matching any `include` (glob, or /regex/), none of `exclude`;

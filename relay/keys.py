@@ -93,6 +93,21 @@ def found_key(settings: RedisSettings, room: str) -> str:
     return f"{settings.prefix}:found:{{{room}}}"
 
 
+def handover_key(settings: RedisSettings, room: str) -> str:
+    """A planned move: the owner asks for a taker to join before it leaves (its id)."""
+    return f"{settings.prefix}:handover:{{{room}}}"
+
+
+def shadow_key(settings: RedisSettings, room: str) -> str:
+    """The process observing the room without its lease, to take it over (its id)."""
+    return f"{settings.prefix}:shadow:{{{room}}}"
+
+
+def shadow_joined_key(settings: RedisSettings, room: str) -> str:
+    """Set by the shadow once it joined the room: the owner may leave."""
+    return f"{settings.prefix}:shadow:joined:{{{room}}}"
+
+
 def workers_key(settings: RedisSettings) -> str:
     """Sorted set: worker id -> when its registration expires (ms)."""
     return f"{settings.prefix}:workers"

@@ -120,7 +120,7 @@ class Worker:
         s = self.settings
         return ObservedRoom(
             target,
-            self.pipeline,
+            self.pipeline if self.scaleout is None else self.scaleout.intake,
             s.livekit,
             s.pipeline,
             room_factory=self._room_factory,

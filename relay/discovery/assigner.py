@@ -57,6 +57,7 @@ script finding the lease still ours: the same epoch, a new seq block).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import random
@@ -70,7 +71,9 @@ import structlog
 from relay import keys
 from relay.config import DiscoverySettings, RedisSettings
 from relay.discovery import metrics as m
-from relay.discovery.leases import SEQ_BLOCK, Lease, LeaseStore
+from relay.discovery.handover import HandoverStore
+from relay.discovery.leases import SEQ_BLOCK, Acquired, Lease, LeaseStore
+from relay.discovery.shadow import ShadowIntake
 from relay.discovery.shared import SharedRoomManager
 from relay.observer import RoomTarget
 from relay.pipeline import Pipeline
@@ -79,6 +82,7 @@ from relay.rooms import RoomCapacityError, ShuttingDownError
 log = structlog.get_logger(__name__)
 
 RELEASE_POLL_S = 0.5  # one GET of one key: cheap even with many processes
+HANDOVER_POLL_S = 0.1  # a hand-over's giver and taker: a few keys of one room
 
 
 class Assigner:
@@ -92,6 +96,8 @@ class Assigner:
         *,
         static: Sequence[RoomTarget] = (),
         clock: Callable[[], float] = time.monotonic,
+        handover: HandoverStore | None = None,
+        shadow: ShadowIntake | None = None,
     ) -> None:
         self.clock = clock  # for the live count's stability (tests step their own)
         self._static = list(static)  # written to the wanted set by the first tick that can
@@ -112,6 +118,11 @@ class Assigner:
         self._releases_read = False
         self._seqs_seen: dict[str, int] = {}  # held rooms' last seq at the last tick
         self._stopping = False
+        # Make-before-break hand-overs (relay/discovery/handover.py), when both are given:
+        # the rooms this process observes as a taker, before their lease is won.
+        self._handover = handover if shadow is not None else None
+        self._shadow = shadow
+        self._shadows: dict[str, asyncio.Task[None]] = {}
 
     @property
     def handing(self) -> frozenset[str]:
@@ -119,10 +130,15 @@ class Assigner:
         written."""
         return frozenset(self._handing)
 
+    @property
+    def shadows(self) -> frozenset[str]:
+        """Rooms being taken over: joined, their lease not won yet."""
+        return frozenset(self._shadows)
+
     def _holding(self) -> int:
-        """Rooms held and not being handed back (a hand-back that released its lease is
-        out of `held` before it is out of `_handing`)."""
-        return len(self.held.keys() - self._handing.keys())
+        """Rooms held or being taken over, not being handed back (a hand-back that
+        released its lease is out of `held` before it is out of `_handing`)."""
+        return len((self.held.keys() | self._shadows.keys()) - self._handing.keys())
 
     @property
     def tick_s(self) -> float:
@@ -219,7 +235,10 @@ class Assigner:
         if self._stopping:
             return
         if holding < share:
-            await self._pick_up(entries, await self._holders(entries), share)
+            holders = await self._holders(entries)
+            if self._handover is not None:
+                await self._answer_offers(entries, holders, share, self._handover)
+            await self._pick_up(entries, holders, share)
         elif holding > share and stable and self._settings.rebalance_per_tick:
             holders = await self._holders(entries)
             self._rebalance(entries, share, members, holders, quiet)
@@ -291,17 +310,10 @@ class Assigner:
             won = await self._store.acquire(room, self._settings.lease_ttl_s)
             if won is None:
                 continue
-            epoch, high = won.epoch, won.seq_high
             if self._stopping:  # shutdown began while the acquire was in flight
                 await self._store.release(room)
                 return
-            lease = Lease(room, epoch, high, 0.0)
-            self.held[room] = lease
-            self._arm(lease, sent + self._settings.lease_ttl_s)
-            self._pipeline.own_room(room, epoch, high - SEQ_BLOCK + 1, high)
-            m.LEASE_ACQUIRED.labels(kind="takeover" if epoch > 1 else "first").inc()
-            m.LEASES_HELD.set(len(self.held))
-            log.info("lease_acquired", room=room, epoch=epoch)
+            self._own(room, won, sent, "takeover" if won.epoch > 1 else "first")
             if won.gap_ms is not None:  # observer.joined {reason, gap_ms}: until the join
                 since = time.time() - won.gap_ms / 1000
                 target = dataclasses.replace(
@@ -312,6 +324,103 @@ class Assigner:
             except (ShuttingDownError, RoomCapacityError):
                 await self._give_up(room, "unwanted")
                 return
+
+    def _own(self, room: str, won: Acquired, sent: float, kind: str) -> None:
+        """The lease is won: hold it (renewed by the ticks, fenced at its deadline), and
+        stamp the room's entries with its epoch and seq block."""
+        lease = Lease(room, won.epoch, won.seq_high, 0.0)
+        self.held[room] = lease
+        self._arm(lease, sent + self._settings.lease_ttl_s)
+        self._pipeline.own_room(room, won.epoch, won.seq_high - SEQ_BLOCK + 1, won.seq_high)
+        m.LEASE_ACQUIRED.labels(kind=kind).inc()
+        m.LEASES_HELD.set(len(self.held))
+        log.info("lease_acquired", room=room, epoch=won.epoch, kind=kind)
+
+    async def _answer_offers(
+        self,
+        entries: dict[str, dict[str, object]],
+        holders: dict[str, str | None],
+        share: int,
+        handover: HandoverStore,
+    ) -> None:
+        """Below the share: take over rooms their owners offer (a rebalance), joining
+        them before the owner leaves."""
+        mine = self._store.owner
+        owned = [
+            room
+            for room, holder in holders.items()
+            if holder not in (None, mine) and room not in self._rooms.wanted
+        ]
+        if not owned:
+            return
+        for room, giver in (await handover.offers(owned)).items():
+            if self._holding() >= share or self._stopping:
+                return
+            target = await self._rooms.shared.target(room, entries[room])
+            if target is None or not await handover.claim(room, self._settings.lease_ttl_s):
+                continue  # a url+token room whose token expired; another taker's
+            assert self._shadow is not None
+            self._shadow.hold(room)
+            try:
+                self._rooms.observe(dataclasses.replace(target, joined_reason="handover"))
+            except (ShuttingDownError, RoomCapacityError):
+                self._shadow.discard(room)
+                await handover.unclaim(room)
+                return
+            log.info("handover_answered", room=room, giver=giver)
+            task = asyncio.create_task(self._take_over(room, handover), name=f"take:{room}")
+            self._shadows[room] = task
+
+    async def _take_over(self, room: str, handover: HandoverStore) -> None:
+        """Observe `room` (its entries held back), say so once joined, win its lease when
+        the giver releases it, then write what was held: the overlap is written once (the
+        write guard), nothing between the giver's leave and this lease is missing."""
+        assert self._shadow is not None
+        loop = asyncio.get_running_loop()
+        ttl = self._settings.lease_ttl_s
+        # The giver waits handover_timeout_s for the join, then writes what it received.
+        deadline = loop.time() + self._settings.handover_timeout_s + ttl
+        try:
+            while loop.time() < deadline and not self._stopping:
+                if room not in self._rooms.wanted:
+                    break  # the observation ended (the room is gone)
+                joined = self._rooms.joined(room)
+                await handover.claim(room, ttl, joined=joined)  # renewed; says joined
+                if joined:
+                    sent = loop.time()
+                    won = await self._store.acquire(room, ttl)
+                    if won is not None:
+                        self._own(room, won, sent, "handover")
+                        held = await self._shadow.promote(room)
+                        log.info("handover_taken", room=room, epoch=won.epoch, held=held)
+                        return
+                await asyncio.sleep(HANDOVER_POLL_S)
+            log.warning("handover_not_taken", room=room)
+            self._shadow.discard(room)
+            await self._rooms.leave(room)
+        except Exception as exc:  # Redis away: the room is left, its owner keeps it
+            log.warning("handover_failed", room=room, error=repr(exc))
+            self._shadow.discard(room)
+            await self._rooms.leave(room)
+        finally:
+            self._shadows.pop(room, None)
+            with contextlib.suppress(Exception):
+                await handover.unclaim(room)
+
+    async def _await_taker(self, room: str, handover: HandoverStore) -> str | None:
+        """Offer `room` and wait until a taker joined it (its id), or the timeout (None)."""
+        loop = asyncio.get_running_loop()
+        timeout_s = self._settings.handover_timeout_s
+        deadline = loop.time() + timeout_s
+        await handover.offer(room, timeout_s + self._settings.lease_ttl_s)
+        await self._redis.incr(keys.releases_key(self._redis_settings))  # takers tick now
+        taker = None
+        while loop.time() < deadline and room in self.held and not self._stopping:
+            if (taker := await handover.taker_joined(room)) is not None:
+                break
+            await asyncio.sleep(HANDOVER_POLL_S)
+        await handover.withdraw(room)  # answered (the shadow is claimed) or given up
+        return taker
 
     def _rebalance(
         self,
@@ -345,7 +454,11 @@ class Assigner:
     async def _hand_back(self, room: str) -> None:
         """Leave `room`, wait until what it received is written, then release its lease
         (renewed meanwhile by the ticks)."""
+        taker = None
         try:
+            if self._handover is not None and self._settings.handover_timeout_s > 0:
+                taker = await self._await_taker(room, self._handover)
+                m.HANDOVERS.labels(result="unanswered" if taker is None else "overlapped").inc()
             await self._rooms.leave(room)
             # The lease stays ours (renewed by the ticks) until the room's events are
             # written: no other owner may write it before. If renewals fail meanwhile,
@@ -360,9 +473,10 @@ class Assigner:
                 timer.cancel()
             m.LEASES_HELD.set(len(self.held))
             m.lease_lost("rebalanced")
-            log.info("lease_released", room=room, reason="rebalanced")
+            log.info("lease_released", room=room, reason="rebalanced", taker=taker)
             await self._store.release(room)
-            await self._redis.incr(keys.releases_key(self._redis_settings))
+            if taker is None:  # anyone below its share may take it; a taker is polling
+                await self._redis.incr(keys.releases_key(self._redis_settings))
         except Exception as exc:  # Redis away: the lease expires on its own
             log.warning("rebalance_release_failed", room=room, error=repr(exc))
         finally:
@@ -409,6 +523,8 @@ class Assigner:
         timers, so the pipeline refuses what is left of each room before its lease can
         expire, and let the leases expire."""
         self._stopping = True
+        for task in list(self._shadows.values()):  # rooms not ours yet: left, unclaimed
+            task.cancel()
         for task in list(self._handing.values()):  # the rooms are left already
             task.cancel()
         rooms = list(self.held.keys() | self._handing.keys())  # release: check-and-delete

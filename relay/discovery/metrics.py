@@ -10,6 +10,9 @@ LeaseLossReason = Literal["renew_failed", "taken", "unwanted", "room_ended", "re
 WebhookRejectReason = Literal["signature", "too_large", "bad_body"]
 WebhookResult = Literal["applied", "replayed", "filtered", "ignored"]
 ControlResult = Literal["applied", "dead_lettered"]
+# A planned move: the taker joined before the giver left (`overlapped`), or no taker
+# joined in time and the giver left first (`unanswered`: a gap, reported at the join).
+HandoverResult = Literal["overlapped", "unanswered"]
 LEASE_LOSS_REASONS: tuple[LeaseLossReason, ...] = get_args(LeaseLossReason)
 
 DEPLOYMENT_ROOMS_WANTED = Gauge(
@@ -43,11 +46,19 @@ COVERAGE = Gauge(
     "Wanted rooms with a live lease / wanted rooms, across the deployment (set by the "
     "reconcile leader; 1 on the other replicas and when nothing is wanted: alert on min()).",
 )
+HANDOVERS = Counter(
+    "relay_handovers_total", "Rooms this process handed over (a rebalance), by outcome.", ["result"]
+)
+SHADOW_TRIMMED = Counter(
+    "relay_shadow_trimmed_total",
+    "Entries a taker dropped from a room it observed before winning its lease (the oldest, "
+    "over discovery.shadow_max_entries; the giver was still in the room then).",
+)
 CONTROL_ENTRIES = Counter(
     "relay_control_entries_total", "Control stream entries, by outcome.", ["result"]
 )
 
-for _kind in ("first", "takeover"):
+for _kind in ("first", "takeover", "handover"):
     LEASE_ACQUIRED.labels(kind=_kind)
 for _reason in LEASE_LOSS_REASONS:
     LEASE_LOSSES.labels(reason=_reason)
@@ -55,6 +66,8 @@ for _result in get_args(WebhookResult):
     WEBHOOKS_RECEIVED.labels(result=_result)
 for _reject in get_args(WebhookRejectReason):
     WEBHOOKS_REJECTED.labels(reason=_reject)
+for _handover in get_args(HandoverResult):
+    HANDOVERS.labels(result=_handover)
 for _control in get_args(ControlResult):
     CONTROL_ENTRIES.labels(result=_control)
 COVERAGE.set(1)

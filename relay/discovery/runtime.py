@@ -17,8 +17,10 @@ from relay.discovery.assigner import Assigner, new_worker_id
 from relay.discovery.control import ControlConsumer
 from relay.discovery.deployment import DeploymentView, announce
 from relay.discovery.filter import RoomFilter
+from relay.discovery.handover import HandoverStore
 from relay.discovery.leases import LeaseStore
 from relay.discovery.reconcile import Reconciler
+from relay.discovery.shadow import ShadowIntake
 from relay.discovery.shared import SharedRoomManager
 from relay.discovery.wanted import WantedSet
 from relay.discovery.webhook import WebhookHandler, register_webhook
@@ -53,6 +55,9 @@ class ScaleOut:
             static_rooms=settings.rooms,
             on_room_left=pipeline.forget_room,
         )
+        # The observers' intake: a room taken over make-before-break is held back here
+        # until its lease is won.
+        self.intake = ShadowIntake(pipeline, d.shadow_max_entries)
         self.assigner = Assigner(
             self.store,
             self.rooms,
@@ -60,6 +65,8 @@ class ScaleOut:
             d,
             settings.redis,
             static=[RoomTarget(room=room) for room in settings.rooms],
+            handover=HandoverStore(self.redis, settings.redis, self.worker_id),
+            shadow=self.intake,
         )
         lk = settings.livekit
         self.reconciler = Reconciler(self.wanted, self.store, self.filter, lk, d)

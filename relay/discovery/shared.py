@@ -66,6 +66,11 @@ class SharedRoomManager(RoomManager):
     def observe(self, target: RoomTarget) -> bool:
         return super().want(target)
 
+    def joined(self, room: str) -> bool:
+        """Whether this process is in `room` now (joined, not reconnecting)."""
+        observer = self._observers.get(room)
+        return observer is not None and observer.connected
+
     async def leave(self, room: str) -> bool:
         return await super().unwant(room)
 

@@ -43,8 +43,11 @@ def events(room: str, count: int, first_seq: int = 1) -> list[Event]:
 
 
 async def write(redis: aioredis.Redis, settings: RedisSettings, batch: Sequence[Event]) -> None:
-    """Write with RedisStreamsSink: the entries consumers really read."""
-    sink = RedisStreamsSink(redis, settings, close_client=False)
+    """Write with RedisStreamsSink: the entries consumers really read. Unguarded: a
+    script's repeats reach the stream, as with `redis.write_guard=off` or after the dedupe
+    window, so the consumers' own dedupe is what the tests see."""
+    unguarded = settings.model_copy(update={"write_guard": "off"})
+    sink = RedisStreamsSink(redis, unguarded, close_client=False)
     rejected = await sink.write(batch)
     await sink.aclose()  # gives its connection back to the pool
     assert not rejected

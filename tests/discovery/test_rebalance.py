@@ -97,6 +97,7 @@ async def make_worker(
         store_type: type[LeaseStore] = LeaseStore,
         ttl_s: float = TTL_S,
         settle_s: float = 0.0,
+        handover_s: float = 0.0,  # 0: the giver leaves first (these tests tick by hand)
     ) -> Worker:
         sink = GatedSink(written)
         pipeline = Pipeline(PipelineSettings(), [sink])
@@ -108,12 +109,14 @@ async def make_worker(
             pickup_jitter_s=0,
             rebalance_per_tick=per_tick,
             startup_settle_s=settle_s,
+            handover_timeout_s=handover_s,
         )
         settings = Settings(livekit=livekit, redis=redis_settings, discovery=discovery)
 
         def observer(target: RoomTarget) -> ObservedRoom:
             script = Script([STAYS])
-            return ObservedRoom(target, pipeline, livekit, limits, room_factory=script.room)
+            intake = scaleout.intake  # as the worker does: a taker's entries held back
+            return ObservedRoom(target, intake, livekit, limits, room_factory=script.room)
 
         scaleout = ScaleOut(settings, observer, pipeline)  # as the worker assembles it
         scaleout.assigner.clock = lambda: CLOCK[0]
@@ -436,3 +439,62 @@ async def test_quiet_rooms_are_handed_back_before_rooms_with_a_conversation(
     assert sorted(a.assigner.handing) == sorted(oldest)
     await a.settled()
     assert sorted(a.assigner.held) == sorted(newest)
+
+
+def handovers(result: str) -> float:
+    return metric("relay_handovers_total", result=result)
+
+
+async def test_a_hand_back_is_make_before_break_when_a_taker_answers(
+    redis: aioredis.Redis, redis_settings: RedisSettings, make_worker: MakeWorker
+) -> None:
+    rooms = ["h0", "h1", "h2", "h3"]
+    await want(redis, redis_settings, rooms)
+    a = await make_worker(per_tick=1, handover_s=10.0)
+    await a.tick()
+    b = await make_worker(handover_s=10.0)
+    await b.tick()  # share 2 with two live; nothing is free, nothing offered yet
+    assert not b.assigner.held
+    overlapped = handovers("overlapped")
+    await a.tick()
+    await a.tick()  # the live count held a tick: A offers its newest room
+    (room,) = a.assigner.handing
+    await asyncio.sleep(0.3)
+    assert room in a.observed  # A stays in the room until a taker joined
+    await b.tick()  # B answers: it joins, its entries held back
+    await wait_until(lambda: room in b.assigner.held, what="B's lease")
+    assert not b.assigner.shadows
+    await a.settled()
+    assert room not in a.observed and room not in a.assigner.held
+    assert handovers("overlapped") - overlapped == 1
+    assert (await holders(redis, redis_settings, [room]))[room] == b.id
+    await asyncio.sleep(0.2)
+    # In the shared write order: A's events, then B's (its join held back until its
+    # lease: epoch 2), announcing a hand-over, no gap.
+    order = [(epoch, kind) for r, epoch, kind, _ in a.sink.written if r == room]
+    assert order == [(1, "observer.joined"), (1, "observer.left"), (2, "observer.joined")]
+    joined = next(d for r, e, k, d in a.sink.written if r == room and e == 2)
+    assert joined.get("reason") == "handover" and joined.get("gap_ms") is None
+    # Nothing is left behind in Redis for the hand-over.
+    assert not await redis.keys(f"{redis_settings.prefix}:shadow:*")
+    assert not await redis.keys(f"{redis_settings.prefix}:handover:*")
+
+
+async def test_a_hand_back_nobody_answers_leaves_after_the_timeout(
+    redis: aioredis.Redis, redis_settings: RedisSettings, make_worker: MakeWorker
+) -> None:
+    rooms = ["u0", "u1"]
+    await want(redis, redis_settings, rooms)
+    a = await make_worker(per_tick=1, handover_s=0.5)
+    await a.tick()
+    workers_key = f"{redis_settings.prefix}:workers"
+    await redis.zadd(workers_key, {"ghost": 2**50})  # registered, never answers
+    unanswered = handovers("unanswered")
+    await a.tick()
+    await a.tick()
+    (room,) = a.assigner.handing
+    await a.settled()
+    assert room not in a.observed
+    assert (await holders(redis, redis_settings, [room]))[room] is None
+    assert handovers("unanswered") - unanswered == 1
+    assert not await redis.keys(f"{redis_settings.prefix}:handover:*")
