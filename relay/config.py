@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -219,6 +227,24 @@ class DiscoverySettings(_Section):
     handover_timeout_s: float = Field(default=10.0, ge=0)
     # A taker holds at most this many of a room's entries until it wins the lease.
     shadow_max_entries: int = Field(default=10_000, gt=0)
+    # Hot standby: each process also observes rooms other processes own (up to its share),
+    # keeping what arrived in the last standby_keep_s seconds; when an owner dies its
+    # standby takes the lease and writes what the stream lacks. Costs a second observer
+    # per room. standby_keep_s must outlast a lease (the time until a death is seen)
+    # plus what an owner may take to write.
+    standby: bool = False
+    standby_keep_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _standby_outlasts_a_lease(self) -> DiscoverySettings:
+        if self.standby and self.standby_keep_s <= self.lease_ttl_s:
+            raise ValueError(
+                f"discovery.standby_keep_s ({self.standby_keep_s:g}) must be longer than "
+                f"discovery.lease_ttl_s ({self.lease_ttl_s:g}): a standby keeps what an owner "
+                "that died may not have written"
+            )
+        return self
+
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     webhook_max_body_bytes: int = Field(default=64 * 1024, gt=0)
     # Room filter: names matching any `include` (glob, or /regex/), none of `exclude`;

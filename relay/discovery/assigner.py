@@ -71,6 +71,7 @@ import structlog
 from relay import keys
 from relay.config import DiscoverySettings, RedisSettings
 from relay.discovery import metrics as m
+from relay.discovery import overlap
 from relay.discovery.handover import HandoverStore
 from relay.discovery.leases import SEQ_BLOCK, Acquired, Lease, LeaseStore
 from relay.discovery.shadow import ShadowIntake
@@ -123,12 +124,19 @@ class Assigner:
         self._handover = handover if shadow is not None else None
         self._shadow = shadow
         self._shadows: dict[str, asyncio.Task[None]] = {}
+        # Hot standby (discovery.standby): rooms other processes own, observed here too.
+        self._standby: set[str] = set()
 
     @property
     def handing(self) -> frozenset[str]:
         """Rooms being handed back: left, their lease released once their events are
         written."""
         return frozenset(self._handing)
+
+    @property
+    def standing_by(self) -> frozenset[str]:
+        """Rooms this process stands by for: observed, owned by another process."""
+        return frozenset(self._standby)
 
     @property
     def shadows(self) -> frozenset[str]:
@@ -190,6 +198,8 @@ class Assigner:
             try:
                 async with asyncio.timeout(RELEASE_POLL_S):
                     seen = await self._redis.get(key)
+                    if self._standby:
+                        await self._take_orphans()
             except Exception:  # Redis away or slow: the ticks go on as they are
                 continue
             released = self._releases_read and seen != self._releases_seen
@@ -218,30 +228,37 @@ class Assigner:
         entries = await self._rooms.shared.entries()
         self._rooms.known_wanted = set(entries)
         m.DEPLOYMENT_ROOMS_WANTED.set(len(entries))
+        await self._leave_ended(entries)
+        share = min(self._rooms.capacity, math.ceil(len(entries) / max(1, live)))
+        self._share = share
+        holding = self._holding()
+        if self._stopping:
+            return
+        standby = self._settings.standby and self._handover is not None
+        if standby:
+            await self._take_orphans()
+        holders = await self._holders(entries) if holding != share or standby else {}
+        if holding < share:
+            if self._handover is not None:
+                await self._answer_offers(entries, holders, share, self._handover)
+            await self._pick_up(entries, holders, share)
+        elif holding > share and stable and self._settings.rebalance_per_tick:
+            self._rebalance(entries, share, members, holders, quiet)
+        if standby and self._handover is not None and not self._stopping:
+            await self._stand_by(entries, holders, share, self._handover)
+
+    async def _leave_ended(self, entries: dict[str, dict[str, object]]) -> None:
+        """Give up the held rooms no longer wanted, or whose observation ended."""
         for room in list(self.held):
             if room in self._handing:
                 continue  # left already; released once its events are written
             if room not in entries:
                 await self._give_up(room, "unwanted")
             elif room not in self._rooms.wanted:  # its observation ended or failed
-                reason: m.LeaseLossReason = "room_ended"
                 if room in self._rooms.ended:
                     self._rooms.ended.discard(room)
                     await self._rooms.shared.remove(room)
-                await self._give_up(room, reason)
-        share = min(self._rooms.capacity, math.ceil(len(entries) / max(1, live)))
-        self._share = share
-        holding = self._holding()
-        if self._stopping:
-            return
-        if holding < share:
-            holders = await self._holders(entries)
-            if self._handover is not None:
-                await self._answer_offers(entries, holders, share, self._handover)
-            await self._pick_up(entries, holders, share)
-        elif holding > share and stable and self._settings.rebalance_per_tick:
-            holders = await self._holders(entries)
-            self._rebalance(entries, share, members, holders, quiet)
+                await self._give_up(room, "room_ended")
 
     def _quiet_rooms(self) -> set[str]:
         """Held rooms whose seq did not move since the last tick."""
@@ -296,6 +313,9 @@ class Assigner:
             and room not in self._handing
             and room not in self._rooms.wanted
         ]
+        if free and self._handover is not None:  # a standby's room: it has what was said
+            shadowed = await self._handover.shadowed(free)
+            free = [room for room in free if room not in shadowed]
         if not free:
             return
         random.shuffle(free)
@@ -391,7 +411,7 @@ class Assigner:
                     won = await self._store.acquire(room, ttl)
                     if won is not None:
                         self._own(room, won, sent, "handover")
-                        held = await self._shadow.promote(room)
+                        held = await self._promote(room)
                         log.info("handover_taken", room=room, epoch=won.epoch, held=held)
                         return
                 await asyncio.sleep(HANDOVER_POLL_S)
@@ -406,6 +426,91 @@ class Assigner:
             self._shadows.pop(room, None)
             with contextlib.suppress(Exception):
                 await handover.unclaim(room)
+
+    async def _stand_by(
+        self,
+        entries: dict[str, dict[str, object]],
+        holders: dict[str, str | None],
+        share: int,
+        handover: HandoverStore,
+    ) -> None:
+        """Renew this process's standbys (ending those whose room went or is ours), and
+        stand by for more rooms others own, up to the share, leaving room for the rooms
+        this process should own."""
+        ttl = self._settings.lease_ttl_s
+        for room in sorted(self._standby):
+            gone = room not in entries or room not in self._rooms.wanted
+            if gone or not await handover.claim(room, ttl, joined=self._rooms.joined(room)):
+                await self._end_standby(room, handover)
+        mine = self._store.owner
+        candidates = [
+            room
+            for room, holder in holders.items()
+            if holder not in (None, mine) and room not in self._rooms.wanted
+        ]
+        random.shuffle(candidates)
+        owed = max(0, share - self._holding())  # rooms this process should still own
+        for room in candidates:
+            if len(self._standby) >= share or self._stopping:
+                return
+            if len(self._rooms.wanted) + owed >= self._rooms.capacity:
+                return
+            target = await self._rooms.shared.target(room, entries[room])
+            if target is None or not await handover.claim(room, ttl):
+                continue  # a url+token room whose token expired; another's standby
+            assert self._shadow is not None
+            self._shadow.hold(room, self._settings.standby_keep_s)
+            try:
+                self._rooms.observe(dataclasses.replace(target, joined_reason="standby"))
+            except (ShuttingDownError, RoomCapacityError):
+                self._shadow.discard(room)
+                await handover.unclaim(room)
+                return
+            self._standby.add(room)
+            log.info("standby_started", room=room, owner=holders[room])
+
+    async def _end_standby(self, room: str, handover: HandoverStore) -> None:
+        self._standby.discard(room)
+        assert self._shadow is not None
+        self._shadow.discard(room)
+        await self._rooms.leave(room)
+        await handover.unclaim(room)
+        log.info("standby_ended", room=room)
+
+    async def _take_orphans(self) -> None:
+        """A room this process stands by for whose lease is gone (its owner died, or
+        handed it over to this standby): win the lease and write what was kept; what
+        the owner wrote is skipped by the write guard."""
+        rooms = sorted(self._standby)
+        values = await self._store.holders(rooms)
+        for room, holder in zip(rooms, values, strict=True):
+            if holder is not None or room not in self._standby or self._stopping:
+                continue
+            sent = asyncio.get_running_loop().time()
+            won = await self._store.acquire(room, self._settings.lease_ttl_s)
+            if won is None:
+                continue  # another process's pick-up came first: still its standby
+            self._standby.discard(room)
+            self._own(room, won, sent, "takeover" if won.epoch > 1 else "first")
+            assert self._handover is not None
+            held = await self._promote(room)
+            await self._handover.unclaim(room)
+            log.info("standby_took_over", room=room, epoch=won.epoch, held=held, gap_ms=won.gap_ms)
+
+    async def _promote(self, room: str) -> int:
+        """Write what was held for `room` (its lease just won), but for what the previous
+        owner wrote (relay/discovery/overlap.py)."""
+        assert self._shadow is not None
+        skip = None
+        if (oldest := self._shadow.oldest(room)) is not None:
+            try:
+                written = await overlap.written_since(
+                    self._redis, self._redis_settings, room, oldest
+                )
+                skip = written.already_written
+            except Exception as exc:  # Redis away: the ids alone (the write guard) then
+                log.warning("handover_overlap_unread", room=room, error=repr(exc))
+        return await self._shadow.promote(room, skip)
 
     async def _await_taker(self, room: str, handover: HandoverStore) -> str | None:
         """Offer `room` and wait until a taker joined it (its id), or the timeout (None)."""
@@ -525,6 +630,7 @@ class Assigner:
         self._stopping = True
         for task in list(self._shadows.values()):  # rooms not ours yet: left, unclaimed
             task.cancel()
+        standbys, self._standby, handover = sorted(self._standby), set(), self._handover
         for task in list(self._handing.values()):  # the rooms are left already
             task.cancel()
         rooms = list(self.held.keys() | self._handing.keys())  # release: check-and-delete
@@ -538,6 +644,9 @@ class Assigner:
             async with asyncio.timeout(timeout_s):
                 for room in rooms if hand_back else ():
                     await self._store.release(room)
+                for room in standbys:  # another process may stand by for it now
+                    if handover is not None:
+                        await handover.unclaim(room)
                 await self._redis.zrem(keys.workers_key(self._redis_settings), self._store.owner)
                 if hand_back and rooms:  # the others take them at once (module docstring)
                     await self._redis.incr(keys.releases_key(self._redis_settings))

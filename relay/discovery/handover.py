@@ -75,6 +75,13 @@ class HandoverStore:
         names = [keys.shadow_key(s, room), keys.shadow_joined_key(s, room)]
         await self._release(keys=names, args=[self.owner])
 
+    async def shadowed(self, rooms: list[str]) -> set[str]:
+        """The rooms among `rooms` another process observes as their taker or standby."""
+        values = await many_values(self._redis, [keys.shadow_key(self._settings, r) for r in rooms])
+        return {
+            room for room, v in zip(rooms, values, strict=True) if v and v.decode() != self.owner
+        }
+
     async def taker_joined(self, room: str) -> str | None:
         """The taker that claimed the room's shadow, once it joined the room."""
         s = self._settings

@@ -239,7 +239,7 @@ async def test_a_third_relay_gets_its_share_by_hand_backs_with_one_writer_at_a_t
         won_at = datetime.fromisoformat(line["timestamp"])
         assert line["epoch"] == 2 and released[line["room"]] < won_at, line
     metrics = await third.metrics()
-    assert metrics[("relay_lease_acquired_total", frozenset({("kind", "takeover")}))] == share
+    assert metrics[("relay_lease_acquired_total", frozenset({("kind", "handover")}))] == share
 
     await assert_one_writer_at_a_time(streams, rooms)
     for room in rooms:
@@ -250,12 +250,14 @@ async def test_a_third_relay_gets_its_share_by_hand_backs_with_one_writer_at_a_t
         if room not in moved:
             assert {e["epoch"] for e in events} == {1}
             continue
-        # One writer at a time, by the clock too: the old owner received its last event
-        # (its observer.left) before the new one joined; both wrote ticks.
+        # One writer at a time by the stream's order, make-before-break by the clock:
+        # the new owner joined (and held its events back) before the old one left; both
+        # wrote ticks, none twice, none missing (assert_ticks_written_or_gap_announced).
         old = [e for e in events if e["epoch"] == 1]
         new = [e for e in events if e["epoch"] == 2]
         assert old[-1]["kind"] == "observer.left" and new[0]["kind"] == "observer.joined"
-        assert ts(old[-1]) <= ts(new[0]), room
+        assert new[0]["data"]["reason"] == "handover", room
+        assert ts(new[0]) <= ts(old[-1]), room
         assert any(e["kind"] == "event" for e in old) and any(e["kind"] == "event" for e in new)
     for relay in [*first, third]:
         assert (await relay.stop()).returncode == 0

@@ -36,10 +36,14 @@ ACTORS = ("user-browser", "heygen")  # and liveavatar-agent-<session>
 async def _relay(
     ns: NetNS, server: DevServer, redis: RedisServer, streams: Streams, web_base: str
 ) -> AsyncIterator[tuple[RelayProcess, str]]:
-    """`relay run` observing a room of this test, with ingest on for the page's origin."""
+    """`relay run` observing a room of this test, with ingest on for the page's origin.
+    The write guard is off: each event then arrives twice under one id, once from each
+    ingress, and the tests compare what the page forwarded with what the observer saw
+    (with the guard on, the second is skipped: tests/sinks/test_write_guard.py)."""
     room = unique("browser")
     env = relay_env(server, redis.url, streams.prefix, [room])
     env |= {"RELAY_INGEST__SECRET": SECRET, "RELAY_INGEST__ALLOWED_ORIGINS": json.dumps([web_base])}
+    env |= {"RELAY_REDIS__WRITE_GUARD": "off"}
     process = RelayProcess.start(ns, env)
     try:
         await process.wait_ready()
