@@ -227,7 +227,7 @@ class DiscoverySettings(_Section):
     handover_timeout_s: float = Field(default=10.0, ge=0)
     # A taker holds at most this many of a room's entries until it wins the lease.
     shadow_max_entries: int = Field(default=10_000, gt=0)
-    # Hot standby: each process also observes rooms other processes own (up to its share),
+    # Hot standby: each process also observes rooms other processes own (up to 2x its share),
     # keeping what arrived in the last standby_keep_s seconds; when an owner dies its
     # standby takes the lease and writes what the stream lacks. Costs a second observer
     # per room. standby_keep_s must outlast a lease (the time until a death is seen)

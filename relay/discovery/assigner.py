@@ -435,8 +435,10 @@ class Assigner:
         handover: HandoverStore,
     ) -> None:
         """Renew this process's standbys (ending those whose room went or is ours), and
-        stand by for more rooms others own, up to the share, leaving room for the rooms
-        this process should own."""
+        stand by for more rooms others own, up to twice the share (a process cannot
+        stand by for its own rooms: with exactly the share, the last process to tick
+        could find only rooms already covered while its own had nobody left), leaving
+        room for the rooms this process should own."""
         ttl = self._settings.lease_ttl_s
         for room in sorted(self._standby):
             gone = room not in entries or room not in self._rooms.wanted
@@ -451,7 +453,7 @@ class Assigner:
         random.shuffle(candidates)
         owed = max(0, share - self._holding())  # rooms this process should still own
         for room in candidates:
-            if len(self._standby) >= share or self._stopping:
+            if len(self._standby) >= 2 * share or self._stopping:
                 return
             if len(self._rooms.wanted) + owed >= self._rooms.capacity:
                 return

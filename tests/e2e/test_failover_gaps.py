@@ -149,3 +149,70 @@ async def test_a_rebalance_under_traffic_hands_rooms_over_without_losing_an_even
     print(f"rebalance of {len(moved)} of {len(rooms)} rooms under traffic: "
           f"rebalance_lost_events={lost}")  # fmt: skip
     assert lost == 0
+
+
+async def wait_standbys(streams: Streams, rooms: list[str], timeout_s: float = 30.0) -> None:
+    """Every room has a standby that joined it (its shadow claim says so)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        joined = await streams.redis.mget(
+            [f"{streams.prefix}:shadow:joined:{{{room}}}" for room in rooms]
+        )
+        if all(joined):
+            return
+        assert time.monotonic() < deadline, f"{joined.count(None)} rooms without a standby"
+        await asyncio.sleep(0.1)
+
+
+async def test_with_a_standby_a_killed_relay_loses_nothing(
+    e2e_ns: NetNS, e2e_devserver: DevServer, streams: Streams, start_relay: StartRelay
+) -> None:
+    """The same kill with discovery.standby on: each room is also observed by a second
+    relay, which takes the lease when the owner is gone and writes what it kept."""
+    tag = unique("standby")
+    rooms = [f"{tag}-{n}" for n in range(6)]
+    env = scaleout_env(
+        tag,
+        RELAY_DISCOVERY__PICKUP_JITTER_S="0",
+        RELAY_DISCOVERY__STANDBY="true",
+        RELAY_DISCOVERY__STANDBY_KEEP_S=str(3 * TTL_S),
+    )
+    relays = [start_relay(**env) for _ in range(3)]
+    await join(streams, rooms)
+    await wait_joined(streams, rooms, epoch=1)
+    await wait_workers(streams, 3)
+    await wait_standbys(streams, rooms)
+    held = await owners(streams, rooms)
+    victim = max(relays, key=lambda r: list(held.values()).count(worker_id(r)))
+    victims_rooms = sorted(room for room, owner in held.items() if owner == worker_id(victim))
+    assert victims_rooms
+
+    args = ["--room", ",".join(rooms), "--interval-s", str(INTERVAL_S)]
+    async with actor(e2e_ns, e2e_devserver, "conversations", *args) as talk:
+        assert await talk.next_line(30) == {"ready": True}
+        await asyncio.sleep(2.0)
+        kill9(victim)
+        await wait_joined(streams, victims_rooms, epoch=2, timeout_s=2 * TTL_S + 5)
+        await asyncio.sleep(2.0)
+    sent: dict[str, list[tuple[str, int]]] = (await talk.result())["sent"]
+
+    lost = 0
+    for room in rooms:
+        await streams.wait_room(room, has_event_id(sent[room][-1][0]))
+        events = await streams.room_events(room)
+        ids = Counter(e["id"] for e in events)
+        assert not [i for i, n in ids.items() if n > 1], f"{room}: written twice"
+        seen = {e["source"].get("event_id") for e in events}
+        missing = [event_id for event_id, _ in sent[room] if event_id not in seen]
+        lost += len(missing)
+        if room in victims_rooms:
+            joined = [e for e in events if e["kind"] == "observer.joined" and e["epoch"] == 2]
+            assert [e["data"].get("reason") for e in joined] == ["standby"], room
+    survivors = [r for r in relays if r is not victim]
+    took = [line for r in survivors for line in r.log_events("standby_took_over")]
+    # Its standbys took the victim's rooms (a standby may also have been handed a room
+    # by a rebalance: it takes that the same way).
+    assert set(victims_rooms) <= {line["room"] for line in took}
+    print(f"kill -9 of one of 3 relays with standbys: {len(victims_rooms)} rooms moved, "
+          f"standby=on lost_events={lost}")  # fmt: skip
+    assert lost == 0

@@ -69,6 +69,11 @@ def test_invalid_value_names_the_environment_variable(monkeypatch: pytest.Monkey
             ["RELAY_LIVEKIT__OBSERVER_IDENTITY", "unknown placeholder {proc}", "{rand}, {n}"],
         ),
         ({"RELAY_WORKER_INDEX": "-1"}, ["RELAY_WORKER_INDEX"]),
+        (
+            {"RELAY_DISCOVERY__STANDBY": "true", "RELAY_DISCOVERY__STANDBY_KEEP_S": "10"},
+            ["discovery.standby_keep_s (10)", "discovery.lease_ttl_s (15)"],
+        ),
+        ({"RELAY_REDIS__WRITE_GUARD": "lua"}, ["RELAY_REDIS__WRITE_GUARD"]),
         # Several workers with an identity template that is the same in each of them.
         (
             {
