@@ -20,14 +20,21 @@ plus the decode of a LiveAvatar `agent-response` packet. Best of `--repeat` runs
 With `--cluster` the URL is a node of a Redis Cluster (`redis.cluster = true`): the sink
 groups each batch by node, and the raw baseline is redis-py's cluster pipeline.
 
+The relay writes with its write guard's script (`redis.write_guard=script`, what `auto`
+picks on a Redis without XADD IDMP) and, interleaved, with the guard off; Redis's own CPU
+(INFO cpu) is read around each run, and the guard keys' memory (MEMORY USAGE, sampled)
+after it.
+
 The last line is machine-readable:
     relay_eps=N raw_pipeline_eps=N awaited_eps=N ratio=R   (R = raw / relay)
+    guard_off_eps=N redis_us_script=X redis_us_off=X guard_bytes_per_event=N
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import gc
 import json
@@ -209,10 +216,51 @@ async def delete_prefix(redis: aioredis.Redis, prefix: str) -> None:
         await redis.unlink(key)
 
 
+async def redis_cpu_s(redis: aioredis.Redis) -> float:
+    info = await redis.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+@dataclasses.dataclass
+class GuardCost:
+    """The relay writer with the write guard's script and without: its speed, and what
+    it costs Redis (CPU per event, memory per event while the guards live)."""
+
+    off_s: float = float("inf")
+    redis_us: dict[str, float] = dataclasses.field(default_factory=dict)
+    guard_bytes: float = 0.0  # the guard keys' memory per event, while they live
+
+
+async def run_relay_measured(
+    events: Sequence[Event], redis: aioredis.Redis, settings: RedisSettings, batch: int,
+    cost: GuardCost,
+) -> float:  # fmt: skip
+    cpu = await redis_cpu_s(redis)
+    elapsed = await run_relay(events, redis, settings, batch)
+    used_us = (await redis_cpu_s(redis) - cpu) / len(events) * 1e6
+    mode = settings.write_guard
+    cost.redis_us[mode] = min(cost.redis_us.get(mode, float("inf")), used_us)
+    if mode == "script":
+        cost.guard_bytes = await guard_bytes_per_event(redis, settings.prefix, len(events))
+    return elapsed
+
+
+async def guard_bytes_per_event(redis: aioredis.Redis, prefix: str, events: int) -> float:
+    """MEMORY USAGE of the guard keys (sampled), per event (two guards an event)."""
+    sample: list[int] = []
+    count = 0
+    async for key in redis.scan_iter(match=f"{prefix}:dedupe:*", count=1000):
+        count += 1
+        if len(sample) < 500:
+            sample.append(int(await redis.memory_usage(key, samples=0) or 0))
+    return sum(sample) / max(1, len(sample)) * count / events
+
+
 async def measure_writes(
-    args: argparse.Namespace, events: Sequence[Event], settings: RedisSettings
+    args: argparse.Namespace, events: Sequence[Event], settings: RedisSettings, cost: GuardCost
 ) -> tuple[float, float, float, int]:
-    """Seconds for the relay, the raw pipeline and the awaited XADDs (and the latter's N)."""
+    """Seconds for the relay, the raw pipeline and the awaited XADDs (and the latter's N);
+    the relay without its write guard into `cost`."""
     commands = prebuilt_commands(events, settings)
     if settings.cluster:  # redis-py's cluster client looks the name up as a str
         commands = [[(c[0].decode(), *c[1:]) for c in per_event] for per_event in commands]
@@ -223,10 +271,15 @@ async def measure_writes(
     relay_s = raw_s = float("inf")
     try:
         # Interleaved, best of each: load from other processes hits both alike.
+        unguarded = settings.model_copy(update={"write_guard": "off"})
         for _ in range(args.repeat):
-            relay_s = min(relay_s, await run_relay(events, redis, settings, args.batch))
+            run = await run_relay_measured(events, redis, settings, args.batch, cost)
+            relay_s = min(relay_s, run)
             await cleanup()
             raw_s = min(raw_s, await run_raw_pipeline(commands, redis, args.batch))
+            await cleanup()
+            run = await run_relay_measured(events, redis, unguarded, args.batch, cost)
+            cost.off_s = min(cost.off_s, run)
             await cleanup()
         awaited_s = await run_awaited(awaited, redis)
     finally:
@@ -237,7 +290,9 @@ async def measure_writes(
 
 async def main(args: argparse.Namespace) -> None:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    settings = RedisSettings(url=SecretStr(args.redis_url), prefix=prefix, cluster=args.cluster)
+    settings = RedisSettings(
+        url=SecretStr(args.redis_url), prefix=prefix, cluster=args.cluster, write_guard="script"
+    )
     items = make_items(args.events, args.rooms)
     events = decode(items)
     assert len(events) == args.events and all(e.dedupe_key for e in events)
@@ -245,13 +300,14 @@ async def main(args: argparse.Namespace) -> None:
     # writer's measurement (a process that relays does not hold 20,000 events at once).
     gc.collect()
     gc.freeze()
-    relay_s, raw_s, awaited_s, awaited_n = await measure_writes(args, events, settings)
+    cost = GuardCost()
+    relay_s, raw_s, awaited_s, awaited_n = await measure_writes(args, events, settings, cost)
     cpu_us = min(
         [await relay_cpu_per_event_us(events, settings, args.batch) for _ in range(args.repeat)]
     )
     decode_us = min(decode_cpu_per_event_us(items) for _ in range(args.repeat))
     steps = breakdown_us(events, settings)
-    report(args, relay_s, raw_s, awaited_s, awaited_n, cpu_us, decode_us, steps)
+    report(args, relay_s, raw_s, awaited_s, awaited_n, cpu_us, decode_us, steps, cost)
 
 
 def report(
@@ -263,6 +319,7 @@ def report(
     cpu_us: float,
     decode_us: float,
     steps: dict[str, float],
+    cost: GuardCost,
 ) -> None:
     relay_eps, raw_eps, awaited_eps = (
         args.events / relay_s,
@@ -276,8 +333,10 @@ def report(
     )
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
     print(f"{'writer':<44}{'events/s':>12}{'us/event':>11}")
+    guard_off_eps = args.events / cost.off_s
     rows = [
         ("relay: Pipeline + RedisStreamsSink", relay_eps),
+        ("relay, write guard off", guard_off_eps),
         ("raw redis-py pipeline, same batches", raw_eps),
         (f"one awaited XADD per entry ({awaited_n} events)", awaited_eps),
     ]
@@ -290,9 +349,16 @@ def report(
     print("  of which, measured one step at a time:")
     for name, us in steps.items():
         print(f"    {name:<40}{us:>23.1f}")
+    print(f"\n{'Redis CPU per event (INFO cpu)':<44}{'us/event':>23}")
+    for mode in ("script", "off"):
+        print(f"{'  write guard ' + mode:<44}{cost.redis_us[mode]:>23.1f}")
+    print(f"{'guard keys per event (MEMORY USAGE), bytes':<44}{cost.guard_bytes:>23.0f}")
     print(
         f"\nrelay_eps={relay_eps:.0f} raw_pipeline_eps={raw_eps:.0f} "
-        f"awaited_eps={awaited_eps:.0f} ratio={raw_eps / relay_eps:.2f}"
+        f"awaited_eps={awaited_eps:.0f} ratio={raw_eps / relay_eps:.2f} "
+        f"guard_off_eps={guard_off_eps:.0f} "
+        f"redis_us_script={cost.redis_us['script']:.1f} redis_us_off={cost.redis_us['off']:.1f} "
+        f"guard_bytes_per_event={cost.guard_bytes:.0f}"
     )
 
 
