@@ -279,7 +279,11 @@ def _tail(settings: Settings, args: argparse.Namespace) -> int:
 def _analytics(settings: Settings, args: argparse.Namespace) -> int:
     from relay.analytics.service import run_analytics
 
-    return asyncio.run(run_analytics(settings))
+    try:
+        return asyncio.run(run_analytics(settings))
+    except ConfigError as exc:  # analytics.otel on, and its extra not installed
+        print(f"relay analytics: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def _sessions(settings: Settings, args: argparse.Namespace) -> int:

@@ -175,6 +175,9 @@ class AnalyticsSettings(_Section):
     sweep_interval_s: float = Field(default=1.0, gt=0)
     # `relay analytics` serves GET /metrics here (its own metrics); 0: not at all.
     metrics_port: int = Field(default=8081, ge=0, le=65535)
+    # One trace per session summary over OTLP/HTTP (the `otel` extra), configured by the
+    # standard OTEL_EXPORTER_OTLP_* and OTEL_SERVICE_NAME variables (docs/analytics.md).
+    otel: bool = False
 
 
 class IngestSettings(_Section):

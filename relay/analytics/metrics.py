@@ -4,7 +4,9 @@ relay.analytics.model's Literals, never a room or an identity."""
 
 from __future__ import annotations
 
-from prometheus_client import Gauge
+from typing import Literal
+
+from prometheus_client import Counter, Gauge
 
 from relay.analytics.assemble import Doc
 from relay.analytics.lag import GroupLag
@@ -60,3 +62,18 @@ def set_lag(figures: GroupLag | None) -> None:
 
 
 set_lag(None)  # unknown until the service reads them
+
+
+# Session traces sent over OTLP (analytics.otel, relay.analytics.otel): one per session,
+# counted with the export of the batch that holds its root span. Only `relay analytics`.
+TraceResult = Literal["ok", "failed"]
+TRACES_EXPORTED = Counter(
+    "relay_analytics_traces_exported",
+    "Session traces sent over OTLP (analytics.otel), by result.",
+    ["result"],
+)
+_TRACES = {result: TRACES_EXPORTED.labels(result=result) for result in ("ok", "failed")}
+
+
+def traces_exported(result: TraceResult, count: int = 1) -> None:
+    _TRACES[result].inc(count)

@@ -11,7 +11,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -26,6 +26,10 @@ from relay.analytics.model import AnalyticsConfig
 from relay.analytics.store import AnalyticsStore, Outcome
 from relay.config import Settings
 from relay.consumer import StreamConsumer, StreamEvent
+from relay.errors import ConfigError
+
+if TYPE_CHECKING:
+    from relay.analytics.otel import TraceExport
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +76,7 @@ class AnalyticsService:
         # A batch's events per room: applied in one transaction per room before the XACK
         # (a failure redelivers the whole batch; the state's ids make that harmless).
         self._batch: dict[str, list[Doc]] = {}
+        self.traces = _trace_export() if a.otel else None
 
     async def _handle(self, item: StreamEvent) -> None:
         self._batch.setdefault(item.room, []).append(item.event)
@@ -79,9 +84,10 @@ class AnalyticsService:
     async def _flush(self) -> None:
         batch, self._batch = self._batch, {}
         for room, events in batch.items():
-            self._log(await self.store.apply_events(room, events))
+            self._written(await self.store.apply_events(room, events))
 
-    def _log(self, outcome: Outcome) -> None:
+    def _written(self, outcome: Outcome) -> None:
+        """What follows a summary written (once per session, by the process that wrote it)."""
         for summary in outcome.summaries_written:
             log.info(
                 "analytics_session_summarized",
@@ -89,6 +95,19 @@ class AnalyticsService:
                 session_id=summary["session_id"],
                 end_reason=summary["end_reason"],
                 turns=len(summary["turns"]),
+            )
+            if self.traces is not None:
+                self._trace(self.traces, summary)
+
+    def _trace(self, traces: TraceExport, summary: Doc) -> None:
+        try:
+            traces.export(summary)
+        except Exception as exc:  # a trace is never worth the consumer: count, log, go on
+            metrics.traces_exported("failed")
+            log.warning(
+                "analytics_trace_failed",
+                session_id=summary["session_id"],
+                error=f"{type(exc).__name__}: {exc}",
             )
 
     async def sweep_once(self) -> int:
@@ -99,15 +118,20 @@ class AnalyticsService:
         written = 0
         for room in await self.store.due_rooms(now - round(shortest * 1000)):
             outcome = await self.store.tick(room, now)
+            self._written(outcome)
             written += len(outcome.summaries_written)
         return written
 
     async def run(self) -> None:
-        """Until stop(): the consumer and the sweep."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.consumer.run())
-            group.create_task(self._sweep_loop())
-            group.create_task(self._lag_loop())
+        """Until stop(): the consumer and the sweep; then the traces still queued are sent."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.consumer.run())
+                group.create_task(self._sweep_loop())
+                group.create_task(self._lag_loop())
+        finally:
+            if self.traces is not None:
+                await asyncio.shield(self.traces.aclose())
 
     async def _sweep_loop(self) -> None:
         while not self._stopping.is_set():
@@ -140,6 +164,14 @@ class AnalyticsService:
         self.consumer.stop()
 
 
+def _trace_export() -> TraceExport:
+    # Imported only when asked for: the SDK is the optional `otel` extra (a ConfigError,
+    # one line, says what to install when it is missing).
+    from relay.analytics.otel import TraceExport
+
+    return TraceExport()
+
+
 async def run_analytics(settings: Settings) -> int:
     """`relay analytics` until SIGINT/SIGTERM; 1 if its metrics port cannot be bound."""
     import signal
@@ -147,7 +179,11 @@ async def run_analytics(settings: Settings) -> int:
     from relay.redis_client import create_redis
 
     redis = create_redis(settings.redis)
-    service = AnalyticsService(redis, settings)
+    try:
+        service = AnalyticsService(redis, settings)
+    except ConfigError:  # analytics.otel without its extra: the CLI says it in one line
+        await redis.aclose()
+        raise
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, service.stop)
