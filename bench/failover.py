@@ -216,11 +216,16 @@ def count_lost(
     return sum(1 for event_id in sent if event_id not in seen), gaps
 
 
+def own_rooms(prefix: str) -> dict[str, str]:
+    """Only this trial's rooms: ListRooms also shows the earlier trials' rooms."""
+    return {"RELAY_DISCOVERY__INCLUDE": json.dumps([f"{prefix}-*"])}
+
+
 def kill_loss(bench: Bench, args: argparse.Namespace, standby: bool) -> Loss:
     """Three relays, a conversation in every room, the relay with most rooms SIGKILLed."""
     prefix = f"kill-{'on' if standby else 'off'}-{uuid.uuid4().hex[:6]}"
     rooms = [f"{prefix}-{n:02d}" for n in range(args.rooms)]
-    env = discovery_env(args.ttl) | {"RELAY_DISCOVERY__PICKUP_JITTER_S": "0"}
+    env = discovery_env(args.ttl) | own_rooms(prefix) | {"RELAY_DISCOVERY__PICKUP_JITTER_S": "0"}
     if standby:
         env |= {
             "RELAY_DISCOVERY__STANDBY": "true",
@@ -258,7 +263,8 @@ def rebalance_loss(bench: Bench, args: argparse.Namespace) -> Loss:
     """One relay with every room in conversation; a second starts and takes half."""
     prefix = f"rebalance-{uuid.uuid4().hex[:6]}"
     rooms = [f"{prefix}-{n:02d}" for n in range(args.rooms)]
-    env = discovery_env(args.ttl) | {"RELAY_DISCOVERY__REBALANCE_PER_TICK": str(args.rooms)}
+    env = discovery_env(args.ttl) | own_rooms(prefix)
+    env["RELAY_DISCOVERY__REBALANCE_PER_TICK"] = str(args.rooms)
     first = bench.start_relay([], prefix, 30, env, name=f"{prefix}-0")
     client = bench.redis()
     for room in rooms:
@@ -268,7 +274,7 @@ def rebalance_loss(bench: Bench, args: argparse.Namespace) -> Loss:
     with conversation(bench, rooms, prefix, args.rate, args.seconds) as sent:
         time.sleep(args.seconds / 4)
         second = bench.start_relay([], prefix, 30, env, name=f"{prefix}-1")
-        wait_balanced(client, prefix, rooms, 2, args.seconds)
+        wait_balanced(client, prefix, rooms, 2, 30)
     time.sleep(1.0)
     held = owners(client, prefix, rooms)
     moved = [room for room in rooms if held[room] != before[room]]
