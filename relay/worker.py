@@ -11,7 +11,9 @@ so what is buffered is still written, or counted.
 
 Shutdown (a signal, a component failure or a failed start step), each step bounded by
 what is left of `shutdown_grace_s`:
-1. stop intake: no new rooms (the admin API answers 503 from here on);
+1. stop intake: no new rooms (the admin API answers 503 from here on); with discovery
+   on, hand the rooms over first: other replicas join them before this one leaves
+   (make-before-break, up to `discovery.handover_timeout_s`, half the grace at most);
 2. leave every room, handing what each already received to the pipeline (rooms that
    are not done when the grace runs out go on beside step 3, whose closed intake refuses
    what they still submit, and are cancelled at the end of the grace);
@@ -208,6 +210,8 @@ class Worker:
         """Steps 1-4 of the module docstring; returns the entries not written."""
         deadline = time.monotonic() + self.settings.shutdown_grace_s
         self._stop.set()  # stopping now (also after a failed start): components may end
+        if self.scaleout is not None:  # 0. takers join our rooms first (half the grace)
+            await self.scaleout.hand_over(_left(deadline) / 2)
         # 1-2. Stop taking rooms, leave them; their received events go to the pipeline.
         leaving = asyncio.ensure_future(self.rooms.stop_all())
         if not await _done_within(leaving, _left(deadline)):

@@ -624,6 +624,42 @@ class Assigner:
         if release:
             await self._store.release(room)
 
+    async def hand_over_all(self, timeout_s: float) -> int:
+        """A drain, make-before-break: leave the worker registry (the others' share grows),
+        offer every held room and wait, renewing the leases, until a taker joined each
+        or `timeout_s` passed; the drain then leaves the rooms and hands the leases back,
+        and each taker writes from where this process stopped. Returns the rooms taken
+        over; none when nobody else is live."""
+        if self._handover is None or not self.held or self._settings.handover_timeout_s <= 0:
+            return 0
+        self._stopping = True  # no pick-up, no rebalance, no standby from here on
+        workers = keys.workers_key(self._redis_settings)
+        await self._redis.zrem(workers, self._store.owner)
+        if not await self._redis.zcard(workers):
+            return 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        waiting = set(self.held)
+        for room in waiting:
+            await self._handover.offer(room, timeout_s + self._settings.lease_ttl_s)
+        await self._redis.incr(keys.releases_key(self._redis_settings))  # takers tick now
+        renewed = loop.time()
+        while waiting and loop.time() < deadline:
+            await asyncio.sleep(HANDOVER_POLL_S)
+            if loop.time() - renewed >= self.tick_s:  # the ticks have stopped: renew here
+                await self._renew_all()
+                renewed = loop.time()
+            for room in sorted(waiting):
+                if room not in self.held or await self._handover.taker_joined(room):
+                    waiting.discard(room)
+        for room in self.held:
+            await self._handover.withdraw(room)
+        taken = len(self.held) - len(waiting)
+        m.HANDOVERS.labels(result="overlapped").inc(taken)
+        m.HANDOVERS.labels(result="unanswered").inc(len(waiting))
+        log.info("drain_handed_over", rooms=taken, unanswered=len(waiting))
+        return taken
+
     async def release_all(self, timeout_s: float, *, hand_back: bool = True) -> None:
         """Shutdown: after the rooms were left and their events written, hand every
         lease back at once. `hand_back=False` (their events not written): keep the fence

@@ -104,6 +104,14 @@ class ScaleOut:
             components.create_task(supervise(name, part), name=name)
         log.info("scaleout_started", worker_id=self.worker_id, pid=os.getpid())
 
+    async def hand_over(self, timeout_s: float) -> None:
+        """Before the drain leaves the rooms: takers join them first (make-before-break)."""
+        timeout_s = min(timeout_s, self._settings.discovery.handover_timeout_s)
+        try:
+            await self.assigner.hand_over_all(timeout_s)
+        except Exception as exc:  # Redis away: the drain goes on, the gap is reported
+            log.warning("drain_handover_failed", error=repr(exc))
+
     async def stop(self, timeout_s: float, *, hand_back: bool = True) -> None:
         """The rooms are left (and, with `hand_back`, their events written): hand the
         leases back at once, close the connection."""

@@ -216,3 +216,45 @@ async def test_with_a_standby_a_killed_relay_loses_nothing(
     print(f"kill -9 of one of 3 relays with standbys: {len(victims_rooms)} rooms moved, "
           f"standby=on lost_events={lost}")  # fmt: skip
     assert lost == 0
+
+
+async def test_a_drained_relay_hands_its_rooms_over_without_losing_an_event(
+    e2e_ns: NetNS, e2e_devserver: DevServer, streams: Streams, start_relay: StartRelay
+) -> None:
+    """SIGTERM (a rolling update): the draining relay leaves the registry, offers its
+    rooms, and leaves them only once the other relay joined them."""
+    tag = unique("drain")
+    rooms = [f"{tag}-{n}" for n in range(4)]
+    env = scaleout_env(tag)
+    relays = [start_relay(**env) for _ in range(2)]
+    await join(streams, rooms)
+    await wait_joined(streams, rooms, epoch=1)
+    await wait_workers(streams, 2)
+    held = await wait_balanced(streams, rooms, 2)
+    leaving, staying = relays
+    moved = sorted(room for room, owner in held.items() if owner == worker_id(leaving))
+    args = ["--room", ",".join(rooms), "--interval-s", str(INTERVAL_S)]
+    async with actor(e2e_ns, e2e_devserver, "conversations", *args) as talk:
+        assert await talk.next_line(30) == {"ready": True}
+        await asyncio.sleep(1.0)
+        assert (await leaving.stop()).returncode == 0
+        await wait_joined(streams, moved, epoch=2, timeout_s=10)
+        await asyncio.sleep(1.0)
+    sent: dict[str, list[tuple[str, int]]] = (await talk.result())["sent"]
+
+    (line,) = leaving.log_events("drain_handed_over")
+    assert (line["rooms"], line["unanswered"]) == (len(moved), 0)
+    lost = 0
+    for room in rooms:
+        await streams.wait_room(room, has_event_id(sent[room][-1][0]))
+        events = await streams.room_events(room)
+        ids = Counter(e["id"] for e in events)
+        assert not [i for i, n in ids.items() if n > 1], f"{room}: written twice"
+        seen = {e["source"].get("event_id") for e in events}
+        lost += sum(1 for event_id, _ in sent[room] if event_id not in seen)
+        if room in moved:
+            joined = [e for e in events if e["kind"] == "observer.joined" and e["epoch"] == 2]
+            assert [e["data"].get("reason") for e in joined] == ["handover"], room
+    print(f"drain of a relay holding {len(moved)} rooms under traffic: drain_lost_events={lost}")
+    assert lost == 0
+    assert staying.log_events("handover_taken")
