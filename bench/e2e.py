@@ -49,6 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
+    LIMITS_OFF,
     Bench,
     LoadClient,
     Relay,
@@ -205,7 +206,9 @@ def main(args: argparse.Namespace) -> int:
     )
     results: list[RateResult] = []
     with Bench.open(proc_timeout_s) as bench:
-        relay = bench.start_relay(rooms, f"bench-{uuid.uuid4().hex[:8]}", 60 + 2 * len(rooms))
+        relay = bench.start_relay(
+            rooms, f"bench-{uuid.uuid4().hex[:8]}", 60 + 2 * len(rooms), extra_env=LIMITS_OFF
+        )
         floor = bench.load("subscribe", rooms)
         pub = bench.load("publish", rooms)
         try:

@@ -13,6 +13,8 @@ Credentials come from LIVEKIT_API_KEY / LIVEKIT_API_SECRET (argv is visible to o
   `avatar.transcription.chunk` packets on `agent-response`, N/s in total spread evenly
   over the rooms, for S seconds; each packet's `sent_at` is `time.time()` just before
   its `publish_data` call. Writes `{event_id: sent_at}` to PATH, answers a summary.
+  With `"flood": true`, `rate` is only a ceiling: each room sends as fast as its awaited
+  `publish_data` returns, up to it, and stops when the S seconds are over.
 - subscribe: one hidden, receive-only participant per room (like the relay's observer)
   recording, per packet, `time.time()` in the `data_received` callback minus `sent_at`.
   Command `{"op": "dump", "out": PATH}` writes `{event_id: latency_s}` to PATH and
@@ -102,16 +104,20 @@ class Load:
         except (ValueError, KeyError, TypeError):
             self.unparsed += 1
 
-    async def run(self, tag: str, rate: float, seconds: float) -> dict[str, Any]:
-        """Publish `rate`/s in total for `seconds`: one paced sender task per room."""
+    async def run(
+        self, tag: str, rate: float, seconds: float, flood: bool = False
+    ) -> dict[str, Any]:
+        """Publish `rate`/s in total for `seconds`: one paced sender task per room
+        (`flood`: stop at the end of `seconds`, whatever is not sent yet)."""
         per_room = rate / len(self.rooms)
         count = max(1, round(per_room * seconds))
         start = time.monotonic() + 0.05
         sent: dict[str, float] = {}
         lags: list[float] = []
         errors: list[str] = []
+        until = start + seconds if flood else None
         senders = [
-            self._send_room(i, room, tag, per_room, count, start, sent, lags, errors)
+            self._send_room(i, room, tag, per_room, count, start, sent, lags, errors, until)
             for i, room in enumerate(self.rooms)
         ]
         await asyncio.gather(*senders)
@@ -138,15 +144,19 @@ class Load:
         sent: dict[str, float],
         lags: list[float],
         errors: list[str],
+        until: float | None = None,
     ) -> None:
-        """Send `count` packets on schedule; one awaited publish at a time per room (each
-        in-flight publish_data subscribes its own FFI queue, so unbounded concurrency
-        would make the publisher's own dispatch cost grow with the backlog)."""
+        """Send `count` packets on schedule (until `until`, if given); one awaited publish
+        at a time per room (each in-flight publish_data subscribes its own FFI queue, so
+        unbounded concurrency would make the publisher's own dispatch cost grow with the
+        backlog)."""
         session = f"bench-{self.names[index]}"
         participant = room.local_participant
         # Rooms start staggered within one interval so the total rate is smooth.
         offset = index / (per_room * len(self.rooms))
         for n in range(count):
+            if until is not None and time.monotonic() >= until:
+                return
             due = start + offset + n / per_room
             delay = due - time.monotonic()
             if delay > 0:
@@ -169,7 +179,9 @@ class Load:
 
     async def handle(self, cmd: dict[str, Any]) -> dict[str, Any]:
         if cmd["op"] == "run" and self.mode == "publish":
-            result = await self.run(cmd["tag"], float(cmd["rate"]), float(cmd["seconds"]))
+            result = await self.run(
+                cmd["tag"], float(cmd["rate"]), float(cmd["seconds"]), bool(cmd.get("flood"))
+            )
             write_json(cmd["out"], result.pop("sent"))
             return result
         if cmd["op"] == "dump" and self.mode == "subscribe":

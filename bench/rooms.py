@@ -37,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
+    LIMITS_OFF,
     Bench,
     LoadClient,
     StreamReader,
@@ -87,7 +88,8 @@ class RoomsResult:
 def measure(bench: Bench, pub: LoadClient, rooms: int, args: argparse.Namespace) -> RoomsResult:
     names = [TRAFFIC_ROOM, *(f"bench-{i}" for i in range(1, rooms))]
     started = time.monotonic()
-    relay = bench.start_relay(names, f"rooms{rooms}-{uuid.uuid4().hex[:6]}", 60 + rooms)
+    prefix = f"rooms{rooms}-{uuid.uuid4().hex[:6]}"
+    relay = bench.start_relay(names, prefix, 60 + rooms, extra_env=LIMITS_OFF)
     try:
         ready_s = time.monotonic() - started
         reader = StreamReader(bench.redis(), relay.prefix)

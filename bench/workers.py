@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Bench, LoadClient, Relay, StreamReader, cpu_s, rss_mb
+from harness import LIMITS_OFF, Bench, LoadClient, Relay, StreamReader, cpu_s, rss_mb
 
 from relay import keys
 from relay.config import RedisSettings
@@ -191,6 +191,7 @@ def start(bench: Bench, rooms: Sequence[str], workers: int, held: int) -> tuple[
         "RELAY_DISCOVERY__ENABLED": "true",
         "RELAY_DISCOVERY__PICKUP_JITTER_S": "0.2",
         "RELAY_DISCOVERY__INCLUDE": json.dumps(["bench-*"]),
+        **LIMITS_OFF,  # as fast as they can: a room may pass the limits' defaults
     }
     return bench.start_relay([], prefix, 60 + total, extra_env=env), total
 

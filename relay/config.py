@@ -158,6 +158,34 @@ class PipelineSettings(_Section):
     max_payload_bytes: int = Field(default=64 * 1024, gt=0)
 
 
+class LimitsSettings(_Section):
+    """Per-room and per-participant rate limits and byte caps, applied by the observer's
+    SDK handlers before any decoding (docs/delivery.md, "Rate limits").
+
+    A data packet, a text stream chunk, a legacy transcription packet or an attribute
+    change costs one event and its payload bytes. The defaults are far above what a
+    conversation sends: the demo and golden sessions (LiveAvatar, LiveKit Agents,
+    LiveLayer) send a few events/s per participant, tens at a transcript's peak (chunks
+    per word), a few KB/s. The load benchmarks' single publishers send 200 (bench/e2e.py)
+    to 500 (bench/rooms.py) events/s, so a participant gets 1000/s and a room 2000/s
+    (near what one process decodes on the 2-core rig): only a flood hits them.
+    """
+
+    enabled: bool = True
+    room_events_per_s: float = Field(default=2000.0, gt=0)
+    room_events_burst: int = Field(default=10_000, gt=0)
+    room_bytes_per_s: float = Field(default=4 * 1024 * 1024, gt=0)
+    room_bytes_burst: int = Field(default=16 * 1024 * 1024, gt=0)
+    participant_events_per_s: float = Field(default=1000.0, gt=0)
+    participant_events_burst: int = Field(default=5000, gt=0)
+    participant_bytes_per_s: float = Field(default=512 * 1024, gt=0)
+    participant_bytes_burst: int = Field(default=2 * 1024 * 1024, gt=0)
+    # What was dropped is logged (room_rate_limited) once a period per room, never per packet.
+    summary_period_s: float = Field(default=10.0, gt=0)
+    # Participants of a room whose buckets are kept (least recently seen go).
+    max_participants: int = Field(default=1024, gt=0)
+
+
 class HttpSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -273,6 +301,7 @@ class Settings(BaseSettings):
     livekit: LiveKitSettings = LiveKitSettings()
     redis: RedisSettings = RedisSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    limits: LimitsSettings = LimitsSettings()
     http: HttpSettings = HttpSettings()
     ingest: IngestSettings = IngestSettings()
     log: LogSettings = LogSettings()
@@ -419,6 +448,12 @@ def _inconsistencies(s: Settings, rooms_option: str | None = None) -> list[str]:
     problems += _redis_problems(s.redis)
     if pipeline.retry_max_s < pipeline.retry_initial_s:
         problems.append(f"{_name('pipeline', 'retry_max_s')}: below retry_initial_s")
+    for scope in ("room", "participant"):
+        if getattr(s.limits, f"{scope}_bytes_burst") < pipeline.max_payload_bytes:
+            # A payload above the burst would never fit: every one of them dropped.
+            problems.append(
+                f"{_name('limits', f'{scope}_bytes_burst')}: below pipeline.max_payload_bytes"
+            )
     return problems + _template_problems(s)
 
 

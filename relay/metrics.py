@@ -5,7 +5,14 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 from relay import __version__
-from relay.contract.kinds import DEAD_LETTER_REASONS, DROP_REASONS, DeadLetterReason, DropReason
+from relay.contract.kinds import (
+    DEAD_LETTER_REASONS,
+    DROP_REASONS,
+    LIMIT_REASONS,
+    DeadLetterReason,
+    DropReason,
+    LimitReason,
+)
 
 EVENTS_RECEIVED = Counter(
     "relay_events_received_total", "Events decoded and accepted.", ["protocol", "kind"]
@@ -13,6 +20,11 @@ EVENTS_RECEIVED = Counter(
 EVENTS_WRITTEN = Counter("relay_events_written_total", "Events acknowledged by a sink.", ["sink"])
 EVENTS_DROPPED = Counter(
     "relay_events_dropped_total", "Raw items or events dropped, by reason.", ["reason"]
+)
+RATE_LIMITED_BYTES = Counter(
+    "relay_rate_limited_bytes_total",
+    "Payload bytes refused over a rate limit or byte cap (the items: relay_events_dropped_total).",
+    ["reason"],
 )
 DECODE_ERRORS = Counter(
     "relay_decode_errors_total", "Payloads a decoder could not map.", ["protocol"]
@@ -63,12 +75,19 @@ BUILD_INFO.info({"version": __version__})
 
 # Every reason has a sample from the start, so a rate() or an alert sees the first drop.
 _DROPPED = {reason: EVENTS_DROPPED.labels(reason=reason) for reason in DROP_REASONS}
+_LIMITED_BYTES = {reason: RATE_LIMITED_BYTES.labels(reason=reason) for reason in LIMIT_REASONS}
 _DEAD_LETTERED = {reason: DEAD_LETTERS.labels(reason=reason) for reason in DEAD_LETTER_REASONS}
 
 
 def dropped(reason: DropReason, count: int = 1) -> None:
     """Count `count` raw items or events lost for `reason`."""
     _DROPPED[reason].inc(count)
+
+
+def rate_limited(reason: LimitReason, size: int) -> None:
+    """One item of `size` payload bytes refused over a limit: a drop, and its bytes."""
+    _DROPPED[reason].inc()
+    _LIMITED_BYTES[reason].inc(size)
 
 
 def dead_lettered(reason: DeadLetterReason) -> None:

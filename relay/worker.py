@@ -127,6 +127,7 @@ class Worker:
             s.pipeline,
             room_factory=self._room_factory,
             worker_index=s.worker_index,
+            rate_limits=s.limits,
         )
 
     def _ingest_room_idle(self, room: str) -> None:

@@ -46,8 +46,14 @@ DropReason = Literal[
     "forced_exit",  # still buffered when a second signal forced the exit
     "dead_letter_rejected",  # a dead letter that a sink refused for good
     "lease_lost",  # the room's lease could not be renewed in time: its writes stop
+    # Over a rate limit or byte cap (limits.*), refused by the SDK handlers before decoding:
+    "room_rate",  # the room's events per second
+    "participant_rate",  # one participant's (identity's) events per second
+    "room_bytes",  # the room's payload bytes per second
+    "participant_bytes",  # one participant's payload bytes per second
 ]
 
+LimitReason = Literal["room_rate", "participant_rate", "room_bytes", "participant_bytes"]
 # What the observer refuses: counted as a drop and written to the dead-letter stream.
 RefusedReason = Literal["oversized", "text_stream_error"]
 # Why an entry went to the dead-letter stream (`relay_dead_letters_total{reason}`).
@@ -56,4 +62,5 @@ DeadLetterReason = Literal[RefusedReason, "write_rejected", "control_invalid"]
 PROTOCOLS: tuple[Protocol, ...] = get_args(Protocol)
 EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
+LIMIT_REASONS: tuple[LimitReason, ...] = get_args(LimitReason)
 DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = get_args(DeadLetterReason)

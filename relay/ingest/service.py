@@ -36,9 +36,10 @@ from relay.decode.stage import EntryIntake
 from relay.ingest import metrics
 from relay.ingest.batch import Batch, Item
 from relay.ingest.metrics import RejectReason
-from relay.ingest.session import IngestSession, TokenBucket
+from relay.ingest.session import IngestSession
 from relay.ingest.tokens import IngestGrant
 from relay.lru import LRU
+from relay.ratelimit import TokenBucket
 
 RoomIdle = Callable[[str], None]
 SWEEP_INTERVAL_S = 10.0  # how often a request looks for sessions whose tokens expired

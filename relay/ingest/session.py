@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import math
 
 from relay.decode.room_decoder import RoomDecoder
 from relay.lru import LRU
+from relay.ratelimit import TokenBucket
 
 CLIENTS_PER_SESSION = 16  # page loads of one session whose sequence numbers are kept
 
@@ -30,27 +30,6 @@ class SeqWindow:
         if len(self._order) > self._cap:
             self._seen.discard(self._order.popleft())
         return True
-
-
-class TokenBucket:
-    """`burst` items at most, refilled at `rate_per_s`."""
-
-    def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
-        self._rate = rate_per_s
-        self._burst = float(burst)
-        self._level = float(burst)
-        self._at = now
-
-    def take(self, count: int, now: float) -> float:
-        """0 if `count` items fit (and takes them), else the seconds until they would."""
-        self._level = min(self._burst, self._level + (now - self._at) * self._rate)
-        self._at = now
-        if count <= self._level:
-            self._level -= count
-            return 0.0
-        if count > self._burst:
-            return math.inf
-        return (count - self._level) / self._rate
 
 
 class IngestSession:

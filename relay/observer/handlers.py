@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import structlog
 from livekit import rtc
 
 from relay import metrics
-from relay.config import PipelineSettings
+from relay.config import LimitsSettings, PipelineSettings
 from relay.contract.kinds import RefusedReason
 from relay.contract.raw import (
     AttributesItem,
@@ -36,10 +37,13 @@ from relay.observer.convert import (
     to_segment,
 )
 from relay.observer.inbox import RoomInbox
+from relay.observer.limits import RoomLimiter
 from relay.observer.presence import Presence, PresenceChange
 from relay.observer.sdk_room import ObserverRoom
 
 TEXT_STREAM_TOPICS = ("lk.transcription", "lk.chat")
+
+log = structlog.get_logger(__name__)
 
 
 class RoomHandlers:
@@ -49,8 +53,10 @@ class RoomHandlers:
         limits: PipelineSettings,
         clock: Callable[[], float],
         reconnecting: Callable[[], bool],
+        rate_limits: LimitsSettings | None = None,
     ) -> None:
-        """`reconnecting()`: the observer is away (participant churn is reconciled later)."""
+        """`reconnecting()`: the observer is away (participant churn is reconciled later).
+        `rate_limits`: per room and per participant, checked before an item is built."""
         self.ctx = RoomContext(room=inbox.room)  # with the sid once joined (the observer's)
         self.room: ObserverRoom | None = None  # the joined room, for text stream senders
         self.presence = Presence()
@@ -59,6 +65,8 @@ class RoomHandlers:
         self._clock = clock
         self._reconnecting = reconnecting
         self._streams: set[asyncio.Task[None]] = set()
+        self._limiter = RoomLimiter(rate_limits or LimitsSettings(), clock())
+        self._summary_timer: asyncio.TimerHandle | None = None
 
     def attach(self, room: ObserverRoom) -> None:
         """Register every handler on a new room, before its connect()."""
@@ -81,7 +89,9 @@ class RoomHandlers:
                 self._inbox.put(AttributesItem(self.ctx, c.who, c.attributes, c.attributes, now))
 
     async def close_streams(self) -> None:
-        """The room was left: text streams still open are cut (counted as unfinished)."""
+        """The room was left: text streams still open are cut (counted as unfinished), and
+        what the limits dropped since the last summary is summarized now."""
+        self._summarize()
         for task in list(self._streams):
             task.cancel()
         await asyncio.gather(*self._streams, return_exceptions=True)
@@ -91,6 +101,9 @@ class RoomHandlers:
     def _on_data(self, packet: rtc.DataPacket) -> None:
         now = self._clock()
         sender = to_participant(packet.participant)
+        # An oversized packet costs what its dead letter keeps, not its whole size.
+        if not self._admit(sender.identity, min(len(packet.data), self._limits.max_payload_bytes)):
+            return
         topic = packet.topic or ""
         if len(packet.data) > self._limits.max_payload_bytes:
             self._refuse("oversized", now, oversized_detail(sender, topic, packet.data))
@@ -109,6 +122,8 @@ class RoomHandlers:
 
     def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         who = to_participant(participant)
+        if not self._admit(who.identity, sum(len(k) + len(v) for k, v in changed.items())):
+            return
         attrs = dict(participant.attributes)
         self._inbox.put(AttributesItem(self.ctx, who, dict(changed), attrs, self._clock()))
 
@@ -122,12 +137,18 @@ class RoomHandlers:
         participant: rtc.Participant | None,
         publication: rtc.TrackPublication | None,
     ) -> None:
+        sender = to_participant(participant)
+        if not self._admit(sender.identity, sum(len(segment.text) for segment in segments)):
+            return
         converted = [to_segment(segment) for segment in segments]
         track_sid = publication.sid if publication is not None else None
-        sender = to_participant(participant)
         self._inbox.put(TranscriptionItem(self.ctx, sender, track_sid, converted, self._clock()))
 
     def _on_text_stream(self, reader: rtc.TextStreamReader, sender_identity: str) -> None:
+        # Over a limit, the stream is not read at all (closing unsubscribes its chunks).
+        if not self._admit(sender_identity, reader.info.size or 0):
+            reader.close()
+            return
         task = asyncio.create_task(self._read_text_stream(reader, sender_identity))
         self._streams.add(task)
         task.add_done_callback(lambda done: self._text_stream_done(done, reader))
@@ -161,6 +182,8 @@ class RoomHandlers:
         text, chunks = "", 0
         try:
             async for chunk in reader:
+                if not self._admit(sender_identity, len(chunk)):
+                    return  # cut: not read further (the done callback closes the reader)
                 text, chunks = text + chunk, chunks + 1
                 self._inbox.put(item(text, header, chunks))
         except rtc.StreamError as exc:  # aborted, oversized, or the room went away
@@ -168,6 +191,33 @@ class RoomHandlers:
             self._refuse("text_stream_error", self._clock(), detail)
             return
         self._inbox.put(item(text, dict(info.attributes or {}), None))
+
+    def _admit(self, identity: str, size: int) -> bool:
+        """Within the room's and the participant's limits (counted, summarized if not)."""
+        if self._limiter.admit(identity, size, self._clock()) is None:
+            return True
+        if self._summary_timer is None:  # the period's first drop: its summary is due
+            loop = asyncio.get_running_loop()
+            self._summary_timer = loop.call_later(self._limiter.period_s, self._summarize)
+        return False
+
+    def _summarize(self) -> None:
+        """One line a period per room for what the limits dropped, never one a packet."""
+        if self._summary_timer is not None:
+            self._summary_timer.cancel()
+            self._summary_timer = None
+        summary = self._limiter.take_summary()
+        if summary is None:
+            return
+        log.warning(
+            "room_rate_limited",
+            room=self.ctx.room,
+            period_s=summary.period_s,
+            dropped=summary.dropped,
+            reasons=summary.reasons,
+            dropped_bytes=summary.dropped_bytes,
+            top_participants=dict(summary.top_participants),
+        )
 
     def _refuse(self, reason: RefusedReason, now: float, detail: dict[str, object]) -> None:
         """Refused here, dead-lettered by the decode stage: in order with the room's events."""

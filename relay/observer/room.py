@@ -24,7 +24,7 @@ from livekit import rtc
 
 from relay import metrics
 from relay.backoff import backoff_s
-from relay.config import LiveKitSettings, PipelineSettings
+from relay.config import LimitsSettings, LiveKitSettings, PipelineSettings
 from relay.contract.raw import ObserverItem, RawItem, RoomContext
 from relay.observer.convert import enum_name, sdk_callback
 from relay.observer.handlers import TEXT_STREAM_TOPICS, RoomHandlers
@@ -60,8 +60,10 @@ class RoomObserver:
         clock: Callable[[], float] = time.time,
         room_factory: RoomFactory = ObserverRoom,
         worker_index: int = 0,
+        rate_limits: LimitsSettings | None = None,
     ) -> None:
-        """`worker_index`: this process's slot (`Settings.worker_index`), in its identity."""
+        """`worker_index`: this process's slot (`Settings.worker_index`), in its identity;
+        `rate_limits`: the room's and its participants' (default: `LimitsSettings()`)."""
         self.target = target
         self.state: ObserverState = "idle"
         # Why the observation ended on its own (a FINAL_DISCONNECTS reason), else None.
@@ -75,7 +77,9 @@ class RoomObserver:
         self._clock = clock
         self._room_factory = room_factory
         self._inbox = inbox
-        self._handlers = RoomHandlers(inbox, pipeline, clock, lambda: self.state == "reconnecting")
+        self._handlers = RoomHandlers(
+            inbox, pipeline, clock, lambda: self.state == "reconnecting", rate_limits
+        )
         self._stop = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._joined_once = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from relay.config import LiveKitSettings, PipelineSettings
+from relay.config import LimitsSettings, LiveKitSettings, PipelineSettings
 from relay.decode.stage import DecodeStage, EntryIntake
 from relay.observer import RoomObserver, RoomTarget
 from relay.observer.inbox import RoomInbox
@@ -27,6 +27,7 @@ class ObservedRoom:
         *,
         room_factory: RoomFactory = ObserverRoom,
         worker_index: int = 0,
+        rate_limits: LimitsSettings | None = None,
     ) -> None:
         self.inbox = RoomInbox(target.room, limits.room_queue_max)
         self.observer = RoomObserver(
@@ -36,6 +37,7 @@ class ObservedRoom:
             limits,
             room_factory=room_factory,
             worker_index=worker_index,
+            rate_limits=rate_limits,
         )
         self.decode = DecodeStage(self.inbox, intake)
 

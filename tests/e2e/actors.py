@@ -5,6 +5,7 @@
     python tests/e2e/actors.py ticker --url U --room R [--interval-s P]
     python tests/e2e/actors.py tickers --url U --room R1,R2,... [--interval-s P]
     python tests/e2e/actors.py conversations --url U --room R1,R2,... [--interval-s P]
+    python tests/e2e/actors.py flood --url U --room R --seconds S [--participants N] [--stagger-s D]
 
 API key and secret come from LIVEKIT_API_KEY / LIVEKIT_API_SECRET (argv is visible to
 every user). Each prints one JSON line on stdout when done: what it sent, so the tests
@@ -22,6 +23,10 @@ derive their expectations from it rather than from constants.
   until its stdin closes; reports each event's id and when it was sent.
 - `tickers`: the ticker in each of the comma-separated rooms at once (one process, one
   participant per room); reports the count per room.
+- `flood`: `participants` participants (`identity`-0, -1, ...) in one room each publish
+  ticks on `agent-response` as fast as `publish_data` returns, for `seconds`, the i-th
+  starting `i * stagger_s` after the first; reports the count and payload bytes sent per
+  identity, then stays until its stdin closes.
 """
 
 from __future__ import annotations
@@ -242,8 +247,50 @@ async def play_conversations(creds: Credentials, args: argparse.Namespace) -> di
     return {"sent": sent}
 
 
+def flood_payload(identity: str, n: int) -> bytes:
+    """The `n`-th packet of a `flood` participant (the tests recompute its size)."""
+    message = {"event_type": "tick", "event_id": f"{identity}-{n}", "n": n}
+    return json.dumps(message).encode()
+
+
+async def play_flood(creds: Credentials, args: argparse.Namespace) -> None:
+    """Each participant publishes as fast as it can for `seconds` (the i-th from `i *
+    stagger_s` on), then the counts are reported; stays until stdin closes (a packet that
+    arrives after its sender left has no sender in the SDK)."""
+    identities = [f"{args.identity}-{i}" for i in range(args.participants)]
+    rooms = await asyncio.gather(*(join(creds, args.room, who) for who in identities))
+    print(json.dumps({"ready": True}), flush=True)
+    sent = dict.fromkeys(identities, 0)
+    sent_bytes = dict.fromkeys(identities, 0)
+
+    async def flood(i: int, identity: str, room: Any) -> None:
+        await asyncio.sleep(i * args.stagger_s)
+        local = room.local_participant
+        until = time.monotonic() + args.seconds
+        while time.monotonic() < until:
+            payload = flood_payload(identity, sent[identity])
+            await local.publish_data(payload, topic=GARBAGE_TOPIC)
+            sent[identity] += 1
+            sent_bytes[identity] += len(payload)
+
+    try:
+        started = time.monotonic()
+        await asyncio.gather(
+            *(
+                flood(i, who, room)
+                for i, (who, room) in enumerate(zip(identities, rooms, strict=True))
+            )
+        )
+        report({"sent": sent, "bytes": sent_bytes, "seconds": time.monotonic() - started})
+        await stdin_closed(HOLD_MAX_S)
+    finally:
+        for room in rooms:
+            await room.disconnect()
+
+
 ACTORS = {
     "conversations": play_conversations,
+    "flood": play_flood,
     "liveavatar": play_liveavatar,
     "garbage": play_garbage,
     "ticker": play_ticker,
@@ -272,6 +319,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stream-bytes", type=int, default=0)
     parser.add_argument("--interval-s", type=float, default=0.01)
     parser.add_argument("--turns", default="1:0.5:1")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--participants", type=int, default=1)
+    parser.add_argument("--stagger-s", type=float, default=0.0)
     return parser
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from livekit import rtc
 from livekit.rtc._proto import participant_pb2
 
-from relay.config import LiveKitSettings, PipelineSettings
+from relay.config import LimitsSettings, LiveKitSettings, PipelineSettings
 from relay.contract.event import DeadLetter, Entry, Event
 from relay.observer import RoomTarget
 from relay.observer.sdk_room import ObserverRoom
@@ -157,6 +157,7 @@ def make_observer(
     room: str = "room-1",
     target: RoomTarget | None = None,
     script: Script | None = None,
+    rate_limits: LimitsSettings | None = None,
     **settings: Any,
 ) -> ObservedRoom:
     """An observed room (observer, inbox, decode stage) handing entries to `intake`; with a
@@ -164,7 +165,12 @@ def make_observer(
     livekit, limits = observer_settings(**settings)
     factory = script.room if script is not None else ObserverRoom
     observed = ObservedRoom(
-        target or RoomTarget(room=room), intake, livekit, limits, room_factory=factory
+        target or RoomTarget(room=room),
+        intake,
+        livekit,
+        limits,
+        room_factory=factory,
+        rate_limits=rate_limits,
     )
     if script is not None and script.on_exhausted is None:
         script.on_exhausted = observed.stop
