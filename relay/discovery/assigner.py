@@ -365,12 +365,7 @@ class Assigner:
     ) -> None:
         """Below the share: take over rooms their owners offer (a rebalance), joining
         them before the owner leaves."""
-        mine = self._store.owner
-        owned = [
-            room
-            for room, holder in holders.items()
-            if holder not in (None, mine) and room not in self._rooms.wanted
-        ]
+        owned = self._owned_elsewhere(holders)
         if not owned:
             return
         for room, giver in (await handover.offers(owned)).items():
@@ -379,13 +374,7 @@ class Assigner:
             target = await self._rooms.shared.target(room, entries[room])
             if target is None or not await handover.claim(room, self._settings.lease_ttl_s):
                 continue  # a url+token room whose token expired; another taker's
-            assert self._shadow is not None
-            self._shadow.hold(room)
-            try:
-                self._rooms.observe(dataclasses.replace(target, joined_reason="handover"))
-            except (ShuttingDownError, RoomCapacityError):
-                self._shadow.discard(room)
-                await handover.unclaim(room)
+            if not await self._observe_held(room, target, "handover", None, handover):
                 return
             log.info("handover_answered", room=room, giver=giver)
             task = asyncio.create_task(self._take_over(room, handover), name=f"take:{room}")
@@ -427,6 +416,35 @@ class Assigner:
             with contextlib.suppress(Exception):
                 await handover.unclaim(room)
 
+    def _owned_elsewhere(self, holders: dict[str, str | None]) -> list[str]:
+        """Rooms another process holds and this one does not observe."""
+        mine = self._store.owner
+        return [
+            room
+            for room, holder in holders.items()
+            if holder not in (None, mine) and room not in self._rooms.wanted
+        ]
+
+    async def _observe_held(
+        self,
+        room: str,
+        target: RoomTarget,
+        reason: str,
+        keep_s: float | None,
+        handover: HandoverStore,
+    ) -> bool:
+        """Join `room` (its shadow claimed) with its entries held back; False, the claim
+        given back, if this process takes no more rooms."""
+        assert self._shadow is not None
+        self._shadow.hold(room, keep_s)
+        try:
+            self._rooms.observe(dataclasses.replace(target, joined_reason=reason))
+        except (ShuttingDownError, RoomCapacityError):
+            self._shadow.discard(room)
+            await handover.unclaim(room)
+            return False
+        return True
+
     async def _stand_by(
         self,
         entries: dict[str, dict[str, object]],
@@ -444,12 +462,7 @@ class Assigner:
             gone = room not in entries or room not in self._rooms.wanted
             if gone or not await handover.claim(room, ttl, joined=self._rooms.joined(room)):
                 await self._end_standby(room, handover)
-        mine = self._store.owner
-        candidates = [
-            room
-            for room, holder in holders.items()
-            if holder not in (None, mine) and room not in self._rooms.wanted
-        ]
+        candidates = self._owned_elsewhere(holders)
         random.shuffle(candidates)
         owed = max(0, share - self._holding())  # rooms this process should still own
         for room in candidates:
@@ -460,13 +473,8 @@ class Assigner:
             target = await self._rooms.shared.target(room, entries[room])
             if target is None or not await handover.claim(room, ttl):
                 continue  # a url+token room whose token expired; another's standby
-            assert self._shadow is not None
-            self._shadow.hold(room, self._settings.standby_keep_s)
-            try:
-                self._rooms.observe(dataclasses.replace(target, joined_reason="standby"))
-            except (ShuttingDownError, RoomCapacityError):
-                self._shadow.discard(room)
-                await handover.unclaim(room)
+            keep_s = self._settings.standby_keep_s
+            if not await self._observe_held(room, target, "standby", keep_s, handover):
                 return
             self._standby.add(room)
             log.info("standby_started", room=room, owner=holders[room])

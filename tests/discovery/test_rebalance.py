@@ -463,7 +463,7 @@ async def test_a_hand_back_is_make_before_break_when_a_taker_answers(
     assert room in a.observed  # A stays in the room until a taker joined
     await b.tick()  # B answers: it joins, its entries held back
     await wait_until(lambda: room in b.assigner.held, what="B's lease")
-    assert not b.assigner.shadows
+    await wait_until(lambda: not b.assigner.shadows, what="what B held written")
     await a.settled()
     assert room not in a.observed and room not in a.assigner.held
     assert handovers("overlapped") - overlapped == 1

@@ -108,6 +108,30 @@ async def test_a_killed_relay_loses_only_the_window_nobody_observed_and_announce
     )
 
 
+async def lost_once_each(
+    streams: Streams,
+    rooms: list[str],
+    sent: dict[str, list[tuple[str, int]]],
+    moved: list[str],
+    reason: str,
+) -> int:
+    """Events sent that no room stream has (once all arrived); asserts that nothing is
+    written twice and that each moved room's new owner joined for `reason`, no gap."""
+    lost = 0
+    for room in rooms:
+        await streams.wait_room(room, has_event_id(sent[room][-1][0]))
+        events = await streams.room_events(room)
+        ids = Counter(e["id"] for e in events)
+        assert not [i for i, n in ids.items() if n > 1], f"{room}: written twice"
+        seen = {e["source"].get("event_id") for e in events}
+        lost += sum(1 for event_id, _ in sent[room] if event_id not in seen)
+        if room in moved:
+            joined = [e for e in events if e["kind"] == "observer.joined" and e["epoch"] == 2]
+            assert [e["data"].get("reason") for e in joined] == [reason], room
+            assert "gap_ms" not in joined[0]["data"], room
+    return lost
+
+
 async def test_a_rebalance_under_traffic_hands_rooms_over_without_losing_an_event(
     e2e_ns: NetNS, e2e_devserver: DevServer, streams: Streams, start_relay: StartRelay
 ) -> None:
@@ -133,19 +157,7 @@ async def test_a_rebalance_under_traffic_hands_rooms_over_without_losing_an_even
     sent: dict[str, list[tuple[str, int]]] = (await talk.result())["sent"]
 
     assert first.log_events("rebalancing")
-    lost = 0
-    for room in rooms:
-        await streams.wait_room(room, has_event_id(sent[room][-1][0]))
-        events = await streams.room_events(room)
-        ids = Counter(e["id"] for e in events)
-        assert not [i for i, n in ids.items() if n > 1], f"{room}: written twice"
-        seen = {e["source"].get("event_id") for e in events}
-        missing = [event_id for event_id, _ in sent[room] if event_id not in seen]
-        lost += len(missing)
-        if room in moved:
-            joined = [e for e in events if e["kind"] == "observer.joined" and e["epoch"] == 2]
-            assert [e["data"].get("reason") for e in joined] == ["handover"], room
-            assert "gap_ms" not in joined[0]["data"]
+    lost = await lost_once_each(streams, rooms, sent, moved, "handover")
     print(f"rebalance of {len(moved)} of {len(rooms)} rooms under traffic: "
           f"rebalance_lost_events={lost}")  # fmt: skip
     assert lost == 0
@@ -196,18 +208,7 @@ async def test_with_a_standby_a_killed_relay_loses_nothing(
         await asyncio.sleep(2.0)
     sent: dict[str, list[tuple[str, int]]] = (await talk.result())["sent"]
 
-    lost = 0
-    for room in rooms:
-        await streams.wait_room(room, has_event_id(sent[room][-1][0]))
-        events = await streams.room_events(room)
-        ids = Counter(e["id"] for e in events)
-        assert not [i for i, n in ids.items() if n > 1], f"{room}: written twice"
-        seen = {e["source"].get("event_id") for e in events}
-        missing = [event_id for event_id, _ in sent[room] if event_id not in seen]
-        lost += len(missing)
-        if room in victims_rooms:
-            joined = [e for e in events if e["kind"] == "observer.joined" and e["epoch"] == 2]
-            assert [e["data"].get("reason") for e in joined] == ["standby"], room
+    lost = await lost_once_each(streams, rooms, sent, victims_rooms, "standby")
     survivors = [r for r in relays if r is not victim]
     took = [line for r in survivors for line in r.log_events("standby_took_over")]
     # Its standbys took the victim's rooms (a standby may also have been handed a room
@@ -244,17 +245,7 @@ async def test_a_drained_relay_hands_its_rooms_over_without_losing_an_event(
 
     (line,) = leaving.log_events("drain_handed_over")
     assert (line["rooms"], line["unanswered"]) == (len(moved), 0)
-    lost = 0
-    for room in rooms:
-        await streams.wait_room(room, has_event_id(sent[room][-1][0]))
-        events = await streams.room_events(room)
-        ids = Counter(e["id"] for e in events)
-        assert not [i for i, n in ids.items() if n > 1], f"{room}: written twice"
-        seen = {e["source"].get("event_id") for e in events}
-        lost += sum(1 for event_id, _ in sent[room] if event_id not in seen)
-        if room in moved:
-            joined = [e for e in events if e["kind"] == "observer.joined" and e["epoch"] == 2]
-            assert [e["data"].get("reason") for e in joined] == ["handover"], room
+    lost = await lost_once_each(streams, rooms, sent, moved, "handover")
     print(f"drain of a relay holding {len(moved)} rooms under traffic: drain_lost_events={lost}")
     assert lost == 0
     assert staying.log_events("handover_taken")

@@ -94,8 +94,10 @@ async def test_a_full_redis_holds_events_back_and_writes_them_once_it_has_room(
     try:
         for n in range(3):
             await pipeline.submit(make_event("room", n))
-        with pytest.raises(SinkError, match="maxmemory"):
-            await sink.write([make_event("room", 9).stamped("ev_probe", 9)])
+        probe = RedisStreamsSink(create_redis(settings), settings)  # not the pipeline's:
+        with pytest.raises(SinkError, match="maxmemory"):  # a sink writes one batch at a time
+            await probe.write([make_event("room", 9).stamped("ev_probe", 9)])
+        await probe.aclose()
         await asyncio.sleep(0.3)  # a few retries, all refused
         assert pipeline.buffered == 3
         await admin.config_set("maxmemory", "0")
