@@ -110,8 +110,12 @@ async def test_a_livekit_client_page_forwards_what_the_observer_sees(
     async with actor(e2e_ns, server, "liveavatar", *args) as scenario:
         # Mid-session the tab is hidden with items queued: they go out in a beacon, stay
         # queued until a later answer, and their second sending is answered `duplicate`.
+        # Items stay queued until the hide (no batch is full before it: else a batch sent
+        # between the wait and the hide, on a loaded machine, leaves nothing to beacon).
+        await evaluate(chromium, page, "fwd.options.batchSize = 100000")
         await wait_page(chromium, page, "seen.data >= 15 && fwd.queue.length > 0")
         beaconed = await evaluate(chromium, page, "(hide(), fwd.beaconed)")
+        await evaluate(chromium, page, "fwd.options.batchSize = 20")
         await evaluate(chromium, page, "show()")  # the forwarder sends them for real
         await wait_page(chromium, page, "fwd.beaconed === 0")
         # From here on nothing is sent until the unload: it all rests on the last beacon.
