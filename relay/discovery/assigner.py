@@ -237,12 +237,14 @@ class Assigner:
         standby = self._settings.standby and self._handover is not None
         if standby:
             await self._take_orphans()
-        holders = await self._holders(entries) if holding != share or standby else {}
+        rebalance = holding > share and stable and self._settings.rebalance_per_tick > 0
+        # The lease holders: one read, only for what this tick does with them.
+        holders = await self._holders(entries) if holding < share or rebalance or standby else {}
         if holding < share:
             if self._handover is not None:
                 await self._answer_offers(entries, holders, share, self._handover)
             await self._pick_up(entries, holders, share)
-        elif holding > share and stable and self._settings.rebalance_per_tick:
+        elif rebalance:
             self._rebalance(entries, share, members, holders, quiet)
         if standby and self._handover is not None and not self._stopping:
             await self._stand_by(entries, holders, share, self._handover)

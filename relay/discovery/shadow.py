@@ -78,9 +78,9 @@ class ShadowIntake:
     def oldest(self, room: str) -> float | None:
         """When the oldest entry held for `room` was received (epoch seconds)."""
         queue = self._held.get(room)
-        pinned = self._pinned.get(room)
-        times = [entry.received_at for entry in (queue[0] if queue else None, pinned) if entry]
-        return min(times, default=None)
+        if (pinned := self._pinned.get(room)) is not None:
+            return pinned.received_at  # kept although older than anything in the queue
+        return queue[0].received_at if queue else None
 
     async def promote(self, room: str, skip: Callable[[Entry], bool] | None = None) -> int:
         """The lease is won: what was held goes to the pipeline in order (entries that
