@@ -29,6 +29,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from relay.contract.kinds import EventKind
 from relay.errors import ConfigError
 
 ENV_PREFIX = "RELAY_"
@@ -233,6 +234,37 @@ class IngestSettings(_Section):
         return bool(self.secret.get_secret_value())
 
 
+class JournalSettings(_Section):
+    """The on-disk journal (docs/delivery.md, "The journal"): off while `path` is empty.
+
+    An accepted event is appended before `submit()` returns and stays until every sink
+    acknowledged it; a restarted relay writes what was left, in order, with its id, seq
+    and epoch (the write guard skips what the sinks had already). Each worker process
+    journals in its own directory under `path` (`worker-<index>`).
+    """
+
+    path: str = ""
+    # "interval": appends reach the kernel before submit() returns (a kill -9 loses
+    # nothing) and are fsynced every fsync_interval_ms (a power or node loss loses at most
+    # that window); "always": submit() also waits for the fsync that covers it (group
+    # commit: one fsync covers every append made while the last one ran).
+    fsync: Literal["interval", "always"] = "interval"
+    fsync_interval_ms: int = Field(default=100, gt=0)
+    # What the journal holds at most on disk (less when the disk has less free space).
+    max_bytes: int = Field(default=128 * 1024 * 1024, gt=0)
+    segment_bytes: int = Field(default=8 * 1024 * 1024, ge=4096)
+    # At capacity: "shed" refuses new events (reason journal_full); "block" makes submit()
+    # wait for room, the pipeline's backpressure. Above shed_at of the capacity, the kinds
+    # of shed_kinds are refused first (reason journal_shed), keeping room for transcripts.
+    full_policy: Literal["shed", "block"] = "shed"
+    shed_at: float = Field(default=0.8, gt=0, le=1)
+    shed_kinds: tuple[EventKind, ...] = ("speakers.active",)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.path)
+
+
 class DiscoverySettings(_Section):
     """Scale-out (relay/discovery): the wanted set in Redis, leases, webhooks, ListRooms.
 
@@ -307,6 +339,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
     discovery: DiscoverySettings = DiscoverySettings()
+    journal: JournalSettings = JournalSettings()
     # Rooms observed from start (names; tokens are minted with the API key/secret).
     rooms: tuple[Annotated[str, Field(min_length=1)], ...] = ()
     sinks: tuple[Literal["redis", "stdout"], ...] = Field(default=("redis",), min_length=1)

@@ -70,6 +70,23 @@ ROOM_CONNECT_DURATION = Histogram(
     "Time for room.connect() to return.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+JOURNAL_BYTES = Gauge("relay_journal_bytes", "Bytes of the journal's segments on disk.")
+JOURNAL_CAPACITY_BYTES = Gauge(
+    "relay_journal_capacity_bytes",
+    "Bytes the journal may hold: journal.max_bytes, or less when the disk has less free.",
+)
+JOURNAL_REPLAYED = Counter(
+    "relay_journal_replayed_total", "Entries read back from the journal at start."
+)
+JOURNAL_TORN = Counter(
+    "relay_journal_torn_records_total",
+    "Torn records (cut short or failing their checksum) skipped at start.",
+)
+JOURNAL_SYNC_DURATION = Histogram(
+    "relay_journal_sync_duration_seconds",
+    "One fdatasync of the journal (covering every append since the last).",
+    buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1),
+)
 BUILD_INFO = Info("relay_build", "Build information.")
 BUILD_INFO.info({"version": __version__})
 

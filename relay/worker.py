@@ -41,6 +41,7 @@ import signal
 import sys
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
@@ -52,6 +53,7 @@ from relay.discovery.runtime import ScaleOut
 from relay.errors import StartError
 from relay.http import HttpServer, build_app
 from relay.ingest import IngestService, add_ingest_routes
+from relay.journal import Journal
 from relay.loop_lag import watch_loop_lag
 from relay.observer import RoomTarget
 from relay.observer.room import RoomFactory
@@ -86,7 +88,11 @@ class Worker:
             self.sinks.append(RedisStreamsSink(self._redis, settings.redis))
         if "stdout" in settings.sinks:
             self.sinks.append(StdoutSink(sys.stdout))
-        self.pipeline = Pipeline(settings.pipeline, self.sinks)
+        self.journal: Journal | None = None
+        if settings.journal.enabled:  # each worker process in a directory of its own
+            directory = Path(settings.journal.path) / f"worker-{settings.worker_index}"
+            self.journal = Journal(settings.journal, directory)
+        self.pipeline = Pipeline(settings.pipeline, self.sinks, journal=self.journal)
         self.scaleout: ScaleOut | None = None
         if settings.discovery.enabled:
             self.scaleout = ScaleOut(settings, self._make_observer, self.pipeline)
@@ -148,9 +154,12 @@ class Worker:
             log.info("shutdown_requested")
             self._stop.set()
             return
-        lost = self.pipeline.buffered
-        log.error("shutdown_forced", events_lost=lost)
-        metrics.dropped("forced_exit", lost)
+        buffered = self.pipeline.buffered
+        if self.journal is not None:  # the next start writes them
+            log.error("shutdown_forced", events_journaled=buffered)
+        else:
+            log.error("shutdown_forced", events_lost=buffered)
+            metrics.dropped("forced_exit", buffered)
         os._exit(FORCED_EXIT_STATUS)
 
     async def run(self) -> int:
@@ -187,7 +196,12 @@ class Worker:
         else:
             for room in self.settings.rooms:
                 self.rooms.want(RoomTarget(room=room))
-        log.info("relay_started", rooms=len(self.settings.rooms), sinks=self.settings.sinks)
+        log.info(
+            "relay_started",
+            rooms=len(self.settings.rooms),
+            sinks=self.settings.sinks,
+            journal_replayed=self.pipeline.replayed,
+        )
 
     async def _supervise(self, component: str, lifelong: Coroutine[Any, Any, None]) -> None:
         """Run a component meant to live as long as the worker: an exception, or a return
@@ -236,6 +250,8 @@ class Worker:
         await self.http.stop()
         for sink in self.sinks:
             await sink.aclose()
+        if self.journal is not None:
+            await self.journal.close()
         log.info("relay_stopped", accepted=self.pipeline.accepted, unwritten=unwritten)
         return unwritten
 

@@ -51,6 +51,10 @@ DropReason = Literal[
     "participant_rate",  # one participant's (identity's) events per second
     "room_bytes",  # the room's payload bytes per second
     "participant_bytes",  # one participant's payload bytes per second
+    # The on-disk journal (journal.*) could not take the event, which is then not accepted:
+    "journal_shed",  # the journal above journal.shed_at: a kind of journal.shed_kinds
+    "journal_full",  # the journal at its capacity (journal.max_bytes or the disk's free space)
+    "journal_write_failed",  # the append failed (ENOSPC, EIO): the event is not accepted
 ]
 
 LimitReason = Literal["room_rate", "participant_rate", "room_bytes", "participant_bytes"]

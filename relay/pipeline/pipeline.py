@@ -12,7 +12,13 @@ partly written batch is written again with the same ids. An event leaves the buf
 - `shutdown_timeout`: accepted but not acknowledged when the drain deadline passed;
 - `dead_letter_rejected`: a dead letter a sink refused for good;
 - `lease_lost`: an entry of a room whose lease this process could not renew in time
-  (`fence_room`), or past the seq block its lease reserved.
+  (`fence_room`), or past the seq block its lease reserved;
+- `journal_shed`, `journal_full`, `journal_write_failed`: the on-disk journal could not
+  take the event (relay.journal), which is then not accepted.
+
+With a journal, an entry is appended to it before `submit()` returns and retired once
+every sink acknowledged it, so a process killed with entries buffered writes them at its
+next start: they are buffered first, ahead of anything new, with their id, seq and epoch.
 
 An event a sink refuses for good (a key of the wrong type) becomes a `write_rejected`
 dead letter holding the whole event. See docs/delivery.md.
@@ -21,6 +27,7 @@ dead letter holding the whole event. See docs/delivery.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from collections import deque
@@ -36,6 +43,7 @@ from relay.config import PipelineSettings
 from relay.contract.event import DeadLetter, Entry, Event
 from relay.contract.sink import Sink
 from relay.errors import SinkError
+from relay.journal import Journal
 from relay.metrics import (
     BUFFER_CAPACITY_EVENTS,
     BUFFER_EVENTS,
@@ -65,6 +73,7 @@ class Pipeline:
         *,
         clock: Callable[[], float] = time.time,
         minter: IdMinter | None = None,
+        journal: Journal | None = None,
     ) -> None:
         if not sinks:
             raise ValueError("a pipeline needs at least one sink")
@@ -104,7 +113,24 @@ class Pipeline:
         self._failing_since: float | None = None  # for the recovery log line
         self._written = {sink.name: EVENTS_WRITTEN.labels(sink=sink.name) for sink in sinks}
         self._received: dict[tuple[str, str], Counter] = {}
+        self._journal = journal
+        self._durable = journal is not None and journal.fsync_always
+        self.replayed = self._replay(journal) if journal is not None else 0
         _LIVE.add(self)
+
+    def _replay(self, journal: Journal) -> int:
+        """Buffer what the journal kept from the last run, oldest first. Its entries take
+        buffer slots (beyond the capacity if need be: new submits then wait), and a room
+        without a lease goes on from its highest seq (a leased room's seq comes from its
+        lease)."""
+        replayed = journal.take_replayed()
+        self._pending.extend(replayed)
+        self._appended += len(replayed)
+        self._slots.take(len(replayed))
+        for entry in replayed:
+            if isinstance(entry, Event) and entry.epoch is None:
+                self._seqs[entry.room] = max(self._seqs.get(entry.room, 0), entry.seq)
+        return len(replayed)
 
     # -- intake ----------------------------------------------------------------------
 
@@ -117,12 +143,19 @@ class Pipeline:
         if self._fenced and entry.room in self._fenced:
             metrics.dropped("lease_lost")
             return
+        if (journal := self._journal) is not None:
+            if journal.blocks and not self._closing:
+                await journal.wait_for_space()  # full_policy "block" ("shed" refuses)
+            kind = entry.kind if isinstance(entry, Event) else None
+            if (refusal := journal.refusal(kind)) is not None:
+                metrics.dropped(refusal)
+                return
         # try_acquire first: the common case then costs no coroutine.
         if not self._slots.try_acquire() and (self._closing or not await self._slots.acquire()):
             metrics.dropped("shutdown")
             return
         if isinstance(entry, DeadLetter):
-            self._accept(entry)
+            await self._accepted(entry)
             return
         # Stamped only once a slot is ours (no await from here on): a cancelled or refused
         # submit never burns a seq, so a room's seqs have no gaps.
@@ -137,9 +170,11 @@ class Pipeline:
             self._slots.release(1)
             metrics.dropped("lease_lost")
             return
-        self._seqs[entry.room] = seq
         parts = entry.encoded_parts()
-        self._accept(entry.stamped(self._ids.mint(entry, *parts), seq, parts, epoch))
+        if not await self._accepted(
+            entry.stamped(self._ids.mint(entry, *parts), seq, parts, epoch), seq
+        ):
+            return
         self.accepted += 1
         received = self._received.get((entry.protocol, entry.kind))
         if received is None:  # labels() takes a lock and builds a key: once per pair
@@ -182,11 +217,32 @@ class Pipeline:
         """Rooms with a seq counter here (until `forget_room`)."""
         return len(self._seqs)
 
-    def _accept(self, entry: Entry) -> None:
+    async def _accepted(self, entry: Entry, seq: int = 0) -> bool:
+        """Journal and buffer a submitted entry that holds a slot (an event's `seq` is
+        its room's from now on); with fsync "always", until its append is fsynced.
+        False if the journal refused it: the slot is given back, the seq not taken."""
+        mark = self._accept(entry)
+        if mark is None:
+            self._slots.release(1)
+            return False
+        if seq:
+            self._seqs[entry.room] = seq
+        if self._durable and self._journal is not None:
+            await self._journal.durable(mark)
+        return True
+
+    def _accept(self, entry: Entry) -> int | None:
+        """Buffer `entry` (journaled first, if there is a journal); the journal's mark,
+        or None (counted) when its append failed and the entry is not buffered."""
+        mark: int | None = 0
+        if self._journal is not None and (mark := self._journal.append(entry)) is None:
+            metrics.dropped("journal_write_failed")
+            return None
         self._pending.append(entry)
         self._appended += 1
         if len(self._pending) >= self._wake_at:
             self._wake.set()
+        return mark
 
     # -- readiness -------------------------------------------------------------------
 
@@ -226,9 +282,10 @@ class Pipeline:
             return
         self._running = True
         try:
-            while (batch := await self._next_batch()) is not None:
-                if not await self._deliver(batch):
-                    break
+            async with self._journal.running() if self._journal else contextlib.nullcontext():
+                while (batch := await self._next_batch()) is not None:
+                    if not await self._deliver(batch):
+                        break
         finally:
             self._running = False
             if self._closing:
@@ -297,7 +354,11 @@ class Pipeline:
             detail = {"sink": sink, "error": error, "event": entry.to_dict()}
             # The event's buffer slot passes to its dead letter (kept by _acknowledged), so
             # it is taken also while draining, and the drain writes it too.
-            self._accept(DeadLetter(entry.room, "write_rejected", self._clock(), detail))
+            if (
+                self._accept(DeadLetter(entry.room, "write_rejected", self._clock(), detail))
+                is None
+            ):
+                self._slots.release(1)
         self._rejected = []
 
     async def _write_until_acked(self, sink: Sink, batch: list[Entry]) -> bool:
@@ -352,6 +413,8 @@ class Pipeline:
                 metrics.dead_lettered(entry.reason)
         self._batch = []
         self._sinks_done = 0
+        if self._journal is not None:
+            self._journal.acked(len(batch))
         self._slots.release(len(batch) - kept)  # a rejected event's slot goes to its letter
         self._acked += len(batch)
         self._progressed()
@@ -419,7 +482,10 @@ class Pipeline:
         self._batch = []
         self._pending.clear()
         self._unwritten = left
-        if left:
+        if left and self._journal is not None:  # not lost: the next start writes them
+            log.error("pipeline_drain_timeout", unwritten=left, journaled=True,
+                      last_error=self._last_error)  # fmt: skip
+        elif left:
             metrics.dropped("shutdown_timeout", left)
             log.error("pipeline_drain_timeout", unwritten=left, last_error=self._last_error)
         else:

@@ -44,6 +44,11 @@ class Slots:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 
+    def take(self, count: int) -> None:
+        """Take `count` slots now, beyond the capacity if need be (what a replayed
+        journal holds): acquirers then wait until enough are released."""
+        self._free -= count
+
     def release(self, count: int) -> None:
         self._free += count
         while self._free > 0 and self._waiters:
