@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,9 +27,16 @@ from tests.e2e.scaleout import (
     wait_workers,
     worker_id,
 )
-from tests.e2e.support import StartRelay, Streams, actor, unique
+from tests.e2e.support import EventsCheck, StartRelay, Streams, actor, unique
 
 pytestmark = pytest.mark.e2e
+
+
+def has_ids(ids: set[str]) -> EventsCheck:
+    def check(events: list[dict[str, Any]]) -> bool:
+        return ids <= {e["id"] for e in events}
+
+    return check
 
 
 async def test_a_killed_relay_restarted_on_its_journal_writes_what_it_accepted(
@@ -78,8 +86,7 @@ async def test_a_killed_relay_restarted_on_its_journal_writes_what_it_accepted(
     (started,) = again.log_events("relay_started")
     assert started["journal_replayed"] >= len(kept)
     for room in victims_rooms:
-        ids = {e.id for e in kept if e.room == room}
-        await streams.wait_room(room, lambda events, ids=ids: ids <= {e["id"] for e in events})
+        await streams.wait_room(room, has_ids({e.id for e in kept if e.room == room}))
     for room in rooms:
         events = await streams.room_events(room)
         twice = [i for i, n in Counter(e["id"] for e in events).items() if n > 1]

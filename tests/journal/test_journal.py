@@ -11,6 +11,7 @@ import pytest
 
 from relay.config import JournalSettings, PipelineSettings
 from relay.contract.event import DeadLetter, Event
+from relay.contract.kinds import EventKind
 from relay.journal import Journal, JournalError
 from relay.journal.records import decode_body, encode_record, scan
 from relay.pipeline import Pipeline
@@ -172,7 +173,7 @@ async def test_near_full_sheds_low_value_kinds_then_refuses_all_exactly(tmp_path
     shed, full = dropped("journal_shed"), dropped("journal_full")
     sent = {"speakers.active": 0, "transcript.final": 0}
     for n in range(300):
-        kind = "speakers.active" if n % 2 else "transcript.final"
+        kind: EventKind = "speakers.active" if n % 2 else "transcript.final"
         await pipeline.submit(dataclasses.replace(make_event("r", n), kind=kind))
         sent[kind] += 1
     shed_now, full_now = dropped("journal_shed") - shed, dropped("journal_full") - full

@@ -33,13 +33,13 @@ async def test_kill9_with_writes_stalled_then_restart_loses_nothing(
     try:
         await asyncio.wait_for(accepting(load, stop, 500), 20)
         # Redis stops taking writes: the relay's buffer (and journal) holds what comes now.
-        await redis.execute_command("CLIENT", "PAUSE", "4000", "WRITE")
+        await redis.client_pause(4000, all=False)  # writes only
         before = len(load.accepted)
         await asyncio.wait_for(accepting(load, stop, before + 500), 20)
         relay.kill()
         stop.set()
         await sender
-        await redis.execute_command("CLIENT", "UNPAUSE")
+        await redis.client_unpause()
         written_before = await count(redis, prefix, load.accepted)
         assert written_before.lost >= 500  # what was buffered when the relay died
 
@@ -76,13 +76,13 @@ async def test_without_the_journal_the_same_kill_loses_the_buffer(
     sender = asyncio.create_task(load.run(stop))
     try:
         await asyncio.wait_for(accepting(load, stop, 200), 20)
-        await redis.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
+        await redis.client_pause(3000, all=False)
         before = len(load.accepted)
         await asyncio.wait_for(accepting(load, stop, before + 200), 20)
         relay.kill()
         stop.set()
         await sender
-        await redis.execute_command("CLIENT", "UNPAUSE")
+        await redis.client_unpause()
         relay.start(tmp_path / "relay-2.log")
         await asyncio.sleep(1.0)
         assert (await count(redis, prefix, load.accepted)).lost >= 200
