@@ -10,27 +10,48 @@ script and with the guard off. One line per run:
 
     fault=redis_down guard=script accepted=N in_stream=N lost=N duplicates=N
 
+`relay_kill9`: `relay run` with the journal, taking browser ingest (relay/dev/ingest_rig.py:
+accepted = items whose POST was answered 200) at `--rate`/s over `--rooms` rooms, killed
+with SIGKILL five seconds in and started again on the same journal; once as it runs
+(`stalled=no`), once with Redis's writes paused for the last two seconds before the kill
+(`stalled=yes`: the buffer holds those seconds). `replayed` is what the restart read
+back from the journal.
+
+`disk_full`: the pipeline with its journal on a tmpfs of 1 MiB (journal.max_bytes far
+above), Redis down, 5,000 events (a third `speakers.active`) submitted: the shed kinds go
+first, then everything is refused, each counted; Redis back, the accepted all arrive.
+Needs root (the mount).
+
 lost = accepted, but no entry with its id in the all-events stream; duplicates = entries
-beyond the first for one id. The other faults of the reliability issue (relay_kill9,
-disk_full, sfu_restart, takeover_kill9) need the on-disk journal, not built yet: see
-README.
+beyond the first for one id. `--faults` picks which run (default: all of them).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from relay.config import PipelineSettings, RedisSettings
+from relay.config import JournalSettings, PipelineSettings, RedisSettings
 from relay.contract.event import Event
+from relay.contract.kinds import EventKind
+from relay.dev.ingest_rig import IngestRelay, Load, count
 from relay.dev.launch import RedisServer
+from relay.dev.ports import free_port
+from relay.journal import Journal
 from relay.pipeline import Pipeline
 from relay.redis_client import create_redis
 from relay.sinks import RedisStreamsSink
@@ -84,12 +105,115 @@ async def take_redis_down(server: RedisServer, outage_s: float) -> None:
     await asyncio.to_thread(server.start)
 
 
+async def relay_kill9(args: argparse.Namespace, server: RedisServer, stalled: bool) -> str:
+    workdir = Path(tempfile.mkdtemp(prefix="faults-kill9-"))
+    prefix = f"faults-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    relay = IngestRelay(server.url, prefix, port, workdir / "journal")
+    relay.start(workdir / "relay-1.log")
+    load = Load(f"http://127.0.0.1:{port}/v1/ingest", rooms=args.rooms, rate=args.rate)
+    stop = asyncio.Event()
+    redis = create_redis(RedisSettings(url=SecretStr(server.url)))
+    sender = asyncio.create_task(load.run(stop))
+    try:
+        await asyncio.sleep(3.0)
+        if stalled:
+            await redis.client_pause(5000, all=False)
+        await asyncio.sleep(2.0)
+        relay.kill()
+        stop.set()
+        await sender
+        if stalled:
+            await redis.client_unpause()
+        relay.start(workdir / "relay-2.log")
+        replayed = relay.log_events("relay_started")[0]["journal_replayed"]
+        result = await count(redis, prefix, load.accepted)
+        for _ in range(100):
+            if result.lost == 0:
+                break
+            await asyncio.sleep(0.1)
+            result = await count(redis, prefix, load.accepted)
+        relay.stop()
+        tag = "yes" if stalled else "no"
+        return result.line("relay_kill9", stalled=tag, replayed=replayed)
+    finally:
+        stop.set()
+        relay.stop()
+        await redis.aclose()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def small_disk(size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (root only), unmounted after."""
+    disk = Path(tempfile.mkdtemp(prefix="faults-disk-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+        shutil.rmtree(disk, ignore_errors=True)
+
+
+async def disk_full(args: argparse.Namespace, server: RedisServer) -> str:
+    with small_disk("1m") as disk:
+        return await _disk_full(server, disk)
+
+
+async def _disk_full(server: RedisServer, disk: Path) -> str:
+    prefix = f"faults-{uuid.uuid4().hex[:6]}"
+    settings = RedisSettings(url=SecretStr(server.url), prefix=prefix, socket_timeout_s=1)
+    journal = Journal(JournalSettings(path=str(disk)), disk)
+    limits = PipelineSettings(retry_initial_s=0.05, retry_max_s=0.5)
+    redis = create_redis(settings)
+    pipeline = Pipeline(limits, [RedisStreamsSink(redis, settings)], journal=journal)
+    flusher = asyncio.create_task(pipeline.run())
+    await asyncio.to_thread(server.stop)
+    reasons = ("journal_shed", "journal_full", "journal_write_failed")
+    before = {reason: _dropped(reason) for reason in reasons}
+    for n in range(5000):
+        kind: EventKind = "speakers.active" if n % 3 == 0 else "transcript.final"
+        await pipeline.submit(dataclasses.replace(event(f"room-{n % 10}", n), kind=kind))
+    drops = {reason: int(_dropped(reason) - before[reason]) for reason in reasons}
+    await asyncio.to_thread(server.start)
+    unwritten = await pipeline.drain(60)
+    await flusher
+    await journal.close()
+    accepted = pipeline.accepted
+    ids = Counter(fields[b"id"] for _, fields in await redis.xrange(f"{prefix}:events"))
+    await redis.aclose()
+    in_stream = len(ids)
+    return (
+        f"fault=disk_full accepted={accepted} in_stream={in_stream} "
+        f"lost={accepted - in_stream} duplicates={sum(ids.values()) - in_stream} "
+        f"submitted=5000 shed={drops['journal_shed']} full={drops['journal_full']} "
+        f"write_failed={drops['journal_write_failed']} unwritten={unwritten}"
+    )
+
+
+def _dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("relay_events_dropped_total", {"reason": reason}) or 0.0
+
+
+FAULTS = ("redis_down", "relay_kill9", "disk_full")
+
+
 async def main(args: argparse.Namespace) -> int:
     server = RedisServer(Path(args.workdir) if args.workdir else None)
     server.start()
     try:
-        for guard in ("script", "off"):
-            print(await redis_down(args, server, guard), flush=True)
+        for fault in args.faults.split(","):
+            if fault == "redis_down":
+                for guard in ("script", "off"):
+                    print(await redis_down(args, server, guard), flush=True)
+            elif fault == "relay_kill9":
+                for stalled in (False, True):
+                    print(await relay_kill9(args, server, stalled), flush=True)
+            elif fault == "disk_full":
+                print(await disk_full(args, server), flush=True)
+            else:
+                print(f"unknown fault {fault!r}: pick from {', '.join(FAULTS)}", file=sys.stderr)
+                return 2
     finally:
         server.close()
     return 0
@@ -101,4 +225,5 @@ if __name__ == "__main__":
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--outage-s", type=float, default=30.0)
     parser.add_argument("--workdir", default="", help="redis-server's directory")
+    parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated")
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -47,7 +47,10 @@ log = structlog.get_logger(__name__)
 
 _SUFFIX = ".seg"
 _FREE_SPACE_EVERY_S = 1.0  # how often the disk's free space is read (a statvfs)
-_LOG_EVERY_S = 10.0  # one log line at most this often per kind of refusal
+_LOG_EVERY_S = 10.0
+# Free space left out of the capacity: the ledger, block rounding, a short burst between
+# two reads of the free space: the policy refuses before the disk does (ENOSPC).
+_DISK_RESERVE_BYTES = 256 * 1024  # one log line at most this often per kind of refusal
 
 
 class JournalError(StartError):
@@ -319,9 +322,11 @@ class Journal:
             segment.path.unlink(missing_ok=True)
 
     def _read_capacity(self) -> int:
-        """journal.max_bytes, or what the journal holds plus the disk's free space."""
+        """journal.max_bytes, or what the journal holds plus the disk's free space (less a
+        reserve)."""
         stats = os.statvfs(self._dir)
-        return min(self._settings.max_bytes, self._bytes + stats.f_bavail * stats.f_frsize)
+        free = max(stats.f_bavail * stats.f_frsize - _DISK_RESERVE_BYTES, 0)
+        return min(self._settings.max_bytes, self._bytes + free)
 
     async def close(self) -> int:
         """The last round; when every entry was acknowledged the segments go too (the
