@@ -25,9 +25,14 @@ picks on a Redis without XADD IDMP) and, interleaved, with the guard off; Redis'
 (INFO cpu) is read around each run, and the guard keys' memory (MEMORY USAGE, sampled)
 after it.
 
-The last line is machine-readable:
+Last, the relay writer with the on-disk journal off, with fsync every 100 ms
+(`journal.fsync=interval`, the default) and with fsync before submit() returns
+(`always`): events/s and the process's CPU per event (all threads), interleaved.
+
+Two machine-readable lines:
     relay_eps=N raw_pipeline_eps=N awaited_eps=N ratio=R   (R = raw / relay)
     guard_off_eps=N redis_us_script=X redis_us_off=X guard_bytes_per_event=N
+    journal_off_eps=N journal_off_cpu_us=X journal_interval_eps=N ... journal_always_...
 """
 
 from __future__ import annotations
@@ -41,20 +46,23 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
 from pydantic import SecretStr
 
-from relay.config import PipelineSettings, RedisSettings
+from relay.config import JournalSettings, PipelineSettings, RedisSettings
 from relay.contract.event import Entry, Event, Participant
 from relay.contract.raw import DataItem, RoomContext
 from relay.contract.sink import Rejected
 from relay.decode import RoomDecoder
+from relay.journal import Journal
 from relay.pipeline import IdMinter, Pipeline
 from relay.redis_client import create_redis, ping
 from relay.sinks import RedisStreamsSink
@@ -120,24 +128,68 @@ def prebuilt_commands(events: Sequence[Event], settings: RedisSettings) -> list[
 
 
 async def run_relay(
-    events: Sequence[Event], redis: aioredis.Redis, settings: RedisSettings, batch: int
+    events: Sequence[Event],
+    redis: aioredis.Redis,
+    settings: RedisSettings,
+    batch: int,
+    journal: JournalSettings | None = None,
 ) -> float:
     sink = RedisStreamsSink(redis, settings, close_client=False)
-    return await _through_pipeline(events, sink, batch)
+    return await _through_pipeline(events, sink, batch, journal)
 
 
-async def _through_pipeline(events: Sequence[Event], sink: RedisStreamsSink, batch: int) -> float:
+async def _through_pipeline(
+    events: Sequence[Event],
+    sink: RedisStreamsSink,
+    batch: int,
+    journal_settings: JournalSettings | None = None,
+) -> float:
     limits = PipelineSettings(batch_max_events=batch, buffer_max_events=max(len(events), 1))
-    pipeline = Pipeline(limits, [sink])
-    flusher = asyncio.create_task(pipeline.run())
-    started = time.perf_counter()
-    for event in events:
-        await pipeline.submit(event)
-    unwritten = await pipeline.drain(120)
-    elapsed = time.perf_counter() - started
-    await flusher
+    with tempfile.TemporaryDirectory(prefix="bench-journal-") as directory:
+        journal = None
+        if journal_settings is not None:
+            journal = Journal(journal_settings, Path(directory))
+        pipeline = Pipeline(limits, [sink], journal=journal)
+        flusher = asyncio.create_task(pipeline.run())
+        started = time.perf_counter()
+        for event in events:
+            await pipeline.submit(event)
+        unwritten = await pipeline.drain(120)
+        elapsed = time.perf_counter() - started
+        await flusher
+        if journal is not None:
+            await journal.close()
     assert unwritten == 0, f"{unwritten} events not written"
     return elapsed
+
+
+JOURNAL_MODES: dict[str, JournalSettings | None] = {
+    "off": None,
+    "interval": JournalSettings(path="bench", fsync="interval"),
+    "always": JournalSettings(path="bench", fsync="always"),
+}
+
+
+async def measure_journal(
+    args: argparse.Namespace, events: Sequence[Event], settings: RedisSettings
+) -> dict[str, tuple[float, float]]:
+    """The relay writer (guard script) with the journal off, fsync interval, fsync always:
+    events/s and process CPU per event (all threads: the fsyncs run in one), best of
+    `--repeat`, interleaved."""
+    redis = create_redis(settings)
+    out: dict[str, tuple[float, float]] = {}
+    try:
+        for _ in range(args.repeat):
+            for mode, journal in JOURNAL_MODES.items():
+                cpu = time.process_time()
+                elapsed = await run_relay(events, redis, settings, args.batch, journal)
+                cpu_us = (time.process_time() - cpu) / len(events) * 1e6
+                await delete_prefix(redis, settings.prefix)
+                eps, best_cpu = out.get(mode, (0.0, float("inf")))
+                out[mode] = (max(eps, len(events) / elapsed), min(best_cpu, cpu_us))
+    finally:
+        await redis.aclose()
+    return out
 
 
 async def run_raw_pipeline(
@@ -308,6 +360,12 @@ async def main(args: argparse.Namespace) -> None:
     decode_us = min(decode_cpu_per_event_us(items) for _ in range(args.repeat))
     steps = breakdown_us(events, settings)
     report(args, relay_s, raw_s, awaited_s, awaited_n, cpu_us, decode_us, steps, cost)
+    journal = await measure_journal(args, events, settings)
+    print(f"\n{'relay with the journal (guard script)':<44}{'events/s':>12}{'CPU us/ev':>11}")
+    for mode, (eps, cpu_us_mode) in journal.items():
+        print(f"{'  journal ' + mode:<44}{eps:>12,.0f}{cpu_us_mode:>11.1f}")
+    print(" ".join(f"journal_{m}_eps={eps:.0f} journal_{m}_cpu_us={c:.1f}"
+                   for m, (eps, c) in journal.items()))  # fmt: skip
 
 
 def report(
