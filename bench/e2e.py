@@ -26,6 +26,10 @@ on this machine, so they share one clock.
   the 99th percentile.
 
     .venv/bin/python bench/e2e.py [--seconds 10] [--rates 100,1000,2000] [--rooms 10]
+                                  [--journal off|interval|always]
+
+`--journal` runs the relay with its on-disk journal (journal.fsync interval or always)
+in a temporary directory; the CPU line then says `journal=MODE`.
 
 Needs root (network namespaces) and redis-server. The last lines, one per rate, are
 machine-readable:
@@ -38,7 +42,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -206,8 +212,15 @@ def main(args: argparse.Namespace) -> int:
     )
     results: list[RateResult] = []
     with Bench.open(proc_timeout_s) as bench:
+        journal_dir = tempfile.mkdtemp(prefix="bench-journal-")
+        journal_env = {}
+        if args.journal != "off":
+            journal_env = {"RELAY_JOURNAL__PATH": journal_dir, "RELAY_JOURNAL__FSYNC": args.journal}
         relay = bench.start_relay(
-            rooms, f"bench-{uuid.uuid4().hex[:8]}", 60 + 2 * len(rooms), extra_env=LIMITS_OFF
+            rooms,
+            f"bench-{uuid.uuid4().hex[:8]}",
+            60 + 2 * len(rooms),
+            extra_env={**LIMITS_OFF, **journal_env},
         )
         floor = bench.load("subscribe", rooms)
         pub = bench.load("publish", rooms)
@@ -222,7 +235,8 @@ def main(args: argparse.Namespace) -> int:
             pub.close()
             floor.close()
             status = relay.stop()
-    report(results, relay_rss, status)
+            shutil.rmtree(journal_dir, ignore_errors=True)
+    report(results, relay_rss, status, args.journal)
     return 0
 
 
@@ -246,7 +260,9 @@ def _ms(values: Sequence[float], q: float) -> str:
     return f"{percentile(values, q):.1f}"
 
 
-def report(results: Sequence[RateResult], relay_rss: float, relay_status: int | None) -> None:
+def report(
+    results: Sequence[RateResult], relay_rss: float, relay_status: int | None, journal: str
+) -> None:
     print()
     print(
         f"{'rate':>6}{'sent/s':>8}{'sent':>7}{'lost':>6}{'fl.lost':>8} | "
@@ -315,6 +331,7 @@ def report(results: Sequence[RateResult], relay_rss: float, relay_status: int | 
         print(
             f"rate={r.rate} relay_cpu_us_per_event={r.cpu_us_per_event['relay']:.0f} "
             f"floor_cpu_us_per_event={r.cpu_us_per_event['floor']:.0f} ratio={_ratio(r):.2f}"
+            f" journal={journal}"
         )
 
 
@@ -328,6 +345,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="events/s in total across the rooms, comma-separated",
     )
     parser.add_argument("--rooms", type=int, default=10)
+    parser.add_argument("--journal", choices=("off", "interval", "always"), default="off")
     parser.add_argument(
         "--quiet-seconds",
         type=float,
