@@ -17,7 +17,7 @@ import shlex
 import stat
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class PodSpec:
     run_as_user: int
     run_as_group: int
     port_name: str = "http"
+    # emptyDir mountPaths besides /tmp -> sizeLimit: a tmpfs there, writable by the user.
+    empty_dirs: dict[str, str] = field(default_factory=dict)
 
 
 def _image_argv(container: Obj) -> list[str]:
@@ -74,6 +76,15 @@ def _env_from(objs: list[Obj], container: Obj, secret: Obj) -> dict[str, str]:
     return env
 
 
+def _empty_dirs(pod: Obj, container: Obj) -> dict[str, str]:
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    return {
+        mount["mountPath"]: volumes[mount["name"]]["emptyDir"].get("sizeLimit", "64Mi")
+        for mount in container.get("volumeMounts", [])
+        if "emptyDir" in volumes[mount["name"]] and mount["mountPath"] != "/tmp"
+    }
+
+
 def _files(objs: list[Obj], pod: Obj, container: Obj) -> dict[str, dict[str, str]]:
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     files = {}
@@ -105,6 +116,7 @@ def pod_spec(
         argv=_image_argv(container),
         env=_env_from(objs, container, secret),
         files=_files(objs, pod, container),
+        empty_dirs=_empty_dirs(pod, container),
         port=ports[port_name],
         port_name=port_name,
         probes=probes,
@@ -184,6 +196,11 @@ def confine(argv: list[str], spec: PodSpec, read_only: list[Path]) -> tuple[list
     script = ["set -e", "mount --make-rprivate /"]
     if not os.path.ismount("/tmp"):
         script.append("mount --bind /tmp /tmp")  # its own mount: stays writable
+    for path, size in spec.empty_dirs.items():  # an emptyDir: its own writable mount
+        quoted = shlex.quote(path)
+        size_k = _kibibytes(size)
+        script += [f"mkdir -p {quoted} 2>/dev/null || test -d {quoted}",
+                   f"mount -t tmpfs -o mode=1777,size={size_k}k tmpfs {quoted}"]  # fmt: skip
     script += [f"mount -o remount,bind,ro {shlex.quote(m)}" for m in mounts]
     # A checkout (and its venv) under /tmp, as a CI clone may be: read-only too.
     for path in sorted({str(p.resolve()) for p in read_only if _under_tmp(p)}):
@@ -198,6 +215,11 @@ def confine(argv: list[str], spec: PodSpec, read_only: list[Path]) -> tuple[list
         who = f"uid {uid}"
     wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)]
     return [*wrapper, "sh", "setpriv", *privileges, *argv], who
+
+
+def _kibibytes(quantity: str) -> int:
+    units = {"Ki": 1, "Mi": 1024, "Gi": 1024 * 1024}
+    return int(quantity[:-2]) * units[quantity[-2:]]
 
 
 def probe_url(host: str, spec: PodSpec, probe: dict[str, Any]) -> str:
