@@ -33,6 +33,7 @@ the M minutes ended. One line, then a table (one sample a minute):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -76,7 +77,7 @@ class Soak:
 
     @property
     def deadline(self) -> float:
-        return self.started + self.args.minutes * 60
+        return self.started + float(self.args.minutes) * 60
 
     def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -105,6 +106,9 @@ class Soak:
             except Exception as exc:  # reported at the end, the other slots go on
                 with self.lock:
                     self.errors.append(f"{room}: {type(exc).__name__}: {exc}")
+                with contextlib.suppress(OSError, ValueError):
+                    self.admin("DELETE", f"/v1/rooms/{room}")
+                time.sleep(5.0)  # no busy loop when the rig is broken
             generation += 1
 
     def play_room(self, room: str, seconds: float) -> None:
@@ -247,8 +251,10 @@ def main(args: argparse.Namespace) -> int:
         if int(s.at_s // 60) > minute or s is samples[-1]:
             minute = int(s.at_s // 60)
             print(f"| {s.at_s / 60:.1f} | {s.rss_mb:.1f} | {s.fds} | {s.rooms} |")
-    for error in soak.errors:
+    for error in soak.errors[:20]:
         print(f"error: {error}")
+    if len(soak.errors) > 20:
+        print(f"... {len(soak.errors) - 20} more errors")
     return 0 if lost == 0 and not soak.errors else 1
 
 
