@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -113,7 +113,11 @@ async def take_redis_down(server: RedisServer, outage_s: float) -> None:
     await asyncio.to_thread(server.start)
 
 
-async def redis_down_runs(args: argparse.Namespace) -> list[str]:
+def redis_down_runs(args: argparse.Namespace) -> list[str]:
+    return asyncio.run(redis_down_both(args))
+
+
+async def redis_down_both(args: argparse.Namespace) -> list[str]:
     server = RedisServer(Path(args.workdir) if args.workdir else None)
     server.start()
     try:
@@ -199,26 +203,27 @@ def sfu_restart(args: argparse.Namespace) -> str:
     )
 
 
-async def sfu_restart_runs(args: argparse.Namespace) -> list[str]:
-    line = await asyncio.to_thread(sfu_restart, args)
+def sfu_restart_runs(args: argparse.Namespace) -> list[str]:
+    line = sfu_restart(args)
     print(line, flush=True)
     return [line]
 
 
-FAULTS: dict[str, Callable[[argparse.Namespace], Awaitable[list[str]]]] = {
+# Each runs its fault (the rig's signal handlers need the main thread: no loop around it).
+FAULTS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "redis_down": redis_down_runs,
     "sfu_restart": sfu_restart_runs,
 }
 
 
-async def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     names = args.faults.split(",") if args.faults else list(FAULTS)
     unknown = sorted(set(names) - set(FAULTS))
     if unknown:
         print(f"unknown faults {unknown}; known: {', '.join(FAULTS)}", file=sys.stderr)
         return 2
     for name in names:
-        await FAULTS[name](args)
+        FAULTS[name](args)
     return 0
 
 
@@ -232,4 +237,4 @@ if __name__ == "__main__":
     parser.add_argument("--sfu-rooms", type=int, default=4)
     parser.add_argument("--sfu-rate", type=float, default=40.0, help="events/s in all")
     parser.add_argument("--sfu-down-s", type=float, default=5.0)
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    sys.exit(main(parser.parse_args()))
