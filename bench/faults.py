@@ -1,6 +1,8 @@
 """Benchmark: what a fault does to accepted events, counted from the streams.
 
     .venv/bin/python bench/faults.py [--rate 1000] [--rooms 10] [--outage-s 30]
+    sudo .venv/bin/python bench/faults.py --faults sfu_restart [--sfu-rooms 4] [--sfu-rate 40]
+        [--sfu-down-s 5]
 
 `redis_down`: events submitted to the pipeline (RedisStreamsSink into a private
 redis-server on loopback) at `--rate`/s over `--rooms` rooms; ten seconds in, Redis is shut
@@ -23,7 +25,26 @@ first, then everything is refused, each counted; Redis back, the accepted all ar
 Needs root (the mount).
 
 lost = accepted, but no entry with its id in the all-events stream; duplicates = entries
-beyond the first for one id. `--faults` picks which run (default: all of them).
+beyond the first for one id.
+
+`sfu_restart` (root: a network namespace, bench/harness.py): `relay run` observes
+`--sfu-rooms` rooms of the dev server, a LiveAvatar agent in each (bench/lk_load.py
+publish) sends `--sfu-rate` events/s in all; ten seconds in, the dev server is SIGKILLed
+and started again on its address `--sfu-down-s` later; traffic goes on ten seconds after
+the relay resumed. accepted = the events the relay's pipeline took (`accepted` of its
+`relay_stopped` log line: relay_events_received_total, plus its own `observer.left`)
+minus the repeats the write guard skipped (relay_duplicates_skipped_total{stream=
+"events"}: an agent that re-joins re-announces its session, with the same id). What the
+agent published while the server was away never reached the relay: `published` and
+`unrelayed` (published, not in the stream) say how much that was. gap_ms: the longest
+`observer.resumed` gap_ms of the rooms (each room's gap runs from the relay's loss of the
+server to its re-join, so covers the downtime). One line:
+
+    fault=sfu_restart accepted=N in_stream=N lost=N duplicates=N gap_ms=N downtime_ms=N
+        published=N unrelayed=N repeats_skipped=N
+
+`--faults` picks which run (comma-separated, default all). takeover_kill9 runs in
+`make test`: tests/e2e/test_takeover_journal.py.
 """
 
 from __future__ import annotations
@@ -32,24 +53,33 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import Bench
 
 from relay.config import JournalSettings, PipelineSettings, RedisSettings
 from relay.contract.event import Event
 from relay.contract.kinds import EventKind
 from relay.dev.ingest_rig import IngestRelay, Load, count
-from relay.dev.launch import RedisServer
+from relay.dev.launch import RedisServer, start_devserver
 from relay.dev.ports import free_port
 from relay.journal import Journal
 from relay.pipeline import Pipeline
@@ -195,27 +225,152 @@ def _dropped(reason: str) -> float:
     return REGISTRY.get_sample_value("relay_events_dropped_total", {"reason": reason}) or 0.0
 
 
-FAULTS = ("redis_down", "relay_kill9", "disk_full")
+def journal_runs(
+    fault: Callable[[RedisServer], Coroutine[Any, Any, list[str]]], args: argparse.Namespace
+) -> list[str]:
+    """Run an async fault against a private Redis of its own; print its lines."""
+
+    async def run() -> list[str]:
+        server = RedisServer(Path(args.workdir) if args.workdir else None)
+        server.start()
+        try:
+            return await fault(server)
+        finally:
+            server.close()
+
+    lines = asyncio.run(run())
+    for line in lines:
+        print(line, flush=True)
+    return lines
 
 
-async def main(args: argparse.Namespace) -> int:
+def relay_kill9_runs(args: argparse.Namespace) -> list[str]:
+    async def both(server: RedisServer) -> list[str]:
+        return [await relay_kill9(args, server, stalled) for stalled in (False, True)]
+
+    return journal_runs(both, args)
+
+
+def disk_full_runs(args: argparse.Namespace) -> list[str]:
+    async def once(server: RedisServer) -> list[str]:
+        return [await disk_full(args, server)]
+
+    return journal_runs(once, args)
+
+
+def redis_down_runs(args: argparse.Namespace) -> list[str]:
+    return asyncio.run(redis_down_both(args))
+
+
+async def redis_down_both(args: argparse.Namespace) -> list[str]:
     server = RedisServer(Path(args.workdir) if args.workdir else None)
     server.start()
     try:
-        for fault in args.faults.split(","):
-            if fault == "redis_down":
-                for guard in ("script", "off"):
-                    print(await redis_down(args, server, guard), flush=True)
-            elif fault == "relay_kill9":
-                for stalled in (False, True):
-                    print(await relay_kill9(args, server, stalled), flush=True)
-            elif fault == "disk_full":
-                print(await disk_full(args, server), flush=True)
-            else:
-                print(f"unknown fault {fault!r}: pick from {', '.join(FAULTS)}", file=sys.stderr)
-                return 2
+        lines = []
+        for guard in ("script", "off"):
+            lines.append(await redis_down(args, server, guard))
+            print(lines[-1], flush=True)
     finally:
         server.close()
+    return lines
+
+
+def sfu_restart(args: argparse.Namespace) -> str:
+    """See the module docstring. Synchronous: the harness drives processes and threads."""
+    rooms = [f"sfu-{uuid.uuid4().hex[:6]}-{n}" for n in range(args.sfu_rooms)]
+    prefix = f"faults-{uuid.uuid4().hex[:6]}"
+    with Bench.open(proc_timeout_s=300) as bench:
+        relay = bench.start_relay(rooms, prefix, 60, extra_env={"RELAY_LOG__LEVEL": "info"})
+        load = bench.load("publish", rooms)
+        seconds = WARM_S + args.sfu_down_s + 2 * WARM_S  # the re-join takes a few seconds
+        out = bench.workdir / "sent.json"
+        publish = threading.Thread(
+            target=load.call,
+            args=(seconds + 60,),
+            kwargs={
+                "op": "run",
+                "tag": "sfu",
+                "rate": args.sfu_rate,
+                "seconds": seconds,
+                "out": str(out),
+            },
+        )
+        publish.start()
+        time.sleep(WARM_S)
+        killed = time.monotonic()
+        os.killpg(bench.server.proc.pid, signal.SIGKILL)  # `timeout` and the server
+        bench.server.proc.popen.wait(10)
+        bench.server.proc.stop()
+        time.sleep(max(0.0, killed + args.sfu_down_s - time.monotonic()))
+        downtime_ms = (time.monotonic() - killed) * 1000
+        bench.server = start_devserver(
+            bench.ns,
+            port=bench.server.port,
+            extra_args=["--log-level", "error"],
+            proc_timeout_s=bench.proc_timeout_s,
+        )
+        publish.join()
+        load.close()
+        time.sleep(3.0)  # the last packets through the relay to Redis
+        _, text = relay.get("/metrics")
+        relay.stop()
+        stopped = [
+            json.loads(line)
+            for line in (bench.workdir / f"relay-{prefix}.log").read_text().splitlines()
+            if '"relay_stopped"' in line
+        ]
+        client = bench.redis()
+        ids = Counter[str]()
+        event_ids: set[str] = set()
+        gaps = []
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(f"{prefix}:events"))
+        for _, fields in entries:
+            event = json.loads(fields[b"event"])
+            ids[event["id"]] += 1
+            event_ids.add(event["source"].get("event_id"))
+            if event["kind"] == "observer.resumed":
+                gaps.append(int(event["data"]["gap_ms"]))
+        client.close()
+        published = json.loads(out.read_text())
+    skipped = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('relay_duplicates_skipped_total{stream="events"}')
+    )
+    accepted = int(stopped[0]["accepted"] - skipped) if stopped else -1
+    in_stream = len(ids)
+    unrelayed = sum(1 for event_id in published if event_id not in event_ids)
+    return (
+        f"fault=sfu_restart accepted={accepted} in_stream={in_stream} "
+        f"lost={accepted - in_stream} duplicates={sum(ids.values()) - in_stream} "
+        f"gap_ms={max(gaps, default=-1)} downtime_ms={downtime_ms:.0f} "
+        f"published={len(published)} unrelayed={unrelayed} repeats_skipped={skipped:.0f}"
+    )
+
+
+def sfu_restart_runs(args: argparse.Namespace) -> list[str]:
+    line = sfu_restart(args)
+    print(line, flush=True)
+    return [line]
+
+
+# Each runs its fault (the rig's signal handlers need the main thread: no loop around it).
+FAULTS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
+    "redis_down": redis_down_runs,
+    "relay_kill9": relay_kill9_runs,
+    "disk_full": disk_full_runs,
+    "sfu_restart": sfu_restart_runs,
+}
+
+
+def main(args: argparse.Namespace) -> int:
+    names = args.faults.split(",") if args.faults else list(FAULTS)
+    unknown = sorted(set(names) - set(FAULTS))
+    if unknown:
+        print(f"unknown faults {unknown}; known: {', '.join(FAULTS)}", file=sys.stderr)
+        return 2
+    for name in names:
+        FAULTS[name](args)
     return 0
 
 
@@ -225,5 +380,8 @@ if __name__ == "__main__":
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--outage-s", type=float, default=30.0)
     parser.add_argument("--workdir", default="", help="redis-server's directory")
-    parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated")
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    parser.add_argument("--faults", default="", help="comma-separated; default all")
+    parser.add_argument("--sfu-rooms", type=int, default=4)
+    parser.add_argument("--sfu-rate", type=float, default=40.0, help="events/s in all")
+    parser.add_argument("--sfu-down-s", type=float, default=5.0)
+    sys.exit(main(parser.parse_args()))

@@ -260,8 +260,12 @@ class Bench:
                 tempfile.TemporaryDirectory(prefix="relay-bench-") as workdir,
                 netns_context(NS_PREFIX) as ns,
             ):
-                server = start_devserver(ns, extra_args=["--log-level", "error"])
-                redis_server = start_redis(ns, workdir=Path(workdir))
+                # The rig lives as long as the benchmark's processes (soak: longer than
+                # the 300 s `NetNS.spawn` gives by default).
+                server = start_devserver(
+                    ns, extra_args=["--log-level", "error"], proc_timeout_s=proc_timeout_s
+                )
+                redis_server = start_redis(ns, workdir=Path(workdir), proc_timeout_s=proc_timeout_s)
                 bench = cls(ns, server, redis_server, Path(workdir), proc_timeout_s)
                 try:
                     yield bench

@@ -24,7 +24,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from relay.dev.netns import NetNS
+from relay.dev.netns import DEFAULT_PROC_TIMEOUT_S, NetNS
 from relay.dev.ports import LOOPBACK, free_port
 from relay.dev.processes import ManagedProcess, wait_for_line
 from relay.dev.tokens import DEV_API_KEY, DEV_API_SECRET, join_token
@@ -61,8 +61,15 @@ class RedisServer:
     `workdir` first, so a restart has it back (outage tests)."""
 
     def __init__(
-        self, workdir: Path | None = None, *, ns: NetNS | None = None, port: int | None = None
+        self,
+        workdir: Path | None = None,
+        *,
+        ns: NetNS | None = None,
+        port: int | None = None,
+        proc_timeout_s: float = DEFAULT_PROC_TIMEOUT_S,
     ) -> None:
+        """`proc_timeout_s`: inside `ns`, the `timeout` each start puts in front of it."""
+        self.proc_timeout_s = proc_timeout_s
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="relay-redis-"))
         self.ns = ns
@@ -109,7 +116,9 @@ class RedisServer:
 
     def _spawn(self, argv: list[str]) -> ManagedProcess:
         if self.ns is not None:
-            return self.ns.spawn(argv, name="redis-server", stdout=subprocess.DEVNULL)
+            return self.ns.spawn(
+                argv, name="redis-server", stdout=subprocess.DEVNULL, timeout_s=self.proc_timeout_s
+            )
         popen = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -144,9 +153,14 @@ class RedisServer:
         return path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
 
 
-def start_redis(ns: NetNS, port: int | None = None, workdir: Path | None = None) -> RedisServer:
+def start_redis(
+    ns: NetNS,
+    port: int | None = None,
+    workdir: Path | None = None,
+    proc_timeout_s: float = DEFAULT_PROC_TIMEOUT_S,
+) -> RedisServer:
     """A private redis-server inside `ns` on its address, answering PING."""
-    server = RedisServer(workdir, ns=ns, port=port)
+    server = RedisServer(workdir, ns=ns, port=port, proc_timeout_s=proc_timeout_s)
     try:
         server.start()
     except RuntimeError:
@@ -197,13 +211,15 @@ def start_devserver(
     webhook_urls: Sequence[str] = (),
     extra_args: Sequence[str] = (),
     timeout_s: float = 20.0,
+    proc_timeout_s: float = DEFAULT_PROC_TIMEOUT_S,
 ) -> DevServer:
-    """Start `python -m relay.dev.server` on `ns.addr` and wait for its ready line."""
+    """Start `python -m relay.dev.server` on `ns.addr` and wait for its ready line (`timeout_s`);
+    `timeout` ends it after `proc_timeout_s`."""
     port = port or ns.free_port()
     argv = [sys.executable, "-m", "relay.dev.server", "--host", ns.addr, "--port", str(port)]
     argv += ["--api-key", api_key, "--api-secret", api_secret, *extra_args]
     for url in webhook_urls:
         argv += ["--webhook", url]
-    proc = ns.spawn(argv, name="devserver", stderr=None)
+    proc = ns.spawn(argv, name="devserver", stderr=None, timeout_s=proc_timeout_s)
     wait_for_line(proc, DEVSERVER_READY_LINE, timeout_s)
     return DevServer(proc=proc, host=ns.addr, port=port, api_key=api_key, api_secret=api_secret)

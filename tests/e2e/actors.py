@@ -5,6 +5,7 @@
     python tests/e2e/actors.py ticker --url U --room R [--interval-s P]
     python tests/e2e/actors.py tickers --url U --room R1,R2,... [--interval-s P]
     python tests/e2e/actors.py conversations --url U --room R1,R2,... [--interval-s P]
+        [--keep-going]
     python tests/e2e/actors.py flood --url U --room R --seconds S [--participants N] [--stagger-s D]
 
 API key and secret come from LIVEKIT_API_KEY / LIVEKIT_API_SECRET (argv is visible to
@@ -20,7 +21,9 @@ derive their expectations from it rather than from constants.
 - `ticker`: publishes `{"event_type": "tick", "n": i}` on `agent-response` every
   `interval_s` until its stdin closes (or SIGTERM), then leaves and reports the count.
 - `conversations`: a LiveAvatar agent in each of the comma-separated rooms plays turns
-  until its stdin closes; reports each event's id and when it was sent.
+  until its stdin closes; reports each event's id and when it was sent (`--keep-going`:
+  a failed `publish_data` is reported in `failed` instead of ending the actor, and the
+  SDK's `reconnected` times too: the server may restart meanwhile).
 - `tickers`: the ticker in each of the comma-separated rooms at once (one process, one
   participant per room); reports the count per room.
 - `flood`: `participants` participants (`identity`-0, -1, ...) in one room each publish
@@ -227,16 +230,27 @@ async def play_conversations(creds: Credentials, args: argparse.Namespace) -> di
     print(json.dumps({"ready": True}), flush=True)
     stop = asyncio.create_task(stdin_closed(HOLD_MAX_S))
     sent: dict[str, list[tuple[str, int]]] = {name: [] for name in names}
+    failed: dict[str, list[tuple[str, int, str]]] = {name: [] for name in names}
+    reconnected: list[int] = []  # epoch ms of each SDK `reconnected` (--keep-going)
+    for room in agents:
+        room.on("reconnected", lambda: reconnected.append(int(time.time() * 1000)))
 
     async def talk(name: str, room: Any) -> None:
+        n = 0
         while not stop.done():
-            n = len(sent[name])
             event_type, fields = CONVERSATION[n % len(CONVERSATION)]
             event_id = f"{name}-{n}"
+            n += 1
             message = {"event_type": event_type, "event_id": event_id, "session_id": name}
             payload = json.dumps({**message, **fields}).encode()
-            await room.local_participant.publish_data(payload, topic="agent-response")
-            sent[name].append((event_id, int(time.time() * 1000)))
+            try:
+                await room.local_participant.publish_data(payload, topic="agent-response")
+            except Exception as exc:  # --keep-going: the server may be away; reported
+                if not args.keep_going:
+                    raise
+                failed[name].append((event_id, int(time.time() * 1000), repr(exc)))
+            else:
+                sent[name].append((event_id, int(time.time() * 1000)))
             await asyncio.wait({stop}, timeout=args.interval_s)
 
     try:
@@ -244,7 +258,7 @@ async def play_conversations(creds: Credentials, args: argparse.Namespace) -> di
     finally:
         for room in agents:
             await room.disconnect()
-    return {"sent": sent}
+    return {"sent": sent, "failed": failed, "reconnected": reconnected}
 
 
 def flood_payload(identity: str, n: int) -> bytes:
@@ -322,6 +336,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--participants", type=int, default=1)
     parser.add_argument("--stagger-s", type=float, default=0.0)
+    parser.add_argument("--keep-going", action="store_true", help="conversations: on errors")
     return parser
 
 

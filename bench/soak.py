@@ -1,0 +1,271 @@
+"""Soak: one relay, N rooms at a time for M minutes, rooms churning, Redis blipping.
+
+    sudo .venv/bin/python bench/soak.py [--minutes 10] [--rooms 6] [--rate 5] [--room-s 90]
+        [--blips 2] [--blip-s 5] [--sample-s 5]
+
+Inside a private namespace (bench/harness.py): the dev server, a private Redis and one
+`relay run` (a subprocess, no static rooms, the admin API on). `--rooms` slots each play
+rooms one after the other until the M minutes are over: a new room name, `POST /v1/rooms`,
+wait until the relay says the room is `connected`, then a LiveAvatar agent
+(bench/lk_load.py publish, its own SDK process) publishes `--rate` transcript chunks a
+second for `--room-s` seconds (the slots staggered, so rooms end and start all along),
+leaves, and once its last event is in the room's stream (or 60 s passed) the room is
+removed (`DELETE /v1/rooms/R`): the relay leaves, the dev server forgets the empty room.
+`--blips` times, evenly spread, the Redis server is shut down for `--blip-s` seconds and
+started again on its saved data (the relay buffers meanwhile). Every `--sample-s` the
+relay's RSS (/proc/PID/status VmRSS) and open descriptors (/proc/PID/fd) are sampled.
+
+sent = events whose `publish_data` returned without error; each was published into a
+room the relay had joined (the publisher starts after the relay's `connected`) and
+before the relay was told to leave (the publisher has left by then). lost = sent events
+with no entry carrying their event_id in `<prefix>:events` at the end (after the relay
+drained on SIGTERM); duplicates = entries beyond the first for one event_id. Events sent
+during a blip count like the others: the relay must buffer and deliver them.
+
+rss_start_mb / fds_start: the first sample after the warm-up (`--warmup-s`, default the
+first minute, at most a fifth of the run); rss_end_mb / fds_end: the last sample before
+the M minutes ended. One line, then a table (one sample a minute):
+
+    soak minutes=M rooms=N rss_start_mb=X rss_end_mb=Y fds_start=A fds_end=B lost=N
+        duplicates=N sent=N rooms_played=N blips=N rss_max_mb=X fds_max=N
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import redis
+from harness import Bench, Relay, rss_mb
+
+ADMIN_TOKEN = "soak-admin"  # the namespace's own relay; never leaves the veth link
+JOIN_TIMEOUT_S = 30.0
+LAST_EVENT_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Sample:
+    at_s: float  # since the start of the run
+    rss_mb: float
+    fds: int
+    rooms: int
+
+
+@dataclass
+class Soak:
+    bench: Bench
+    relay: Relay
+    args: argparse.Namespace
+    started: float
+    sent: dict[str, list[str]] = field(default_factory=dict)  # room -> event ids sent
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def deadline(self) -> float:
+        return self.started + float(self.args.minutes) * 60
+
+    def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.relay.http + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def room_state(self, room: str) -> str | None:
+        rooms = self.admin("GET", "/v1/rooms")["rooms"]
+        return next((r["state"] for r in rooms if r["room"] == room), None)
+
+    def play_slot(self, slot: int) -> None:
+        """Rooms one after the other until the deadline; the first after a stagger."""
+        lifetime = self.args.room_s
+        time.sleep(slot * lifetime / self.args.rooms)
+        generation = 0
+        while (left := self.deadline - time.monotonic()) > 10:
+            room = f"soak-{slot}-{generation}-{uuid.uuid4().hex[:4]}"
+            try:
+                self.play_room(room, min(lifetime, left - 5))
+            except Exception as exc:  # reported at the end, the other slots go on
+                with self.lock:
+                    self.errors.append(f"{room}: {type(exc).__name__}: {exc}")
+                with contextlib.suppress(OSError, ValueError):
+                    self.admin("DELETE", f"/v1/rooms/{room}")
+                time.sleep(5.0)  # no busy loop when the rig is broken
+            generation += 1
+
+    def play_room(self, room: str, seconds: float) -> None:
+        self.admin("POST", "/v1/rooms", {"room": room})
+        until = time.monotonic() + JOIN_TIMEOUT_S
+        while self.room_state(room) != "connected":
+            if time.monotonic() > until:
+                raise RuntimeError("the relay did not join")
+            time.sleep(0.2)
+        out = self.bench.workdir / f"sent-{room}.json"
+        load = self.bench.load("publish", [room])
+        try:
+            reply = load.call(
+                seconds + 60, op="run", tag=room, rate=self.args.rate, seconds=seconds, out=str(out)
+            )
+        finally:
+            load.close()
+        ids = list(json.loads(out.read_text()))
+        with self.lock:
+            self.sent[room] = ids
+        if reply.get("errors"):
+            with self.lock:
+                self.errors.append(
+                    f"{room}: {reply['errors']} publish errors: {reply['first_error']}"
+                )
+        self.wait_written(room, ids[-1] if ids else None)
+        self.admin("DELETE", f"/v1/rooms/{room}")
+
+    def wait_written(self, room: str, last_id: str | None) -> None:
+        """Until the room's stream has its last event (Redis may be away for a blip)."""
+        until = time.monotonic() + LAST_EVENT_TIMEOUT_S
+        client = self.bench.redis()
+        try:
+            while last_id is not None and time.monotonic() < until:
+                try:
+                    entries = client.xrange(f"{self.relay.prefix}:room:{{{room}}}")
+                except (redis.RedisError, OSError):
+                    entries = []
+                for _, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], entries):
+                    if json.loads(fields[b"event"])["source"].get("event_id") == last_id:
+                        return
+                time.sleep(0.5)
+        finally:
+            client.close()
+
+
+def blip(bench: Bench, at: float, blip_s: float, log: list[str]) -> None:
+    time.sleep(max(0.0, at - time.monotonic()))
+    bench.redis_server.stop()  # SHUTDOWN SAVE: what was written survives
+    time.sleep(blip_s)
+    bench.redis_server.start()
+    log.append(f"blip {blip_s:.0f}s")
+
+
+def sample(soak: Soak) -> Sample:
+    pid = soak.relay.pid
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    try:
+        rooms = len(soak.admin("GET", "/v1/rooms")["rooms"])
+    except (urllib.error.URLError, OSError, ValueError):
+        rooms = -1
+    return Sample(time.monotonic() - soak.started, rss_mb(pid), fds, rooms)
+
+
+def count(bench: Bench, prefix: str, sent: dict[str, list[str]]) -> tuple[int, int, int]:
+    """(sent, lost, duplicates) from the all-events stream."""
+    client = bench.redis()
+    seen = Counter[str]()
+    last = "-"
+    while entries := cast(
+        list[tuple[bytes, dict[bytes, bytes]]],
+        client.xrange(f"{prefix}:events", min=last, count=10_000),
+    ):
+        for _, fields in entries:
+            event_id = json.loads(fields[b"event"])["source"].get("event_id")
+            if event_id:
+                seen[event_id] += 1
+        last = "(" + entries[-1][0].decode()
+    client.close()
+    ids = [event_id for room_ids in sent.values() for event_id in room_ids]
+    lost = sum(1 for event_id in ids if event_id not in seen)
+    duplicates = sum(n - 1 for n in seen.values())
+    return len(ids), lost, duplicates
+
+
+def main(args: argparse.Namespace) -> int:
+    total_s = args.minutes * 60
+    warmup_s = args.warmup_s if args.warmup_s >= 0 else min(60.0, total_s / 5)
+    env = {
+        "RELAY_HTTP__ADMIN_TOKEN": ADMIN_TOKEN,
+        "RELAY_PIPELINE__RETRY_MAX_S": "1",  # back to Redis soon after a blip
+    }
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    with Bench.open(proc_timeout_s=total_s + 600) as bench:
+        prefix = f"soak-{uuid.uuid4().hex[:6]}"
+        relay = bench.start_relay([], prefix, ready_timeout_s=60, extra_env=env)
+        soak = Soak(bench, relay, args, time.monotonic())
+        slots = [
+            threading.Thread(target=soak.play_slot, args=(n,), daemon=True)
+            for n in range(args.rooms)
+        ]
+        blips: list[str] = []
+        blippers = [
+            threading.Thread(
+                target=blip,
+                args=(
+                    bench,
+                    soak.started + total_s * (k + 1) / (args.blips + 1),
+                    args.blip_s,
+                    blips,
+                ),
+                daemon=True,
+            )
+            for k in range(args.blips)
+        ]
+        for thread in slots + blippers:
+            thread.start()
+        samples: list[Sample] = []
+        while time.monotonic() < soak.deadline:
+            samples.append(sample(soak))
+            time.sleep(args.sample_s)
+        for thread in slots + blippers:
+            thread.join(LAST_EVENT_TIMEOUT_S + 120)
+        status = relay.stop()
+        sent, lost, duplicates = count(bench, prefix, soak.sent)
+
+    after = [s for s in samples if s.at_s >= warmup_s] or samples
+    first, last = after[0], after[-1]
+    print(
+        f"soak minutes={args.minutes:g} rooms={args.rooms} rss_start_mb={first.rss_mb:.1f} "
+        f"rss_end_mb={last.rss_mb:.1f} fds_start={first.fds} fds_end={last.fds} lost={lost} "
+        f"duplicates={duplicates} sent={sent} rooms_played={len(soak.sent)} "
+        f"blips={len(blips)} rss_max_mb={max(s.rss_mb for s in samples):.1f} "
+        f"fds_max={max(s.fds for s in samples)} relay_exit={status}"
+    )
+    print("| minute | rss_mb | fds | rooms |")
+    print("| --- | --- | --- | --- |")
+    minute = -1
+    for s in samples:
+        if int(s.at_s // 60) > minute or s is samples[-1]:
+            minute = int(s.at_s // 60)
+            print(f"| {s.at_s / 60:.1f} | {s.rss_mb:.1f} | {s.fds} | {s.rooms} |")
+    for error in soak.errors[:20]:
+        print(f"error: {error}")
+    if len(soak.errors) > 20:
+        print(f"... {len(soak.errors) - 20} more errors")
+    return 0 if lost == 0 and not soak.errors else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rooms", type=int, default=6, help="rooms at a time")
+    parser.add_argument("--rate", type=float, default=5.0, help="events/s per room")
+    parser.add_argument("--room-s", type=float, default=90.0, help="a room's conversation")
+    parser.add_argument("--blips", type=int, default=2)
+    parser.add_argument("--blip-s", type=float, default=5.0)
+    parser.add_argument("--sample-s", type=float, default=5.0)
+    parser.add_argument("--warmup-s", type=float, default=-1.0, help="default: see above")
+    sys.exit(main(parser.parse_args()))
