@@ -3,7 +3,8 @@
 Each check ends OK, FAIL or SKIPPED, with the reason: LiveKit's signal endpoint (an HTTP
 GET of the server's `/`, which livekit-server and the dev server answer with 200), the
 LiveKit API (`ListRooms`, with the API key and secret), Redis (PING, when a sink needs
-it). Each gets CHECK_TIMEOUT_S: a server that accepts and never answers is a failure.
+it), the journal (its directory writable, what it holds for the next start). Each gets
+CHECK_TIMEOUT_S: a server that accepts and never answers is a failure.
 Secrets are masked; the exit status is 1 when any check failed.
 """
 
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -21,6 +24,7 @@ from livekit import api
 from redis.exceptions import RedisError
 
 from relay.config import Settings
+from relay.journal import unacknowledged
 from relay.redis_client import create_redis, describe_redis_error, no_answer_hint, ping
 from relay.sinks import write_guard
 
@@ -116,6 +120,34 @@ async def check_livekit_api(settings: Settings) -> Result:
     return Result("livekit-api", "OK", f"ListRooms answered ({len(rooms.rooms)} rooms)")
 
 
+async def check_journal(settings: Settings) -> Result:
+    journal = settings.journal
+    if not journal.enabled:
+        return Result("journal", "SKIPPED", "journal.path is empty (the journal is off)")
+    return await asyncio.to_thread(_journal_state, settings)
+
+
+def _journal_state(settings: Settings) -> Result:
+    """Whether `relay run` can journal where configured, and what it would replay."""
+    journal = settings.journal
+    root = Path(journal.path)
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise Failed(f"journal.path {root}: {existing} is not a writable directory")
+    waiting = 0
+    for index in range(settings.workers):
+        directory = root / f"worker-{index}"
+        if directory.is_dir():
+            waiting += sum(1 for _ in unacknowledged(directory))
+    stats = os.statvfs(existing)
+    free_mib = stats.f_bavail * stats.f_frsize / 2**20
+    detail = (
+        f"{root}: writable, fsync {journal.fsync}, max_bytes {journal.max_bytes / 2**20:.0f} "
+        f"MiB, {free_mib:.0f} MiB free; {waiting} entries waiting (written at the next start)"
+    )
+    return Result("journal", "OK", detail)
+
+
 async def bounded(name: str, check: Check, settings: Settings) -> Result:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S):
@@ -131,6 +163,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("livekit", check_livekit),
     ("livekit-api", check_livekit_api),
     ("redis", check_redis),
+    ("journal", check_journal),
 )
 
 

@@ -4,13 +4,18 @@ check OK / FAIL / SKIPPED with its reason, the exit status, `--json`."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
+from relay.config import JournalSettings
+from relay.journal import Journal
 from tests.fixtures.netns import DevServer, devserver, netns  # noqa: F401 (fixtures)
 from tests.fixtures.sockets import free_port
 from tests.lifecycle.test_cli_and_signals import relay_env
+from tests.pipeline.support import make_event
 
 
 def check(env: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -95,3 +100,27 @@ def test_an_http_server_that_is_not_livekit_fails(devserver: DevServer) -> None:
     status, checks = check(env)
     assert status == 1
     assert checks["livekit"][0] == "FAIL" and "not 200" in checks["livekit"][1]
+
+
+def test_the_journal_check_reports_what_waits_and_refuses_an_unwritable_path(
+    devserver: DevServer,  # noqa: F811
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    env = relay_env(RELAY_LIVEKIT__URL=devserver.ws_url, RELAY_REDIS__URL=redis_url)
+    assert check(env)[1]["journal"][0] == "SKIPPED"
+    journal = Journal(JournalSettings(path=str(tmp_path)), tmp_path / "worker-0")
+    for n in range(3):
+        journal.append(make_event("r", n).stamped(f"id-{n}", n + 1))
+    os.close(journal._fd)  # as if killed: the entries wait for the next start
+    os.close(journal._lock)
+    env["RELAY_JOURNAL__PATH"] = str(tmp_path)
+    status, checks = check(env)
+    assert checks["journal"][0] == "OK"
+    assert "3 entries waiting" in checks["journal"][1]
+    (tmp_path / "file").write_text("")
+    env["RELAY_JOURNAL__PATH"] = str(tmp_path / "file" / "journal")
+    status, checks = check(env)
+    assert status == 1
+    assert checks["journal"] == ("FAIL", f"journal.path {tmp_path}/file/journal: "
+                                 f"{tmp_path}/file is not a writable directory")  # fmt: skip
