@@ -46,6 +46,10 @@ _counter = itertools.count()
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+# A line of a process's stdout may be long: an actor's result lists every event it sent.
+STDOUT_LINE_LIMIT = 16 * 1024 * 1024
+
+
 class NetNSUnavailable(RuntimeError):
     """This machine or user cannot create network namespaces."""
 
@@ -166,6 +170,7 @@ class NetNS:
             stdout=asyncio.subprocess.PIPE,
             env=env,
             start_new_session=True,
+            limit=STDOUT_LINE_LIMIT,
         )
         self.track_pid(proc.pid)
         return proc
