@@ -54,7 +54,7 @@ class NamespacedChromium:
     def __init__(self, ns: NetNS, tmp: Path) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="playwright")
         self._wrapper = tmp / "chromium-in-netns"
-        argv = ns.exec_argv([str(CHROMIUM)], timeout_s=1800)
+        argv = ns.exec_argv([str(CHROMIUM)], timeout_s=3 * 3600)
         self._wrapper.write_text(f'#!/bin/sh\nexec {shlex.join(argv)} "$@"\n')
         self._wrapper.chmod(0o755)
         self._playwright: Playwright | None = None
@@ -92,7 +92,13 @@ def start_static_server(ns: NetNS) -> tuple[ManagedProcess, str]:
     port = ns.free_port()
     argv = [sys.executable, "-m", "http.server", str(port), "--bind", ns.addr]
     argv += ["--directory", str(WEB_DIR)]
-    proc = ns.spawn(argv, name="static", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = ns.spawn(
+        argv,
+        name="static",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout_s=3 * 3600,
+    )
     base = f"http://{ns.addr}:{port}"
     deadline = time.monotonic() + 10
     while True:
