@@ -16,10 +16,8 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from relay import keys
-from relay.analytics.assemble import Doc
 from relay.analytics.lag import GroupLag, read_lag
 from relay.analytics.service import AnalyticsService
-from relay.analytics.store import Outcome
 from relay.config import RedisSettings, Settings
 from relay.consumer import StreamConsumer, StreamEvent
 from relay.contract.event import Event
@@ -86,18 +84,18 @@ async def test_what_the_stopped_consumer_has_not_read_is_its_lag_until_it_catche
 
 
 class MeasureFirstBatch:
-    """The store's apply_events, reading the lag inside the first batch: read, handled,
-    its XACK not sent yet."""
+    """The rooms' registration of a group batch, reading the lag inside the first batch:
+    read, handled, its XACK not sent yet."""
 
     def __init__(self, service: AnalyticsService) -> None:
         self.service = service
-        self.apply = service.store.apply_events
+        self.seen = service.rooms.seen
         self.inside: list[GroupLag | None] = []
 
-    async def __call__(self, room: str, events: list[Doc]) -> Outcome:
+    async def __call__(self, last_ms: dict[str, int]) -> None:
         if not self.inside:
             self.inside.append(await self.service.refresh_lag())
-        return await self.apply(room, events)
+        await self.seen(last_ms)
 
 
 async def test_a_batch_delivered_and_not_yet_acknowledged_is_pending(
@@ -107,7 +105,7 @@ async def test_a_batch_delivered_and_not_yet_acknowledged_is_pending(
     await write_aged(redis, settings, events)
     async with analytics(redis, settings, batch=10, lag_refresh_s=60) as service:
         measured = MeasureFirstBatch(service)
-        service.store.apply_events = measured  # type: ignore[method-assign]
+        service.rooms.seen = measured  # type: ignore[method-assign]
         await wait_for(lambda: consumed(service) >= len(events), 10, "the events")
     [figures] = measured.inside
     assert figures is not None and (figures.lag, figures.pending) == (len(events) - 10, 10)
