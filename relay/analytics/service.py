@@ -90,6 +90,7 @@ class AnalyticsService:
         )
         self.owned: dict[str, Owned] = {}
         self.applied = 0  # entries of the rooms' streams applied here (duplicates too)
+        self.taken_over = 0  # rooms acquired with a position: moved here from another owner
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()  # owned rooms with entries to read
@@ -189,6 +190,7 @@ class AnalyticsService:
         loaded = await self.store.load(room)
         owned = Owned(room, acquired.epoch, loaded.state, loaded.pos, loaded.outbox)
         self.owned[room] = owned
+        self.taken_over += loaded.pos != "0-0"
         log.info("analytics_room_acquired", room=room, epoch=acquired.epoch, pos=loaded.pos)
         if owned.outbox is not None:  # the last owner may have died before delivering it
             await self._deliver(owned)
@@ -228,7 +230,8 @@ class AnalyticsService:
                     log.warning("analytics_bad_entry", room=room, reason=exc.reason)
             last = entries[-1][0].decode()
             await self._commit(owned, on_events(owned.state, events, self.store.config), last)
-            self.applied += len(entries)
+            if room in self.owned:  # not fenced: applied here
+                self.applied += len(entries)
             if len(entries) < ROOM_BATCH:
                 return
 
