@@ -79,6 +79,8 @@ class AnalyticsService:
         self.lease_ttl_s = lease_ttl_s or a.lease_ttl_s
         self.poll_s = poll_s
         self.rooms = Rooms(redis, settings.redis, name, self.lease_ttl_s)
+        consumer_options.setdefault("claim_idle_ms", a.claim_idle_ms)
+        consumer_options.setdefault("claim_every_s", min(10.0, a.claim_idle_ms / 2000))
         self.consumer = StreamConsumer(
             redis,
             self.stream,

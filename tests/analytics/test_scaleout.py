@@ -14,7 +14,9 @@ from tests.analytics.test_golden_liveavatar import check_summary
 
 def prefixed(settings: Settings, suffix: str) -> Settings:
     """The same Redis, keys of their own: one run does not see another's."""
-    redis_settings = settings.redis.model_copy(update={"prefix": f"{settings.redis.prefix}:{suffix}"})
+    redis_settings = settings.redis.model_copy(
+        update={"prefix": f"{settings.redis.prefix}:{suffix}"}
+    )
     return settings.model_copy(update={"redis": redis_settings})
 
 
