@@ -117,6 +117,8 @@ async def test_a_consumer_killed_at_load_loses_nothing_and_doubles_nothing(
         await wait_for(lambda: caught_up(redis, run, rooms), 60, "every room applied")
         await wait_for(lambda: summaries_in(redis, run, len(rooms)), 30, "every summary")
         assert not await holds(redis, run, rooms, "victim")
+        moved = await moved_mid_session(redis, run, rooms)
+        assert moved, "no room changed hands with a session open"
     finally:
         for process in (victim, survivor):
             if process.returncode is None:
@@ -124,6 +126,15 @@ async def test_a_consumer_killed_at_load_loses_nothing_and_doubles_nothing(
                 await asyncio.wait_for(process.wait(), 20)
     assert survivor.returncode == 0
     assert await read_outputs(redis, run, rooms) == expected
+
+
+async def moved_mid_session(redis: aioredis.Redis, settings: Settings, rooms: list[str]) -> int:
+    """Rooms whose lease was taken again (epoch 2 or more): by the survivor, from the
+    victim or in a rebalance, each resumed from its position."""
+    epochs: Any = await redis.mget(
+        [keys.epoch_key(settings.redis, room, keys.ANALYTICS_LEASES) for room in rooms]
+    )
+    return sum(int(epoch) >= 2 for epoch in epochs)
 
 
 async def summaries_in(redis: aioredis.Redis, settings: Settings, n: int) -> bool:
