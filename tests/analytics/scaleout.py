@@ -15,6 +15,7 @@ from relay import keys
 from relay.analytics.service import AnalyticsService
 from relay.config import Settings
 from relay.contract.event import Event
+from relay.redis_client import awaited
 from tests.analytics.support import T0_MS, Script
 from tests.analytics.test_golden_agents import agents
 from tests.analytics.test_golden_liveavatar import liveavatar_script
@@ -52,7 +53,7 @@ async def read_outputs(redis: aioredis.Redis, settings: Settings, rooms: list[st
     s = settings.redis
     sessions: Any = await redis.xrange(keys.sessions_key(s))
     by_id = sorted((f[b"session_id"], f[b"summary"]) for _, f in sessions)
-    hashes = [await redis.hgetall(keys.session_key(s, sid.decode())) for sid, _ in by_id]
+    hashes = [await awaited(redis.hgetall(keys.session_key(s, sid.decode()))) for sid, _ in by_id]
     per_room: dict[str, list[bytes]] = {}
     for room in rooms:
         entries: Any = await redis.xrange(keys.room_transcripts_key(s, room))
