@@ -118,10 +118,14 @@ async def assemble(
     settings: Settings,
     count: int,
     during: Callable[[], Awaitable[None]] | None = None,
+    *,
+    scale_down: bool = False,
 ) -> Outputs:
     """The scripts written in chunks while `count` processes run (the first alone at the
     start, the others joining after the first chunks: rooms move to them), `during` run
-    half-way; then the clock moved for the sweep; what they wrote."""
+    half-way (and with `scale_down` the first process stopped there, as SIGTERM stops
+    it: its rooms go to the others); then the clock moved for the sweep; what they
+    wrote."""
     all_scripts = scripts()
     rooms = [s.room for s in all_scripts]
     events = interleaved(all_scripts)
@@ -136,12 +140,17 @@ async def assemble(
                 start(running, redis, settings, clock, names[n])
             if during is not None and n == len(chunks) // 2:
                 await during()
+            if scale_down and n == len(chunks) // 2:
+                service, task = running.pop(names[0])
+                service.stop()
+                await asyncio.wait_for(task, 10)
+                assert not service.owned  # every lease handed back
             await asyncio.sleep(PAUSE_S)
         await wait_for(lambda: caught_up(redis, settings, rooms), 20, "every room applied")
         clock[0] = T0_MS + SWEEP_AT_MS
         await wait_for(lambda: sessions_written(redis, settings, len(rooms)), 20, "the sweep")
         moved = sum(service.taken_over for service, _ in running.values())
-    assert len(running) == count
+    assert len(running) == count - scale_down
     assert moved >= 1 or count == 1  # rooms moved mid-session to the processes that joined
     return await read_outputs(redis, settings, rooms)
 

@@ -30,3 +30,11 @@ async def test_two_and_three_consumers_write_what_one_writes(
     for count in (2, 3):
         several = await assemble(redis, prefixed(settings, f"{count}"), count)
         assert several == one, count
+
+
+async def test_a_process_stopped_mid_run_hands_its_rooms_to_the_others(
+    redis: aioredis.Redis, settings: Settings
+) -> None:
+    one = await assemble(redis, prefixed(settings, "1"), 1)
+    fewer = await assemble(redis, prefixed(settings, "down"), 3, scale_down=True)
+    assert fewer == one
