@@ -102,13 +102,12 @@ async def test_a_consumer_killed_at_load_loses_nothing_and_doubles_nothing(
     try:
         chunks = [events[i : i + CHUNK] for i in range(0, len(events), CHUNK)]
         killed_at = None
+        await wait_for(lambda: registered(redis, run, 2), 30, "both processes up")
         for n, chunk in enumerate(chunks):
             await write(redis, run.redis, chunk)
-            if (
-                killed_at is None
-                and n >= len(chunks) // 2
-                and await holds(redis, run, rooms, "victim")
-            ):
+            if n == len(chunks) // 2:
+                # Both share the rooms (a survey each lease_ttl_s / 4): the victim holds some.
+                await wait_for(lambda: holds(redis, run, rooms, "victim"), 15, "victim's rooms")
                 victim.send_signal(signal.SIGKILL)  # the process we started, by its PID
                 await victim.wait()
                 killed_at = n
@@ -135,6 +134,10 @@ async def moved_mid_session(redis: aioredis.Redis, settings: Settings, rooms: li
         [keys.epoch_key(settings.redis, room, keys.ANALYTICS_LEASES) for room in rooms]
     )
     return sum(int(epoch) >= 2 for epoch in epochs)
+
+
+async def registered(redis: aioredis.Redis, settings: Settings, n: int) -> bool:
+    return int(await redis.zcard(keys.analytics_workers_key(settings.redis))) >= n
 
 
 async def summaries_in(redis: aioredis.Redis, settings: Settings, n: int) -> bool:
