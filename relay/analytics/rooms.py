@@ -43,6 +43,7 @@ class Owned:
     state: State | None
     pos: str
     outbox: Doc | None  # written, not yet known to be delivered
+    stale: bool = False  # a write's reply was lost: Redis may hold more than this copy
 
 
 class Rooms:

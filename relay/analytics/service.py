@@ -215,6 +215,10 @@ class AnalyticsService:
         owned = self.owned.get(room)
         if owned is None:
             return
+        if owned.stale:  # reload: the lost write may have been applied
+            loaded = await self.store.load(room)
+            owned.state, owned.pos, owned.outbox = loaded.state, loaded.pos, loaded.outbox
+            owned.stale = False
         if owned.outbox is not None:
             await self._deliver(owned)
         stream = keys.room_key(self._settings, room)
@@ -243,6 +247,11 @@ class AnalyticsService:
         except FencedError:
             self._drop(owned.room, "fenced")
             return
+        except (RedisError, OSError):
+            # Applied or not: the next step reads the room back first (no step twice).
+            owned.stale = True
+            self._dirty.add(owned.room)
+            raise
         if step.state is not None:
             owned.state = step.state
         if pos is not None:
@@ -297,6 +306,8 @@ class AnalyticsService:
         now = self.clock_ms()
         written = 0
         for owned in list(self.owned.values()):
+            if owned.stale:
+                continue  # read back by its next advance first
             step = on_clock(owned.state, now, self.store.config)
             if step.state is None and not step.summaries:
                 continue

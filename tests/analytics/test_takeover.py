@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from relay import keys
 from relay.analytics.assemble import Doc
@@ -120,3 +121,37 @@ async def summaries_out(redis: aioredis.Redis, settings: Settings) -> bool:
 
 async def no_pending(redis: aioredis.Redis, stream: str) -> bool:
     return await pending_count(redis, stream, GROUP) == 0
+
+
+class ReplyLost:
+    """The store's room write applied, then its reply lost (a connection error), once."""
+
+    def __init__(self, service: AnalyticsService) -> None:
+        self.write = service.store.write
+        self.lost = 0
+
+    async def __call__(
+        self, room: str, owner: str, epoch: int, step: Step, pos: str | None
+    ) -> Doc | None:
+        outbox = await self.write(room, owner, epoch, step, pos)
+        if not self.lost and step.utterances:
+            self.lost += 1
+            raise RedisConnectionError("the reply was lost")
+        return outbox
+
+
+async def test_a_write_whose_reply_was_lost_is_not_stepped_again(
+    redis: aioredis.Redis, settings: Settings
+) -> None:
+    events = liveavatar_script().events
+    await write(redis, settings.redis, events)
+    async with analytics(redis, settings) as service:
+        lost = ReplyLost(service)
+        service.store.write = lost  # type: ignore[method-assign]
+        await wait_for(lambda: summaries_out(redis, settings), 10, "the summary")
+    assert lost.lost == 1
+    [summary] = await summaries(redis, settings)
+    check_summary(summary)
+    room_stream = keys.room_transcripts_key(settings.redis, "la-1")
+    assert len(await utterances(redis, room_stream)) == 6  # not one twice
+    assert len(await utterances(redis, keys.transcripts_key(settings.redis))) == 6
