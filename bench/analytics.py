@@ -6,16 +6,19 @@ consumer reads them (entry bytes), applied in two ways in one run:
 
 - assembly: parse, and per batch and room the state decoded, stepped, encoded again
   (the analytics' own work, Redis excluded): events per CPU second;
-- service: the events in the events stream, `AnalyticsService`'s consumer group reading
-  them (`relay analytics`'s path: XREADGROUP, per batch one WATCH/GET/MULTI/SET/XADDs/EXEC
-  per room, XACK): events per CPU second of this process (`analytics_eps`), and per wall
-  second (Redis's own CPU and the round trips included there).
+- consumers: the events in the events stream and the rooms' streams (as the relay writes
+  them, the rooms already registered as the group's routing does), then N `relay
+  analytics` services, each in a process of its own, sharing the rooms by their leases
+  (`relay analytics`'s path: per room and step of 100 entries an XRANGE, the fenced
+  room script, the outbox's guarded writes): events per wall second from the start until
+  every room's position is at its stream's end (`analytics_eps`), for each N of
+  `--consumers` in one run, and the CPU per event of all the processes together.
 
-    .venv/bin/python bench/analytics.py [--events 20000] [--rooms 10]
+    .venv/bin/python bench/analytics.py [--events 20000] [--rooms 10] [--consumers 1,2]
 
 Run beside bench/pipeline.py (`relay_eps`) to compare with the relay's own cost. The last
-line is machine-readable:
-    analytics_eps=N assembly_eps=N service_wall_eps=N
+lines are machine-readable, one per count:
+    consumers=N analytics_eps=N
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import asyncio
 import json
 import logging
+import multiprocessing
 import os
 import time
 import uuid
@@ -106,56 +110,132 @@ def bench_assembly(entries: list[bytes], batch: int) -> float:
     return len(entries) / (time.process_time() - started)
 
 
-async def bench_service(entries: list[bytes], url: str, batch: int) -> tuple[float, float]:
-    """`relay analytics`'s path: the entries in the events stream, the service's consumer
-    group reading, batching per room, one transaction per room and batch, the XACKs."""
-    prefix = f"bench-analytics-{uuid.uuid4().hex[:6]}"
-    settings = Settings(redis=RedisSettings(url=SecretStr(url), prefix=prefix))
-    redis = create_redis(settings.redis)
-    try:
-        stream = keys.events_key(settings.redis)
-        for first in range(0, len(entries), 1000):
-            pipe = redis.pipeline(transaction=False)
-            for raw in entries[first : first + 1000]:
-                pipe.xadd(stream, {"event": raw})
-            await pipe.execute()
-        service = AnalyticsService(redis, settings, consumer_name="bench", batch=batch)
-        cpu, wall = time.process_time(), time.perf_counter()
-        task = asyncio.create_task(service.consumer.run())
-        stats = service.consumer.stats
-        for _ in range(1_000_000):  # polled: the consumer has no completion event
-            if stats.handled + stats.duplicates >= len(entries):
-                break
-            await asyncio.sleep(0.005)
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+def load_streams(entries: list[bytes], url: str, prefix: str) -> list[str]:
+    """The entries in the events stream and their rooms' streams, as the relay writes
+    them, and the rooms registered (as the group's routing does); the rooms."""
+    settings = RedisSettings(url=SecretStr(url), prefix=prefix)
+
+    async def load() -> list[str]:
+        redis = create_redis(settings)
+        rooms: dict[str, int] = {}
+        try:
+            stream = keys.events_key(settings)
+            for first in range(0, len(entries), 1000):
+                pipe = redis.pipeline(transaction=False)
+                for raw in entries[first : first + 1000]:
+                    room = orjson.loads(raw)["room"]
+                    rooms[room] = int(time.time() * 1000)
+                    pipe.xadd(stream, {"event": raw})
+                    pipe.xadd(keys.room_key(settings, room), {"event": raw})
+                await pipe.execute()
+            await redis.zadd(keys.analytics_rooms_key(settings), rooms)
+        finally:
+            await redis.aclose()
+        return list(rooms)
+
+    return asyncio.run(load())
+
+
+def consumer_process(url: str, prefix: str, name: str, go: Any, done: Any, out: Any) -> None:
+    """One `relay analytics` (the service, in a process of its own) until `done`; its
+    CPU seconds and events applied go to `out`."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+    async def run() -> None:
+        settings = Settings(redis=RedisSettings(url=SecretStr(url), prefix=prefix))
+        redis = create_redis(settings.redis)
+        service = AnalyticsService(redis, settings, consumer_name=name, lease_ttl_s=2.0)
+        await service.rooms.survey()  # counted before the start: the shares are right at once
+        await asyncio.to_thread(go.wait)
+        cpu = time.process_time()
+        task = asyncio.create_task(service.run())
+        await asyncio.to_thread(done.wait)
+        cpu = time.process_time() - cpu
         service.stop()
         await task
-        async for key in redis.scan_iter(match=f"{prefix}:*"):
-            await redis.delete(key)
-    finally:
         await redis.aclose()
-    return len(entries) / cpu, len(entries) / wall
+        out.put((name, cpu, service.applied))
+
+    asyncio.run(run())
+
+
+def bench_consumers(entries: list[bytes], url: str, count: int) -> tuple[float, float]:
+    """`count` analytics processes over the same streams: events per wall second until
+    every room is applied, and the CPU microseconds per event (all processes)."""
+    prefix = f"bench-analytics-{uuid.uuid4().hex[:6]}"
+    rooms = load_streams(entries, url, prefix)
+    ctx = multiprocessing.get_context("spawn")
+    go, done, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=consumer_process, args=(url, prefix, f"c{i}", go, done, out))
+        for i in range(count)
+    ]
+    for proc in procs:
+        proc.start()
+    settings = RedisSettings(url=SecretStr(url), prefix=prefix)
+
+    async def wait_registered() -> None:
+        redis = create_redis(settings)
+        for _ in range(100_000):  # polled: the processes announce themselves in Redis
+            if int(await redis.zcard(keys.analytics_workers_key(settings))) >= count:
+                break
+            await asyncio.sleep(0.01)
+        await redis.aclose()
+
+    async def wait_applied() -> float:
+        redis = create_redis(settings)
+        last = {}
+        for room in rooms:
+            found: Any = await redis.xrevrange(keys.room_key(settings, room), count=1)
+            last[room] = found[0][0]
+        started = time.perf_counter()
+        go.set()
+        for _ in range(10_000_000):  # polled: the positions are in Redis
+            positions = await redis.mget([keys.analytics_pos_key(settings, r) for r in rooms])
+            if all(pos == last[r] for pos, r in zip(positions, rooms, strict=True)):
+                break
+            await asyncio.sleep(0.005)
+        wall = time.perf_counter() - started
+        await redis.aclose()
+        return wall
+
+    asyncio.run(wait_registered())
+    wall = asyncio.run(wait_applied())
+    done.set()
+    results = [out.get(timeout=30) for _ in procs]
+    for proc in procs:  # the processes we started
+        proc.join(30)
+    asyncio.run(_clean(url, prefix))
+    cpu = sum(r[1] for r in results)
+    assert sum(r[2] for r in results) == len(entries), results
+    return len(entries) / wall, 1e6 * cpu / len(entries)
+
+
+async def _clean(url: str, prefix: str) -> None:
+    redis = create_redis(RedisSettings(url=SecretStr(url), prefix=prefix))
+    async for key in redis.scan_iter(match=f"{prefix}:*"):
+        await redis.delete(key)
+    await redis.aclose()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    print(f"load average at start: {os.getloadavg()[0]:.2f}, CPUs: {os.cpu_count()}")
     entries = conversation(args.rooms, args.events, args.session_events)
     assembly = max(bench_assembly(entries, args.batch) for _ in range(args.repeat))
-    service_runs = [
-        asyncio.run(bench_service(entries, args.redis_url, args.batch)) for _ in range(args.repeat)
-    ]
-    service_cpu = max(run[0] for run in service_runs)
-    service_wall = max(run[1] for run in service_runs)
-    print(f"{'events':<44}{args.events:>10}")
+    print(f"{'events, rooms':<44}{args.events:>10} {args.rooms}")
     print(f"{'assembly only, events per CPU second':<44}{assembly:>10.0f}")
-    print(f"{'service, events per CPU second':<44}{service_cpu:>10.0f}")
-    print(f"{'service, events per wall second':<44}{service_wall:>10.0f}")
-    print(f"{'service, CPU per event (us)':<44}{1e6 / service_cpu:>10.1f}")
-    print(
-        f"\nanalytics_eps={service_cpu:.0f} assembly_eps={assembly:.0f} "
-        f"service_wall_eps={service_wall:.0f}"
-    )
+    lines = []
+    for count in args.consumers:
+        runs = [bench_consumers(entries, args.redis_url, count) for _ in range(args.repeat)]
+        eps, cpu_us = max(runs)
+        print(f"{f'{count} consumers, events per wall second':<44}{eps:>10.0f}")
+        print(f"{f'{count} consumers, CPU per event, all (us)':<44}{cpu_us:>10.1f}")
+        lines.append(f"consumers={count} analytics_eps={eps:.0f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print()
+    print("\n".join(lines))
+    print(f"assembly_eps={assembly:.0f}")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -164,7 +244,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--session-events", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=100, help="consumer batch (XREADGROUP)")
+    parser.add_argument("--batch", type=int, default=100, help="a room's entries per step")
+    parser.add_argument(
+        "--consumers",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1, 2],
+        help="analytics processes per run, comma separated (1,2)",
+    )
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
     )

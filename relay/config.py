@@ -202,6 +202,12 @@ class AnalyticsSettings(_Section):
     participants_idle_s: float = Field(default=30.0, gt=0)
     summary_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     sweep_interval_s: float = Field(default=1.0, gt=0)
+    # The lease of a room's assembly (relay/analytics/rooms.py): a process killed without
+    # SIGTERM leaves its rooms to the others this long after its last renewal.
+    lease_ttl_s: float = Field(default=10.0, gt=0)
+    # A group entry a dead process read and did not acknowledge is taken over after this
+    # (its rooms' registration and their owners' wake-up; the events are in the rooms).
+    claim_idle_ms: int = Field(default=10_000, gt=0)
     # `relay analytics` serves GET /metrics here (its own metrics); 0: not at all.
     metrics_port: int = Field(default=8081, ge=0, le=65535)
     # One trace per session summary over OTLP/HTTP (the `otel` extra), configured by the

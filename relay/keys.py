@@ -39,17 +39,48 @@ def session_key(settings: RedisSettings, session_id: str) -> str:
 
 
 def session_written_key(settings: RedisSettings, session_id: str) -> str:
-    """The SET NX guard: the summary of a session is written once."""
-    return f"{settings.prefix}:session:{session_id}:written"
+    """The SET NX guard: the summary of a session is written once. Tagged with the sessions
+    stream's name: guard and XADD share a Cluster slot."""
+    return f"{{{sessions_key(settings)}}}:written:{session_id}"
+
+
+def utterance_written_key(settings: RedisSettings, utterance_id: str) -> str:
+    """The SET NX guard of an utterance in the all-rooms transcripts stream (its slot)."""
+    return f"{{{transcripts_key(settings)}}}:written:{utterance_id}"
 
 
 def analytics_state_key(settings: RedisSettings, room: str) -> str:
     return f"{settings.prefix}:analytics:state:{{{room}}}"
 
 
-def analytics_open_key(settings: RedisSettings) -> str:
-    """Rooms with an open session, scored by their last event (ms): what the sweep visits."""
-    return f"{settings.prefix}:analytics:open"
+def analytics_pos_key(settings: RedisSettings, room: str) -> str:
+    """The id of the last entry of the room's stream the assembly applied."""
+    return f"{settings.prefix}:analytics:pos:{{{room}}}"
+
+
+def analytics_outbox_key(settings: RedisSettings, room: str) -> str:
+    """The last step's writes outside the room's slot, until they are delivered."""
+    return f"{settings.prefix}:analytics:outbox:{{{room}}}"
+
+
+def analytics_rooms_key(settings: RedisSettings) -> str:
+    """Rooms the analytics have seen events of, scored by the last one (ms): the rooms the
+    analytics processes share."""
+    return f"{settings.prefix}:analytics:rooms"
+
+
+def analytics_workers_key(settings: RedisSettings) -> str:
+    """Sorted set: analytics process id -> when its registration expires (ms)."""
+    return f"{settings.prefix}:analytics:workers"
+
+
+def analytics_dirty_key(settings: RedisSettings, owner: str) -> str:
+    """Rooms with new events for the analytics process `owner` (it owns their lease)."""
+    return f"{settings.prefix}:analytics:dirty:{owner}"
+
+
+# Leases of the analytics (relay/analytics/rooms.py): the relay's lease keys of this kind.
+ANALYTICS_LEASES = "analytics:"
 
 
 # Scale-out (relay/discovery): the shared wanted set, leases, workers, webhooks, control.
@@ -69,28 +100,28 @@ def token_key(settings: RedisSettings, room: str) -> str:
     return f"{settings.prefix}:token:{{{room}}}"
 
 
-def lease_key(settings: RedisSettings, room: str) -> str:
-    return f"{settings.prefix}:lease:{{{room}}}"
+def lease_key(settings: RedisSettings, room: str, kind: str = "") -> str:
+    return f"{settings.prefix}:{kind}lease:{{{room}}}"
 
 
-def epoch_key(settings: RedisSettings, room: str) -> str:
-    return f"{settings.prefix}:epoch:{{{room}}}"
+def epoch_key(settings: RedisSettings, room: str, kind: str = "") -> str:
+    return f"{settings.prefix}:{kind}epoch:{{{room}}}"
 
 
-def seq_key(settings: RedisSettings, room: str) -> str:
+def seq_key(settings: RedisSettings, room: str, kind: str = "") -> str:
     """The highest seq any owner of the room may have stamped (reserved in blocks)."""
-    return f"{settings.prefix}:seq:{{{room}}}"
+    return f"{settings.prefix}:{kind}seq:{{{room}}}"
 
 
-def seen_key(settings: RedisSettings, room: str) -> str:
+def seen_key(settings: RedisSettings, room: str, kind: str = "") -> str:
     """When an owner last acquired or renewed the room's lease (epoch ms): a takeover's gap."""
-    return f"{settings.prefix}:seen:{{{room}}}"
+    return f"{settings.prefix}:{kind}seen:{{{room}}}"
 
 
-def found_key(settings: RedisSettings, room: str) -> str:
+def found_key(settings: RedisSettings, room: str, kind: str = "") -> str:
     """What the room's last acquisition found in `seen_key` (ms; 0: first owner), kept one
     TTL: an acquire repeated by the same owner (its reply lost) reports the same gap."""
-    return f"{settings.prefix}:found:{{{room}}}"
+    return f"{settings.prefix}:{kind}found:{{{room}}}"
 
 
 def handover_key(settings: RedisSettings, room: str) -> str:

@@ -48,17 +48,26 @@ PENDING = Gauge(
 )
 BEHIND = Gauge(
     "relay_analytics_behind_seconds",
-    "Age of the oldest events stream entry not yet delivered to the analytics group (0: none).",
+    "Age of the oldest event this analytics process has still to handle: not yet delivered "
+    "to the group, or in a room it owns and not yet applied (0: none).",
+)
+ROOMS_OWNED = Gauge(
+    "relay_analytics_rooms_owned",
+    "Rooms whose assembly this analytics process holds the lease of.",
 )
 
 
-def set_lag(figures: GroupLag | None) -> None:
-    """The last figures read; None (no group, or Redis did not answer): NaN, no stale value."""
+def set_lag(figures: GroupLag | None, own_behind_s: float | None = 0.0) -> None:
+    """The last figures read; None (no group, or Redis did not answer): NaN, no stale value.
+    `own_behind_s`: the oldest entry not yet applied in the rooms owned here (None: unread)."""
     nan = float("nan")
     lag = None if figures is None else figures.lag
     STREAM_LAG.set(nan if lag is None else lag)
     PENDING.set(nan if figures is None else figures.pending)
-    BEHIND.set(nan if figures is None else figures.behind_s)
+    if figures is None or own_behind_s is None:
+        BEHIND.set(nan)
+    else:
+        BEHIND.set(max(figures.behind_s, own_behind_s))
 
 
 set_lag(None)  # unknown until the service reads them

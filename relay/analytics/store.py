@@ -1,9 +1,15 @@
-"""The assembly state in Redis: one JSON document per room (`analytics:state:{room}`),
-read, stepped and written back in one optimistic transaction (WATCH/MULTI/EXEC) with the
-utterances and summaries it produced. Any process can continue a room's session; two
-that race retry, so each event is applied once and every output is written with the
-state it came from. The summary is guarded by SET NX on the session id (in a script, so
-the guard, the hash, its TTL and the stream entry go together).
+"""The assembly state in Redis, per room, in the room's Cluster slot (its hash tag): the
+state document (`analytics:state:{room}`), the id of the last entry of the room's stream
+it applied (`analytics:pos:{room}`), the room's transcripts stream and an outbox.
+
+Only the holder of the room's analytics lease writes them, and every write checks, in
+one script, that the lease still holds its id and the epoch it acquired (fencing): a
+process that lost the room cannot write, even late. A step writes the state, the position
+and the room's utterances together, plus the outbox: what the step writes outside the
+room's slot (the all-rooms transcripts stream, the summary). The outbox is delivered
+right after, and again by the next owner if the process died before: every delivery is
+guarded by SET NX on the utterance or session id in the slot of the stream it goes to,
+so it writes each document once however often it runs.
 """
 
 from __future__ import annotations
@@ -14,29 +20,41 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
 from relay import keys
 from relay.analytics import metrics
 from relay.analytics.assemble import Doc, State
 from relay.analytics.model import AnalyticsConfig
-from relay.analytics.step import Step, on_clock, on_events
+from relay.analytics.step import Step
 from relay.config import RedisSettings
 
 TRANSCRIPTS_MAXLEN = 100_000
 ROOM_TRANSCRIPTS_MAXLEN = 10_000
 SESSIONS_MAXLEN = 100_000
 OPEN_STATE_TTL_S = 7 * 24 * 3600  # an open session nobody touches for a week is abandoned
+UTTERANCE_GUARD_TTL_S = 24 * 3600  # an outbox delivered again after a day writes it again
 
-# KEYS: guard, hash, sessions stream. ARGV: summary JSON, ttl s, session id, room, end,
-# end reason, stream maxlen. Returns 1 when this call wrote the summary, 0 if it was there.
-WRITE_SUMMARY = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[2], 'summary', ARGV[1], 'room', ARGV[4], 'end', ARGV[5],
-  'end_reason', ARGV[6])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'session_id', ARGV[3],
-  'room', ARGV[4], 'summary', ARGV[1])
+# KEYS: lease, epoch, state, pos, room transcripts, outbox. ARGV: owner, epoch, state JSON
+# ('' : unchanged), state ttl s, pos, pos ttl s, outbox JSON ('' : none), maxlen, then
+# 4 fields per utterance. 1: written; 0: the lease is not (or no longer) ours.
+WRITE_ROOM = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then
+  return 0
+end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('SET', KEYS[6], ARGV[7]) else redis.call('DEL', KEYS[6]) end
+for i = 9, #ARGV, 4 do
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'room', ARGV[i],
+    'session_id', ARGV[i + 1], 'role', ARGV[i + 2], 'utterance', ARGV[i + 3])
+end
+return 1
+"""
+# KEYS: guard, stream. ARGV: ttl s, maxlen, then field, value pairs. 1: written; 0: the
+# guard was there (written before).
+GUARDED_XADD = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 return 1
 """
 
@@ -48,6 +66,19 @@ class Outcome:
     duplicate: bool
 
 
+@dataclasses.dataclass(slots=True)
+class Loaded:
+    """A room as its new owner finds it."""
+
+    state: State | None
+    pos: str  # "0-0": nothing applied yet
+    outbox: Doc | None  # a step's writes that may not have been delivered
+
+
+class FencedError(Exception):
+    """The room's lease is no longer ours: another process owns its assembly now."""
+
+
 class AnalyticsStore:
     def __init__(
         self, redis: aioredis.Redis, settings: RedisSettings, config: AnalyticsConfig, ttl_s: int
@@ -56,87 +87,110 @@ class AnalyticsStore:
         self.settings = settings
         self.config = config
         self.ttl_s = ttl_s
+        self._write_room = redis.register_script(WRITE_ROOM)
 
-    async def apply_event(self, event: Doc) -> Outcome:
-        return await self.apply_events(str(event["room"]), [event])
-
-    async def apply_events(self, room: str, events: list[Doc]) -> Outcome:
-        """Events of `room`, in order, in one transaction."""
-        return await self._transact(room, lambda s: on_events(s, events, self.config))
-
-    async def tick(self, room: str, now_ms: int) -> Outcome:
-        outcome = await self._transact(room, lambda s: on_clock(s, now_ms, self.config))
-        if not outcome.utterances and not outcome.summaries_written:
-            # Nothing due yet: visit the room again a timeout from now, not at every sweep.
-            await self.redis.zadd(keys.analytics_open_key(self.settings), {room: now_ms}, xx=True)
-        return outcome
-
-    async def due_rooms(self, before_ms: int) -> list[str]:
-        """Rooms whose last event is older than `before_ms`: candidates for a sweep."""
-        found: Any = await self.redis.zrangebyscore(
-            keys.analytics_open_key(self.settings), "-inf", before_ms
-        )
-        return [room.decode() for room in found]
-
-    async def _transact(self, room: str, step_of: Any) -> Outcome:
-        key = keys.analytics_state_key(self.settings, room)
+    async def load(self, room: str) -> Loaded:
+        s = self.settings
         pipe: Any
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    state: State | None = json.loads(raw) if raw else None
-                    step: Step = step_of(state)
-                    if step.state is None and not step.summaries:
-                        await pipe.unwatch()
-                        return Outcome([], [], step.duplicate)
-                    pipe.multi()
-                    self._queue(pipe, room, key, step)
-                    results = await pipe.execute()
-                    break
-                except WatchError:
-                    continue  # another consumer changed the room: step again on its state
-        flags = results[len(results) - len(step.summaries) :]
-        written = [s for s, ok in zip(step.summaries, flags, strict=True) if ok]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.analytics_state_key(s, room))
+            pipe.get(keys.analytics_pos_key(s, room))
+            pipe.get(keys.analytics_outbox_key(s, room))
+            raw_state, raw_pos, raw_outbox = await pipe.execute()
+        return Loaded(
+            json.loads(raw_state) if raw_state else None,
+            raw_pos.decode() if raw_pos else "0-0",
+            json.loads(raw_outbox) if raw_outbox else None,
+        )
+
+    async def write(
+        self, room: str, owner: str, epoch: int, step: Step, pos: str | None
+    ) -> Doc | None:
+        """Write a step of `room` under its lease (FencedError if it is not ours); the
+        outbox to deliver (None: nothing outside the room's slot)."""
+        s = self.settings
+        outbox = _outbox(step)
+        state = step.state
+        ttl = OPEN_STATE_TTL_S if state is None or not state["closed"] else self.ttl_s
+        args: list[Any] = [
+            owner,
+            epoch,
+            orjson.dumps(state) if state is not None else "",
+            ttl,
+            pos or "",
+            max(self.ttl_s, OPEN_STATE_TTL_S),
+            orjson.dumps(outbox) if outbox else "",
+            ROOM_TRANSCRIPTS_MAXLEN,
+        ]
+        for fields in outbox["utterances"] if outbox else []:
+            args.extend(fields)
+        room_keys = [
+            keys.lease_key(s, room, keys.ANALYTICS_LEASES),
+            keys.epoch_key(s, room, keys.ANALYTICS_LEASES),
+            keys.analytics_state_key(s, room),
+            keys.analytics_pos_key(s, room),
+            keys.room_transcripts_key(s, room),
+            keys.analytics_outbox_key(s, room),
+        ]
+        if not await self._write_room(keys=room_keys, args=args):
+            raise FencedError(room)
+        return outbox
+
+    async def deliver(self, outbox: Doc) -> list[Doc]:
+        """The writes outside the room's slot, each once whoever delivers it how often;
+        the summaries this call wrote (the metrics and traces follow those)."""
+        s = self.settings
+        pipe: Any
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for room, session_id, role, doc in outbox["utterances"]:
+                utterance_id = orjson.loads(doc)["utterance_id"]
+                pipe.eval(
+                    GUARDED_XADD,
+                    2,
+                    keys.utterance_written_key(s, utterance_id),
+                    keys.transcripts_key(s),
+                    UTTERANCE_GUARD_TTL_S,
+                    TRANSCRIPTS_MAXLEN,
+                    *("room", room, "session_id", session_id, "role", role, "utterance", doc),
+                )
+            for summary in outbox["summaries"]:
+                session_id = summary["session_id"]
+                raw = orjson.dumps(summary)
+                pipe.eval(
+                    GUARDED_XADD,
+                    2,
+                    keys.session_written_key(s, session_id),
+                    keys.sessions_key(s),
+                    self.ttl_s,
+                    SESSIONS_MAXLEN,
+                    *("session_id", session_id, "room", summary["room"], "summary", raw),
+                )
+                # The lookup hash: the same fields every time, so writing it again is moot.
+                hash_key = keys.session_key(s, session_id)
+                pipe.hset(
+                    hash_key,
+                    mapping={
+                        "summary": raw,
+                        "room": summary["room"],
+                        "end": summary["end"],
+                        "end_reason": summary["end_reason"],
+                    },
+                )
+                pipe.expire(hash_key, self.ttl_s)
+            results = await pipe.execute()
+        flags = results[len(outbox["utterances"]) :: 3]
+        written = [s for s, ok in zip(outbox["summaries"], flags, strict=True) if ok]
         for summary in written:
             metrics.observe_summary(summary)
-        return Outcome(step.utterances, written, False)
+        return written
 
-    def _queue(self, pipe: Any, room: str, key: str, step: Step) -> None:
-        settings = self.settings
-        for doc in step.utterances:
-            fields = {
-                "room": room,
-                "session_id": doc["session_id"],
-                "role": doc["role"],
-                "utterance": orjson.dumps(doc),
-            }
-            pipe.xadd(keys.transcripts_key(settings), fields, maxlen=TRANSCRIPTS_MAXLEN)
-            pipe.xadd(
-                keys.room_transcripts_key(settings, room), fields, maxlen=ROOM_TRANSCRIPTS_MAXLEN
-            )
-        if step.state is not None:
-            closed = bool(step.state["closed"])
-            ttl = self.ttl_s if closed else OPEN_STATE_TTL_S
-            pipe.set(key, orjson.dumps(step.state), ex=ttl)
-            if closed:
-                pipe.zrem(keys.analytics_open_key(settings), room)
-            else:
-                pipe.zadd(keys.analytics_open_key(settings), {room: step.state["last_ms"]})
-        for summary in step.summaries:
-            session_id = summary["session_id"]
-            pipe.eval(
-                WRITE_SUMMARY,
-                3,
-                keys.session_written_key(settings, session_id),
-                keys.session_key(settings, session_id),
-                keys.sessions_key(settings),
-                orjson.dumps(summary),
-                self.ttl_s,
-                session_id,
-                room,
-                summary["end"],
-                summary["end_reason"],
-                SESSIONS_MAXLEN,
-            )
+
+def _outbox(step: Step) -> Doc | None:
+    """What a step writes outside the room's slot; the utterances as their stream fields."""
+    if not step.utterances and not step.summaries:
+        return None
+    utterances = [
+        [doc["room"], doc["session_id"], doc["role"], orjson.dumps(doc).decode()]
+        for doc in step.utterances
+    ]
+    return {"utterances": utterances, "summaries": step.summaries}

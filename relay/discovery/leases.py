@@ -97,22 +97,27 @@ class Lease:
 
 
 class LeaseStore:
-    def __init__(self, redis: aioredis.Redis, settings: RedisSettings, owner: str) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, settings: RedisSettings, owner: str, kind: str = ""
+    ) -> None:
+        """`kind`: a prefix of the lease keys, so another user of leases (the analytics,
+        `keys.ANALYTICS_LEASES`) shares rooms apart from the relay's own."""
         self._redis = redis
         self._settings = settings
         self.owner = owner
+        self.kind = kind
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
     def _keys(self, room: str) -> list[str]:
-        s = self._settings
+        s, k = self._settings, self.kind
         return [
-            keys.lease_key(s, room),
-            keys.epoch_key(s, room),
-            keys.seq_key(s, room),
-            keys.seen_key(s, room),
-            keys.found_key(s, room),
+            keys.lease_key(s, room, k),
+            keys.epoch_key(s, room, k),
+            keys.seq_key(s, room, k),
+            keys.seen_key(s, room, k),
+            keys.found_key(s, room, k),
         ]
 
     async def acquire(self, room: str, ttl_s: float) -> Acquired | None:
@@ -140,14 +145,16 @@ class LeaseStore:
 
     async def release(self, room: str) -> bool:
         return bool(
-            await self._release(keys=[keys.lease_key(self._settings, room)], args=[self.owner])
+            await self._release(
+                keys=[keys.lease_key(self._settings, room, self.kind)], args=[self.owner]
+            )
         )
 
     async def holders(self, rooms: list[str]) -> list[bytes | None]:
         if not rooms:
             return []
         return await many_values(
-            self._redis, [keys.lease_key(self._settings, room) for room in rooms]
+            self._redis, [keys.lease_key(self._settings, room, self.kind) for room in rooms]
         )
 
     async def release_key(self, key: str) -> bool:

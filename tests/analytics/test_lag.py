@@ -16,16 +16,15 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from relay import keys
-from relay.analytics.assemble import Doc
 from relay.analytics.lag import GroupLag, read_lag
 from relay.analytics.service import AnalyticsService
-from relay.analytics.store import Outcome
 from relay.config import RedisSettings, Settings
 from relay.consumer import StreamConsumer, StreamEvent
 from relay.contract.event import Event
 from relay.dev.ports import free_port
 from relay.redis_client import create_redis
 from tests.analytics.support import analytics, consumed
+from tests.analytics.test_golden_agents import agents
 from tests.analytics.test_golden_liveavatar import liveavatar_script
 from tests.consumer.support import wait_for, write
 from tests.fixtures.redis_server import ClusterSet
@@ -64,8 +63,8 @@ async def write_aged(
         await redis.xadd(stream, fields, id=f"{now_ms - age_ms}-0")
 
 
-def service_of(redis: aioredis.Redis, settings: Settings) -> AnalyticsService:
-    return AnalyticsService(redis, settings, consumer_name="a1", block_ms=50)
+def service_of(redis: aioredis.Redis, settings: Settings, name: str = "a1") -> AnalyticsService:
+    return AnalyticsService(redis, settings, consumer_name=name, block_ms=50)
 
 
 async def test_what_the_stopped_consumer_has_not_read_is_its_lag_until_it_catches_up(
@@ -86,18 +85,18 @@ async def test_what_the_stopped_consumer_has_not_read_is_its_lag_until_it_catche
 
 
 class MeasureFirstBatch:
-    """The store's apply_events, reading the lag inside the first batch: read, handled,
-    its XACK not sent yet."""
+    """The rooms' registration of a group batch, reading the lag inside the first batch:
+    read, handled, its XACK not sent yet."""
 
     def __init__(self, service: AnalyticsService) -> None:
         self.service = service
-        self.apply = service.store.apply_events
+        self.seen = service.rooms.seen
         self.inside: list[GroupLag | None] = []
 
-    async def __call__(self, room: str, events: list[Doc]) -> Outcome:
+    async def __call__(self, last_ms: dict[str, int]) -> None:
         if not self.inside:
             self.inside.append(await self.service.refresh_lag())
-        return await self.apply(room, events)
+        await self.seen(last_ms)
 
 
 async def test_a_batch_delivered_and_not_yet_acknowledged_is_pending(
@@ -107,7 +106,7 @@ async def test_a_batch_delivered_and_not_yet_acknowledged_is_pending(
     await write_aged(redis, settings, events)
     async with analytics(redis, settings, batch=10, lag_refresh_s=60) as service:
         measured = MeasureFirstBatch(service)
-        service.store.apply_events = measured  # type: ignore[method-assign]
+        service.rooms.seen = measured  # type: ignore[method-assign]
         await wait_for(lambda: consumed(service) >= len(events), 10, "the events")
     [figures] = measured.inside
     assert figures is not None and (figures.lag, figures.pending) == (len(events) - 10, 10)
@@ -228,3 +227,40 @@ async def test_on_a_cluster_the_figures_come_from_the_stream_keys_node(
     assert figures is not None and (figures.lag, figures.pending) == (len(events) - 10, 10)
     assert OLDEST_S - 10 <= figures.behind_s < OLDEST_S - 10 + SLACK_S
     assert await read_lag(redis, stream, GROUP) == GroupLag(lag=0, pending=0, behind_s=0.0)
+
+
+async def age_room_stream(
+    redis: aioredis.Redis, settings: Settings, room: str, age_s: float
+) -> None:
+    """The room's stream re-added with ids `age_s`, `age_s` - 1, ... seconds in the past."""
+    stream = keys.room_key(settings.redis, room)
+    entries: Any = await redis.xrange(stream)
+    await redis.delete(stream)
+    now_ms = round(time.time() * 1000)
+    for n, (_id, fields) in enumerate(entries):
+        await redis.xadd(stream, fields, id=f"{now_ms - round((age_s - n) * 1000)}-0")
+
+
+async def test_each_of_several_processes_is_behind_by_the_rooms_it_owns(
+    redis: aioredis.Redis, settings: Settings
+) -> None:
+    scripts = {"la-1": liveavatar_script(), "ag-1": agents()}
+    for script in scripts.values():
+        await write(redis, settings.redis, script.events)
+    await age_room_stream(redis, settings, "la-1", OLDEST_S)
+    await age_room_stream(redis, settings, "ag-1", OLDEST_S / 2)
+    services = [service_of(redis, settings, f"p{i}") for i in range(2)]
+    for service in services:
+        await service.rooms.survey()  # both counted: a share of one room each
+    await services[0].rooms.seen(dict.fromkeys(scripts, round(time.time() * 1000)))
+    for service in services:
+        await service._survey()
+        await service._pick_up()
+    owners = {room: s.name for s in services for room in s.owned}
+    assert sorted(owners) == sorted(scripts) and len(set(owners.values())) == 2
+    for service in services:
+        [room] = service.owned
+        age = OLDEST_S if room == "la-1" else OLDEST_S / 2
+        assert age <= await service.own_behind_s() < age + SLACK_S, room
+        await service._advance(room)  # caught up: nothing of its rooms waits
+        assert await service.own_behind_s() == 0.0
