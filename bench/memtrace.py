@@ -2,10 +2,13 @@
 tracemalloc, one JSON line into OUT every EVERY_S seconds (bench/soak.py --memtrace).
 
 Each line: `at_s` (since the start), `rss_mb` (VmRSS), `traced_mb` (what tracemalloc
-counts: the Python heap's allocations), `objects` (gc-tracked objects) and `types` (the
-20 most numerous types), and `growth` (the 15 tracebacks whose traced size grew most
-since the first sample after `warmup`, RELAY_MEMTRACE_WARMUP_S, default 60 s). A bench
-tool only: tracemalloc slows every allocation and keeps 25 frames per block.
+counts: the Python heap's allocations), `tracemalloc_mb` (its own tables), `objects`
+(gc-tracked objects) and `types` (the 20 most numerous types). And two snapshots
+(`tracemalloc.Snapshot.dump`) to compare by traceback: OUT.base.snap, the first sample
+after the warm-up (RELAY_MEMTRACE_WARMUP_S, default 60 s), and OUT.last.snap, renewed
+every SNAP_EVERY samples. A bench tool only: tracemalloc slows every allocation and keeps
+25 frames per block, and its tables and snapshots weigh in VmRSS (compare VmRSS with a
+run without it).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 FRAMES = 25
+SNAP_EVERY = 4
 
 
 def rss_mb() -> float:
@@ -32,48 +36,40 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def where(stat: tracemalloc.StatisticDiff) -> str:
-    """The traceback's innermost relay frame, else its innermost frame, as file:line."""
-    frames = list(stat.traceback)
-    frame = next((f for f in frames if "/relay/" in f.filename), frames[0])
-    return f"{frame.filename.rsplit('/relay/', 1)[-1]}:{frame.lineno}"
-
-
-def sample(started: float, base: tracemalloc.Snapshot | None) -> tuple[dict[str, Any], Any]:
-    snapshot = tracemalloc.take_snapshot().filter_traces(
-        [tracemalloc.Filter(False, tracemalloc.__file__)]
-    )
+def sample(started: float) -> dict[str, Any]:
     types = Counter(type(o).__name__ for o in gc.get_objects())
-    line: dict[str, Any] = {
+    return {
         "at_s": round(time.monotonic() - started, 1),
         "time": time.time(),  # to line up with the soak's own clock
         "rss_mb": round(rss_mb(), 2),
         "traced_mb": round(tracemalloc.get_traced_memory()[0] / 2**20, 2),
+        # tracemalloc's own tables: in VmRSS, not in traced_mb
+        "tracemalloc_mb": round(tracemalloc.get_tracemalloc_memory() / 2**20, 2),
         "objects": sum(types.values()),
         "types": dict(types.most_common(20)),
     }
-    if base is not None:
-        stats = snapshot.compare_to(base, "traceback")[:15]
-        line["growth"] = [
-            {
-                "kb": round(s.size_diff / 1024, 1),
-                "count": s.count_diff,
-                "at": where(s),
-                "stack": [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in s.traceback][-8:],
-            }
-            for s in stats
-        ]
-    return line, snapshot
+
+
+def dump(path: Path) -> None:
+    """A snapshot to a file, written beside and renamed (the reader never sees half)."""
+    tracemalloc.take_snapshot().dump(str(path) + ".tmp")
+    os.replace(str(path) + ".tmp", path)
 
 
 def watch(out: Path, every_s: float, warmup_s: float, started: float) -> None:
-    base: tracemalloc.Snapshot | None = None
+    # Snapshots are costly (the loop stalls while one is taken): the first after the
+    # warm-up (OUT.base.snap), then every SNAP_EVERY samples (OUT.last.snap).
+    taken = -1
     with out.open("a") as handle:
         while True:
             time.sleep(every_s)
-            line, snapshot = sample(started, base)
-            if base is None and line["at_s"] >= warmup_s:
-                base = snapshot
+            line = sample(started)
+            if line["at_s"] >= warmup_s:
+                taken += 1
+                if taken == 0:
+                    dump(out.with_suffix(".base.snap"))
+                elif taken % SNAP_EVERY == 0:
+                    dump(out.with_suffix(".last.snap"))
             handle.write(json.dumps(line) + "\n")
             handle.flush()
 

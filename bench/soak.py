@@ -39,6 +39,7 @@ import os
 import sys
 import threading
 import time
+import tracemalloc
 import urllib.error
 import urllib.request
 import uuid
@@ -74,6 +75,7 @@ class Soak:
     started: float
     sent: dict[str, list[str]] = field(default_factory=dict)  # room -> event ids sent
     left: list[float] = field(default_factory=list)  # time.time() of each room's DELETE
+    wall_started: float = field(default_factory=time.time)  # `started` on the wall clock
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -198,42 +200,49 @@ def count(bench: Bench, prefix: str, sent: dict[str, list[str]]) -> tuple[int, i
     return len(ids), lost, duplicates
 
 
+def rooms_left(left: list[float], after: float, until: float) -> int:
+    return sum(1 for at in left if after < at <= until)
+
+
 def report_memtrace(path: Path, left: list[float], warmup_s: float) -> None:
-    """VmRSS against the Python heap (tracemalloc) and the rooms left, from --memtrace."""
+    """The Python heap (tracemalloc) against VmRSS and the rooms left, from --memtrace."""
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     after = [line for line in lines if line["at_s"] >= warmup_s]
     if len(after) < 2:
         print(f"memtrace: {len(lines)} samples, too few after the warm-up")
         return
     first, last = after[0], after[-1]
-    rooms = sum(1 for at in left if first["time"] < at <= last["time"])
-    rss, traced = last["rss_mb"] - first["rss_mb"], last["traced_mb"] - first["traced_mb"]
-    per_room = (
-        f" rss_kb_per_room={rss * 1024 / rooms:.0f} traced_kb_per_room={traced * 1024 / rooms:.0f}"
-        if rooms
-        else ""
-    )
+    rooms = rooms_left(left, first["time"], last["time"])
+    traced = last["traced_mb"] - first["traced_mb"]
     print(
-        f"memtrace minutes={(last['at_s'] - first['at_s']) / 60:.1f} "
-        f"rss_growth_mb={rss:.1f} traced_growth_mb={traced:.2f} "
-        f"objects_growth={last['objects'] - first['objects']} rooms_left={rooms}{per_room}"
+        f"memtrace minutes={(last['at_s'] - first['at_s']) / 60:.1f} rooms_left={rooms} "
+        f"traced_growth_mb={traced:.2f} traced_kb_per_room={traced * 1024 / max(1, rooms):.1f} "
+        f"objects_growth={last['objects'] - first['objects']} "
+        f"rss_growth_mb={last['rss_mb'] - first['rss_mb']:.1f} "
+        f"tracemalloc_growth_mb={last['tracemalloc_mb'] - first['tracemalloc_mb']:.1f}"
     )
-    print("| at_min | rss_mb | traced_mb | objects | rooms_left |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| at_min | rss_mb | traced_mb | tracemalloc_mb | objects | rooms_left |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for line in lines:
-        gone = sum(1 for at in left if at <= line["time"])
         print(
             f"| {line['at_s'] / 60:.1f} | {line['rss_mb']:.1f} | {line['traced_mb']:.2f} "
-            f"| {line['objects']} | {gone} |"
+            f"| {line['tracemalloc_mb']:.1f} | {line['objects']} "
+            f"| {rooms_left(left, 0, line['time'])} |"
         )
-    base_types = first["types"]
-    grown = {k: v - base_types.get(k, 0) for k, v in last["types"].items()}
-    print(
-        "object types grown (top 20 types):",
-        json.dumps(dict(sorted(grown.items(), key=lambda kv: -kv[1])[:10])),
-    )
-    for stat in last.get("growth", [])[:10]:
-        print(f"traced growth {stat['kb']:+.1f} kB {stat['count']:+d} blocks at {stat['at']}")
+    grown = {k: v - first["types"].get(k, 0) for k, v in last["types"].items()}
+    top = sorted(grown.items(), key=lambda kv: -kv[1])[:8]
+    print("object counts grown (of the 20 most numerous types):", dict(top))
+    base, latest = path.with_suffix(".base.snap"), path.with_suffix(".last.snap")
+    if base.exists() and latest.exists():
+        ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+        old = tracemalloc.Snapshot.load(str(base)).filter_traces(ignore)
+        new = tracemalloc.Snapshot.load(str(latest)).filter_traces(ignore)
+        for stat in new.compare_to(old, "traceback")[:8]:
+            frames = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in stat.traceback]
+            print(
+                f"traced growth {stat.size_diff / 1024:+.1f} kB {stat.count_diff:+d} blocks "
+                f"at {' < '.join(reversed(frames[-6:]))}"
+            )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -292,6 +301,9 @@ def main(args: argparse.Namespace) -> int:
         f"blips={len(blips)} rss_max_mb={max(s.rss_mb for s in samples):.1f} "
         f"fds_max={max(s.fds for s in samples)} relay_exit={status}"
     )
+    rooms = rooms_left(soak.left, soak.wall_started + first.at_s, soak.wall_started + last.at_s)
+    rss_kb = (last.rss_mb - first.rss_mb) * 1024 / max(1, rooms)
+    print(f"soak rooms_left={rooms} rss_kb_per_room_left={rss_kb:.0f} (after the warm-up)")
     print("| minute | rss_mb | fds | rooms |")
     print("| --- | --- | --- | --- |")
     minute = -1
