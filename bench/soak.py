@@ -39,6 +39,7 @@ import os
 import sys
 import threading
 import time
+import tracemalloc
 import urllib.error
 import urllib.request
 import uuid
@@ -53,6 +54,7 @@ import redis
 from harness import Bench, Relay, rss_mb
 
 ADMIN_TOKEN = "soak-admin"  # the namespace's own relay; never leaves the veth link
+MEMTRACE = Path(__file__).resolve().parent / "memtrace.py"
 JOIN_TIMEOUT_S = 30.0
 LAST_EVENT_TIMEOUT_S = 60.0
 
@@ -72,6 +74,8 @@ class Soak:
     args: argparse.Namespace
     started: float
     sent: dict[str, list[str]] = field(default_factory=dict)  # room -> event ids sent
+    left: list[float] = field(default_factory=list)  # time.time() of each room's DELETE
+    wall_started: float = field(default_factory=time.time)  # `started` on the wall clock
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -136,6 +140,8 @@ class Soak:
                 )
         self.wait_written(room, ids[-1] if ids else None)
         self.admin("DELETE", f"/v1/rooms/{room}")
+        with self.lock:
+            self.left.append(time.time())
 
     def wait_written(self, room: str, last_id: str | None) -> None:
         """Until the room's stream has its last event (Redis may be away for a blip)."""
@@ -194,6 +200,51 @@ def count(bench: Bench, prefix: str, sent: dict[str, list[str]]) -> tuple[int, i
     return len(ids), lost, duplicates
 
 
+def rooms_left(left: list[float], after: float, until: float) -> int:
+    return sum(1 for at in left if after < at <= until)
+
+
+def report_memtrace(path: Path, left: list[float], warmup_s: float) -> None:
+    """The Python heap (tracemalloc) against VmRSS and the rooms left, from --memtrace."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    after = [line for line in lines if line["at_s"] >= warmup_s]
+    if len(after) < 2:
+        print(f"memtrace: {len(lines)} samples, too few after the warm-up")
+        return
+    first, last = after[0], after[-1]
+    rooms = rooms_left(left, first["time"], last["time"])
+    traced = last["traced_mb"] - first["traced_mb"]
+    print(
+        f"memtrace minutes={(last['at_s'] - first['at_s']) / 60:.1f} rooms_left={rooms} "
+        f"traced_growth_mb={traced:.2f} traced_kb_per_room={traced * 1024 / max(1, rooms):.1f} "
+        f"objects_growth={last['objects'] - first['objects']} "
+        f"rss_growth_mb={last['rss_mb'] - first['rss_mb']:.1f} "
+        f"tracemalloc_growth_mb={last['tracemalloc_mb'] - first['tracemalloc_mb']:.1f}"
+    )
+    print("| at_min | rss_mb | traced_mb | tracemalloc_mb | objects | rooms_left |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for line in lines:
+        print(
+            f"| {line['at_s'] / 60:.1f} | {line['rss_mb']:.1f} | {line['traced_mb']:.2f} "
+            f"| {line['tracemalloc_mb']:.1f} | {line['objects']} "
+            f"| {rooms_left(left, 0, line['time'])} |"
+        )
+    grown = {k: v - first["types"].get(k, 0) for k, v in last["types"].items()}
+    top = sorted(grown.items(), key=lambda kv: -kv[1])[:8]
+    print("object counts grown (of the 20 most numerous types):", dict(top))
+    base, latest = path.with_suffix(".base.snap"), path.with_suffix(".last.snap")
+    if base.exists() and latest.exists():
+        ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+        old = tracemalloc.Snapshot.load(str(base)).filter_traces(ignore)
+        new = tracemalloc.Snapshot.load(str(latest)).filter_traces(ignore)
+        for stat in new.compare_to(old, "traceback")[:8]:
+            frames = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in stat.traceback]
+            print(
+                f"traced growth {stat.size_diff / 1024:+.1f} kB {stat.count_diff:+d} blocks "
+                f"at {' < '.join(reversed(frames[-6:]))}"
+            )
+
+
 def main(args: argparse.Namespace) -> int:
     total_s = args.minutes * 60
     warmup_s = args.warmup_s if args.warmup_s >= 0 else min(60.0, total_s / 5)
@@ -204,7 +255,13 @@ def main(args: argparse.Namespace) -> int:
     print(f"load average at start: {os.getloadavg()}", flush=True)
     with Bench.open(proc_timeout_s=total_s + 600) as bench:
         prefix = f"soak-{uuid.uuid4().hex[:6]}"
-        relay = bench.start_relay([], prefix, ready_timeout_s=60, extra_env=env)
+        argv = None
+        if args.memtrace:
+            memtrace = Path(args.memtrace).resolve()
+            memtrace.unlink(missing_ok=True)
+            env["RELAY_MEMTRACE_WARMUP_S"] = str(warmup_s)
+            argv = [sys.executable, str(MEMTRACE), str(memtrace), str(args.sample_s * 6), "run"]
+        relay = bench.start_relay([], prefix, ready_timeout_s=60, extra_env=env, argv=argv)
         soak = Soak(bench, relay, args, time.monotonic())
         slots = [
             threading.Thread(target=soak.play_slot, args=(n,), daemon=True)
@@ -244,6 +301,9 @@ def main(args: argparse.Namespace) -> int:
         f"blips={len(blips)} rss_max_mb={max(s.rss_mb for s in samples):.1f} "
         f"fds_max={max(s.fds for s in samples)} relay_exit={status}"
     )
+    rooms = rooms_left(soak.left, soak.wall_started + first.at_s, soak.wall_started + last.at_s)
+    rss_kb = (last.rss_mb - first.rss_mb) * 1024 / max(1, rooms)
+    print(f"soak rooms_left={rooms} rss_kb_per_room_left={rss_kb:.0f} (after the warm-up)")
     print("| minute | rss_mb | fds | rooms |")
     print("| --- | --- | --- | --- |")
     minute = -1
@@ -251,6 +311,8 @@ def main(args: argparse.Namespace) -> int:
         if int(s.at_s // 60) > minute or s is samples[-1]:
             minute = int(s.at_s // 60)
             print(f"| {s.at_s / 60:.1f} | {s.rss_mb:.1f} | {s.fds} | {s.rooms} |")
+    if args.memtrace:
+        report_memtrace(Path(args.memtrace), soak.left, warmup_s)
     for error in soak.errors[:20]:
         print(f"error: {error}")
     if len(soak.errors) > 20:
@@ -268,4 +330,7 @@ if __name__ == "__main__":
     parser.add_argument("--blip-s", type=float, default=5.0)
     parser.add_argument("--sample-s", type=float, default=5.0)
     parser.add_argument("--warmup-s", type=float, default=-1.0, help="default: see above")
+    parser.add_argument(
+        "--memtrace", metavar="FILE", help="run the relay under bench/memtrace.py, lines to FILE"
+    )
     sys.exit(main(parser.parse_args()))
