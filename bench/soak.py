@@ -1,7 +1,7 @@
 """Soak: one relay, N rooms at a time for M minutes, rooms churning, Redis blipping.
 
     sudo .venv/bin/python bench/soak.py [--minutes 10] [--rooms 6] [--rate 5] [--room-s 90]
-        [--blips 2] [--blip-s 5] [--sample-s 5]
+        [--blips 2] [--blip-s 5] [--sample-s 5] [--memtrace FILE]
 
 Inside a private namespace (bench/harness.py): the dev server, a private Redis and one
 `relay run` (a subprocess, no static rooms, the admin API on). `--rooms` slots each play
@@ -24,7 +24,9 @@ during a blip count like the others: the relay must buffer and deliver them.
 
 rss_start_mb / fds_start: the first sample after the warm-up (`--warmup-s`, default the
 first minute, at most a fifth of the run); rss_end_mb / fds_end: the last sample before
-the M minutes ended. One line, then a table (one sample a minute):
+the M minutes ended; rss_kb_per_room_left: their difference over the rooms removed in
+between. `--memtrace FILE`: the relay runs under bench/memtrace.py (tracemalloc) and
+its Python heap is set against the rooms left. One line, then a table (one sample a minute):
 
     soak minutes=M rooms=N rss_start_mb=X rss_end_mb=Y fds_start=A fds_end=B lost=N
         duplicates=N sent=N rooms_played=N blips=N rss_max_mb=X fds_max=N
@@ -261,7 +263,8 @@ def main(args: argparse.Namespace) -> int:
             memtrace.unlink(missing_ok=True)
             env["RELAY_MEMTRACE_WARMUP_S"] = str(warmup_s)
             argv = [sys.executable, str(MEMTRACE), str(memtrace), str(args.sample_s * 6), "run"]
-        relay = bench.start_relay([], prefix, ready_timeout_s=60, extra_env=env, argv=argv)
+        ready_s = 180 if args.memtrace else 60  # tracemalloc slows the start a lot
+        relay = bench.start_relay([], prefix, ready_timeout_s=ready_s, extra_env=env, argv=argv)
         soak = Soak(bench, relay, args, time.monotonic())
         slots = [
             threading.Thread(target=soak.play_slot, args=(n,), daemon=True)
