@@ -24,7 +24,7 @@ import fcntl
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,10 +79,11 @@ class Journal:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             self._lock = _lock(directory)
-            self._segments, self._replayed = self._recover()
+            ledger = _read_ledger(directory)
+            self._segments, self._replayed = self._recover(ledger)
             self._bytes = sum(segment.size for segment in self._segments)
-            self._current = self._new_segment(self._next_index())
-            self._capacity = self._read_capacity()
+            self._current = self._new_segment(self._next_index(ledger))
+            self._capacity = self._capacity_with(_free_bytes(directory))
         except OSError as exc:
             raise JournalError(f"journal.path {directory}: {exc.strerror or exc}") from exc
         self._appended = 0  # records appended by this process: the marks `durable` waits on
@@ -103,16 +104,12 @@ class Journal:
 
     # -- start: what the last run left -------------------------------------------------
 
-    def _recover(self) -> tuple[deque[_Segment], list[Entry]]:
-        ledger = _read_ledger(self._dir)
+    def _recover(self, ledger: int) -> tuple[deque[_Segment], list[Entry]]:
         segments: deque[_Segment] = deque()
         replayed: list[Entry] = []
         torn = 0
-        for path in sorted(self._dir.glob(f"*{_SUFFIX}")):
-            first = int(path.stem)
-            data = path.read_bytes()
-            bodies, good = scan(data)
-            if good < len(data):  # a torn tail: cut off, so appends never follow garbage
+        for path, first, bodies, good, size in _segment_files(self._dir):
+            if good < size:  # a torn tail: cut off, so appends never follow garbage
                 torn += 1
                 with open(path, "r+b") as file:
                     file.truncate(good)
@@ -137,11 +134,11 @@ class Journal:
         replayed, self._replayed = self._replayed, []
         return replayed
 
-    def _next_index(self) -> int:
+    def _next_index(self, ledger: int) -> int:
         if self._segments:
             last = self._segments[-1]
             return last.first + last.count
-        return _read_ledger(self._dir)
+        return ledger
 
     def _new_segment(self, first: int) -> _Segment:
         segment = _Segment(self._dir / f"{first:020d}{_SUFFIX}", first)
@@ -256,9 +253,15 @@ class Journal:
         sync_dir, self._dir_dirty = self._dir_dirty, False
         read_free = time.monotonic() - self._capacity_read_at >= _FREE_SPACE_EVERY_S
         started = time.perf_counter()
+        free: int | None = None
         try:
-            await asyncio.to_thread(
-                self._disk_round, closing, sync_dir, ledger if write_ledger else None, retired
+            free = await asyncio.to_thread(
+                self._disk_round,
+                closing,
+                sync_dir,
+                ledger if write_ledger else None,
+                retired,
+                read_free,
             )
         except OSError as exc:
             # The appends are in the kernel (a kill -9 loses nothing); a power loss could.
@@ -269,8 +272,8 @@ class Journal:
                 self._ledger = ledger
         JOURNAL_SYNC_DURATION.observe(time.perf_counter() - started)
         self._bytes -= sum(segment.size for segment in retired)
-        if read_free:
-            self._capacity = await asyncio.to_thread(self._read_capacity)
+        if free is not None:
+            self._capacity = self._capacity_with(free)
             self._capacity_read_at = time.monotonic()
         self._synced = max(self._synced, target)
         self._round_done.set()
@@ -308,8 +311,14 @@ class Journal:
         return self._current.first + self._current.count
 
     def _disk_round(
-        self, closing: list[int], sync_dir: bool, ledger: int | None, retired: list[_Segment]
-    ) -> None:
+        self,
+        closing: list[int],
+        sync_dir: bool,
+        ledger: int | None,
+        retired: list[_Segment],
+        read_free: bool,
+    ) -> int | None:
+        """A round's disk work, in a thread; the disk's free bytes when `read_free`."""
         for fd in closing:
             os.fdatasync(fd)
             os.close(fd)
@@ -320,12 +329,10 @@ class Journal:
             _write_ledger(self._dir, ledger)
         for segment in retired:  # only now: a crash before this replays them (no loss)
             segment.path.unlink(missing_ok=True)
+        return _free_bytes(self._dir) if read_free else None
 
-    def _read_capacity(self) -> int:
-        """journal.max_bytes, or what the journal holds plus the disk's free space (less a
-        reserve)."""
-        stats = os.statvfs(self._dir)
-        free = max(stats.f_bavail * stats.f_frsize - _DISK_RESERVE_BYTES, 0)
+    def _capacity_with(self, free: int) -> int:
+        """journal.max_bytes, or what the journal holds plus the disk's `free` bytes."""
         return min(self._settings.max_bytes, self._bytes + free)
 
     async def close(self) -> int:
@@ -369,10 +376,24 @@ def unacknowledged(directory: Path) -> list[Entry]:
     without locking or changing it (what a restart would write; for tests and tools)."""
     ledger = _read_ledger(directory)
     out: list[Entry] = []
-    for path in sorted(directory.glob(f"*{_SUFFIX}")):
-        bodies, _ = scan(path.read_bytes())
-        out += [decode_body(body) for body in bodies[max(ledger - int(path.stem), 0) :]]
+    for _, first, bodies, _, _ in _segment_files(directory):
+        out += [decode_body(body) for body in bodies[max(ledger - first, 0) :]]
     return out
+
+
+def _segment_files(directory: Path) -> Iterator[tuple[Path, int, list[bytes], int, int]]:
+    """Each segment in index order: its path, first index, whole records' bodies, the bytes
+    they span and the file's size (more: a torn tail)."""
+    for path in sorted(directory.glob(f"*{_SUFFIX}")):
+        data = path.read_bytes()
+        bodies, good = scan(data)
+        yield path, int(path.stem), bodies, good, len(data)
+
+
+def _free_bytes(directory: Path) -> int:
+    """The disk's free space for the journal, less a reserve."""
+    stats = os.statvfs(directory)
+    return max(stats.f_bavail * stats.f_frsize - _DISK_RESERVE_BYTES, 0)
 
 
 def _lock(directory: Path) -> int:
