@@ -15,31 +15,40 @@ from tests.fixtures.sockets import free_port
 from tests.pipeline.support import wait_until
 
 
-async def accepting(load: Load, until: asyncio.Event, items: int) -> None:
+async def accepting(load: Load, items: int) -> None:
     await wait_until(lambda: len(load.accepted) >= items, 20, f"{items} accepted")
+
+
+async def kill_with_writes_stalled(
+    relay: IngestRelay, redis: aioredis.Redis, items: int, pause_ms: int
+) -> Load:
+    """Load the relay until `items` are accepted, pause Redis's writes (the buffer and the
+    journal hold what comes now), go on for `items` more, SIGKILL it; the load it took."""
+    load = Load(f"http://127.0.0.1:{relay.port}/v1/ingest", rooms=5, rate=500)
+    stop = asyncio.Event()
+    sender = asyncio.create_task(load.run(stop))
+    try:
+        await accepting(load, items)
+        await redis.client_pause(pause_ms, all=False)  # writes only
+        before = len(load.accepted)
+        await accepting(load, before + items)
+        relay.kill()
+    finally:
+        stop.set()
+        await asyncio.gather(sender, return_exceptions=True)
+        await redis.client_unpause()
+    return load
 
 
 async def test_kill9_with_writes_stalled_then_restart_loses_nothing(
     private_redis: RedisServer, tmp_path: Path
 ) -> None:
     prefix = f"kill9-{uuid.uuid4().hex[:6]}"
-    port = free_port()
-    relay = IngestRelay(private_redis.url, prefix, port, tmp_path / "journal")
+    relay = IngestRelay(private_redis.url, prefix, free_port(), tmp_path / "journal")
     relay.start(tmp_path / "relay-1.log")
-    load = Load(f"http://127.0.0.1:{port}/v1/ingest", rooms=5, rate=500)
-    stop = asyncio.Event()
     redis = aioredis.Redis.from_url(private_redis.url)
-    sender = asyncio.create_task(load.run(stop))
     try:
-        await asyncio.wait_for(accepting(load, stop, 500), 20)
-        # Redis stops taking writes: the relay's buffer (and journal) holds what comes now.
-        await redis.client_pause(4000, all=False)  # writes only
-        before = len(load.accepted)
-        await asyncio.wait_for(accepting(load, stop, before + 500), 20)
-        relay.kill()
-        stop.set()
-        await sender
-        await redis.client_unpause()
+        load = await kill_with_writes_stalled(relay, redis, 500, 4000)
         written_before = await count(redis, prefix, load.accepted)
         assert written_before.lost >= 500  # what was buffered when the relay died
 
@@ -56,8 +65,6 @@ async def test_kill9_with_writes_stalled_then_restart_loses_nothing(
         assert relay.stop() == 0
         assert not list((tmp_path / "journal" / "worker-0").glob("*.seg"))  # drained empty
     finally:
-        stop.set()
-        await asyncio.gather(sender, return_exceptions=True)
         relay.stop()
         await redis.aclose()
 
@@ -67,27 +74,14 @@ async def test_without_the_journal_the_same_kill_loses_the_buffer(
 ) -> None:
     """The control: what the journal is for."""
     prefix = f"kill9-{uuid.uuid4().hex[:6]}"
-    port = free_port()
-    relay = IngestRelay(private_redis.url, prefix, port, None)
+    relay = IngestRelay(private_redis.url, prefix, free_port(), None)
     relay.start(tmp_path / "relay.log")
-    load = Load(f"http://127.0.0.1:{port}/v1/ingest", rooms=5, rate=500)
-    stop = asyncio.Event()
     redis = aioredis.Redis.from_url(private_redis.url)
-    sender = asyncio.create_task(load.run(stop))
     try:
-        await asyncio.wait_for(accepting(load, stop, 200), 20)
-        await redis.client_pause(3000, all=False)
-        before = len(load.accepted)
-        await asyncio.wait_for(accepting(load, stop, before + 200), 20)
-        relay.kill()
-        stop.set()
-        await sender
-        await redis.client_unpause()
+        load = await kill_with_writes_stalled(relay, redis, 200, 3000)
         relay.start(tmp_path / "relay-2.log")
         await asyncio.sleep(1.0)
         assert (await count(redis, prefix, load.accepted)).lost >= 200
     finally:
-        stop.set()
-        await asyncio.gather(sender, return_exceptions=True)
         relay.stop()
         await redis.aclose()
