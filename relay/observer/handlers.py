@@ -91,7 +91,7 @@ class RoomHandlers:
     async def close_streams(self) -> None:
         """The room was left: text streams still open are cut (counted as unfinished), and
         what the limits dropped since the last summary is summarized now."""
-        self._summarize()
+        self._summarize(left=True)
         for task in list(self._streams):
             task.cancel()
         await asyncio.gather(*self._streams, return_exceptions=True)
@@ -201,8 +201,9 @@ class RoomHandlers:
             self._summary_timer = loop.call_later(self._limiter.period_s, self._summarize)
         return False
 
-    def _summarize(self) -> None:
-        """One line a period per room for what the limits dropped, never one a packet."""
+    def _summarize(self, left: bool = False) -> None:
+        """One line a period per room for what the limits dropped, never one a packet, and
+        one (`left`) for what was dropped since the last when the room is left."""
         if self._summary_timer is not None:
             self._summary_timer.cancel()
             self._summary_timer = None
@@ -217,6 +218,7 @@ class RoomHandlers:
             reasons=summary.reasons,
             dropped_bytes=summary.dropped_bytes,
             top_participants=dict(summary.top_participants),
+            left=left,
         )
 
     def _refuse(self, reason: RefusedReason, now: float, detail: dict[str, object]) -> None:

@@ -105,6 +105,7 @@ async def test_a_flooding_participant_is_dropped_before_decoding_and_summarized_
     assert lines[0]["dropped"] == 15
     assert lines[0]["reasons"] == {"participant_rate": 15}
     assert lines[0]["top_participants"] == {"mallory": 15}
+    assert lines[0]["left"] is False
     observed.stop()
     async with asyncio.timeout(5):
         await task
@@ -121,6 +122,7 @@ async def test_leaving_summarizes_what_is_pending(capture: list[dict[str, object
         await task
     [line] = [line for line in capture if line["event"] == "room_rate_limited"]
     assert line["dropped"] == 2
+    assert line["left"] is True
 
 
 @pytest.fixture
