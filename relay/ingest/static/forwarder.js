@@ -142,17 +142,20 @@ export class Forwarder {
       if (response.status === 429 || response.status >= 500 || refreshable) {
         return this._retryLater(response);  // a token function may give a fresh token
       }
+      // The answer is read before the items leave the queue, so that an empty queue means
+      // the stats count them.
+      const answer = response.ok ? await response.json().catch(() => ({})) : null;
+      const error = response.ok ? null : `${response.status} ${await response.text()}`;
       this.stats.sent += items.length;
       this._acknowledge(items[items.length - 1].seq, reported);
-      if (response.ok) {
-        const answer = await response.json().catch(() => ({}));
+      if (answer) {
         this.stats.accepted += answer.accepted || 0;
         this.stats.duplicate += answer.duplicate || 0;
         this.stats.rejected += answer.rejected || 0;
       } else {
         // 4xx: the relay will never take this batch (the reason is counted there).
         this.stats.rejected += items.length;
-        this.lastError = `${response.status} ${await response.text()}`;
+        this.lastError = error;
       }
     }
     this._retryMs = 0;
