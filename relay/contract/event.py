@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from typing import Any
 
 from relay.contract.encoding import canonical, document, encode
@@ -150,18 +151,22 @@ class Event:
 class DeadLetter:
     """Something that could not become an event or could not be written, with the reason.
 
-    Written to the DLQ stream (fields `reason`, `room`, `entry`); `detail` carries what is
-    needed to look into it (topic, sender, size, a bounded preview), never a whole payload.
+    Written to the DLQ stream (fields `reason`, `room`, `id`, `entry`); `detail` carries
+    what is needed to look into it (topic, sender, size, a bounded preview), never a whole
+    payload. `id` is made once, when the letter is: a retried batch and a replayed journal
+    carry the same one, so the write guard writes the letter once.
     """
 
     room: str
     reason: DeadLetterReason
     received_at: float
     detail: dict[str, Any]
+    id: str = dataclasses.field(default_factory=lambda: f"dl_{uuid.uuid4().hex}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "v": CONTRACT_VERSION,
+            "id": self.id,
             "ts": format_ts(self.received_at),
             "room": self.room,
             "reason": self.reason,

@@ -129,7 +129,12 @@ class ControlConsumer:
         letter = DeadLetter(room, "control_invalid", time.time(), detail)
         await self._redis.xadd(
             relay_keys.dlq_key(self._settings),
-            {"reason": "control_invalid", "room": room, "entry": letter.json_bytes()},
+            {
+                "reason": "control_invalid",
+                "room": room,
+                "id": letter.id,
+                "entry": letter.json_bytes(),
+            },
             maxlen=self._settings.dlq_maxlen,
             approximate=True,
         )

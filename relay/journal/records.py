@@ -61,7 +61,10 @@ def decode_body(body: bytes) -> Entry:
     if kind == _EVENT:
         return _event(fields, received_at, document)
     if kind == _DEAD_LETTER:
-        return DeadLetter(fields["room"], fields["reason"], received_at, fields["detail"])
+        room, reason, detail = fields["room"], fields["reason"], fields["detail"]
+        if "id" not in fields:  # written by a relay before dead letters had ids
+            return DeadLetter(room, reason, received_at, detail)
+        return DeadLetter(room, reason, received_at, detail, fields["id"])
     raise ValueError(f"unknown record type {kind}")
 
 

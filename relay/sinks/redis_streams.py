@@ -2,11 +2,11 @@
 
 Each event goes to two streams, the all-events stream and its room's stream
 (`{prefix}:room:{<room>}`, the braces a Cluster hash tag), with the fields `kind`, `room`,
-`id`, `event`; each dead letter goes to the DLQ stream with `reason`, `room`, `entry`.
+`id`, `event`; each dead letter goes to the DLQ stream with `reason`, `room`, `id`, `entry`.
 A pipeline is not atomic: after a failure part of the batch may already be written, and
 the retried batch comes again with the same ids; the write guard (relay/sinks/write_guard.py)
-skips what a stream already has, so each id is written once (with `redis.write_guard=off`
-the repeats are written, for consumers to drop).
+skips what a stream already has, so each id (an event's, a dead letter's) is written once
+(with `redis.write_guard=off` the repeats are written, for consumers to drop).
 
 The batch goes out in one socket write on a connection the sink keeps (taken from the
 client's pool), and the replies are read in order: at realistic rates a batch holds one
@@ -48,8 +48,9 @@ from relay.sinks.redis_cluster import ClusterWriter, Command
 from relay.sinks.write_guard import GUARDED_XADD, GUARDED_XADD_SHA, GuardMode, guard_prefix
 
 ROOM_CACHE_MAX = 4096  # room names -> their stream's command parts (rooms come and go)
-EVENT_FIELDS = 4  # kind, room, id, event
-LETTER_FIELDS = 3  # reason, room, entry
+# Fields an entry has: an event's kind, room, id, event; a dead letter's reason, room, id,
+# entry. One count, so both are written by the same guarded command.
+FIELDS = 4
 
 
 def _bulk(arg: bytes) -> bytes:
@@ -89,7 +90,7 @@ class _Commands:
         self.mode = mode
         self._window = _bulk(b"%d" % window_ms)
         self._prefix = prefix
-        size = 2 * EVENT_FIELDS + {"off": 6, "idmp": 9, "script": 7}[mode]
+        size = 2 * FIELDS + {"off": 6, "idmp": 9, "script": 7}[mode]
         count = b"*%d\r\n" % size
         if mode == "script":
             self._leads = (
@@ -144,10 +145,6 @@ class RedisStreamsSink(Sink):
         # every str or int argument costs it a round of type checks and an encode.
         self._events_head = _xadd_head(keys.events_key(settings), settings.events_maxlen)
         self._dlq_head = _xadd_head(keys.dlq_key(settings), settings.dlq_maxlen)
-        self._dlq_resp = b"*%d\r\n%s" % (
-            len(self._dlq_head) + 2 * LETTER_FIELDS,
-            b"".join(map(_bulk, self._dlq_head)),
-        )
         # room -> (its stream's key, command parts, the room name as a RESP value)
         self._rooms: LRU[str, tuple[bytes, Stream, bytes]] = LRU(ROOM_CACHE_MAX)
         self._conn: Connection | None = None  # the connection batches are written on
@@ -158,9 +155,9 @@ class RedisStreamsSink(Sink):
         self._wait_resp = pack(
             [(b"WAIT", b"%d" % settings.wait_replicas, b"%d" % (settings.wait_timeout_s * 1000))]
         )
-        self.duplicates_skipped = 0  # XADDs the guard skipped (both streams)
+        self.duplicates_skipped = 0  # XADDs the guard skipped (every stream)
         self._skipped = {
-            stream: DUPLICATES_SKIPPED.labels(stream=stream) for stream in ("events", "room")
+            stream: DUPLICATES_SKIPPED.labels(stream=stream) for stream in ("events", "room", "dlq")
         }
 
     def _use(self, mode: GuardMode) -> None:
@@ -169,6 +166,7 @@ class RedisStreamsSink(Sink):
         self._events = self._commands.stream(
             keys.events_key(self._settings), self._settings.events_maxlen
         )
+        self._dlq = self._commands.stream(keys.dlq_key(self._settings), self._settings.dlq_maxlen)
         self._rooms = LRU(ROOM_CACHE_MAX)
 
     @property
@@ -237,8 +235,14 @@ class RedisStreamsSink(Sink):
                 ]  # fmt: skip
             else:
                 room = _bulk(entry.room.encode("utf-8", "replace"))
-                letter = (self._dlq_resp, _REASON, _bulk(entry.reason.encode()), _ROOM, room)
-                out.append((dlq_key, b"".join((*letter, _ENTRY, _bulk(entry.json_bytes())))))
+                letter_id = entry.id.encode()
+                fields = b"".join(
+                    (_REASON, _bulk(entry.reason.encode()), _ROOM, room, _ID, _bulk(letter_id),
+                     _ENTRY, _bulk(entry.json_bytes()))
+                )  # fmt: skip
+                d_pre, d_post, d_guard = self._dlq
+                guarded = commands.entry_part(d_guard, room, letter_id)
+                out.append((dlq_key, b"".join((lead, d_pre, guarded, d_post, fields))))
         return out
 
     def commands(self, batch: Sequence[Entry]) -> list[tuple[bytes, ...]]:
@@ -256,8 +260,8 @@ class RedisStreamsSink(Sink):
                 out += [(*self._events_head, *fields), (*room_head, *fields)]
             else:
                 room = entry.room.encode("utf-8", "replace")
-                letter = (b"reason", entry.reason.encode(), b"room", room, b"entry")
-                out.append((*self._dlq_head, *letter, entry.json_bytes()))
+                letter = (b"reason", entry.reason.encode(), b"room", room, b"id", entry.id.encode())
+                out.append((*self._dlq_head, *letter, b"entry", entry.json_bytes()))
         return out
 
     async def write(self, batch: Sequence[Entry]) -> list[Rejected]:
@@ -300,6 +304,9 @@ class RedisStreamsSink(Sink):
                         self.duplicates_skipped += 1
                 position += 2
             else:
+                if replies[position] is None:
+                    self._skipped["dlq"].inc()
+                    self.duplicates_skipped += 1
                 position += 1
 
     async def _check_replicated(self, entries: int, reply: Any) -> None:

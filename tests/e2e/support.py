@@ -285,6 +285,7 @@ class Streams:
         for _, fields in entries:
             letter: dict[str, Any] = json.loads(fields[b"entry"])
             assert letter["reason"] == fields[b"reason"].decode()
+            assert letter["id"] == fields[b"id"].decode()
             letters.append(letter)
         return letters
 

@@ -50,6 +50,16 @@ def test_a_record_gives_back_the_entry_byte_for_byte() -> None:
     assert letter_back == letter
 
 
+def test_a_dead_letter_journaled_before_letters_had_ids_gets_one() -> None:
+    letter = DeadLetter("r", "oversized", 12.5, {"size": 99})
+    [body], _ = scan(encode_record(letter))
+    old_body = body.replace(f'"id":"{letter.id}",'.encode(), b"")
+    assert old_body != body
+    back = decode_body(old_body)
+    assert isinstance(back, DeadLetter) and back.id.startswith("dl_") and back.id != letter.id
+    assert (back.room, back.reason, back.detail) == ("r", "oversized", {"size": 99})
+
+
 @pytest.mark.parametrize("cut", [1, 5, 9])
 def test_scan_stops_at_a_torn_tail(cut: int) -> None:
     whole = encode_record(stamped("r", 1, 1)) + encode_record(stamped("r", 2, 2))

@@ -63,8 +63,14 @@ async def test_a_dead_letter_goes_to_the_dlq(
     await sink.write([letter])
     entries = await redis.xrange(f"{redis_settings.prefix}:dlq")
     assert [fields for _, fields in entries] == [
-        {b"reason": b"oversized", b"room": ODD_ROOM.encode(), b"entry": letter.to_json().encode()}
+        {
+            b"reason": b"oversized",
+            b"room": ODD_ROOM.encode(),
+            b"id": letter.id.encode(),
+            b"entry": letter.to_json().encode(),
+        }
     ]
+    assert letter.id.startswith("dl_") and json.loads(entries[0][1][b"entry"])["id"] == letter.id
     assert await redis.exists(f"{redis_settings.prefix}:events") == 0
 
 

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from relay.config import RedisSettings
-from relay.contract.event import Entry, Event
+from relay.contract.event import DeadLetter, Entry, Event
 from relay.sinks import RedisStreamsSink
 from relay.sinks.write_guard import GUARDED_XADD_SHA, IDMP_SINCE, parse_version, resolve
 from tests.sinks.test_redis_streams import stamped
@@ -58,6 +58,24 @@ async def test_a_batch_written_twice_is_in_each_stream_once(
     assert await ids_in(redis, f"{prefix}:room:{{b}}") == expected[3:]
     assert sink.duplicates_skipped == 6
     assert (skipped("events") - before[0], skipped("room") - before[1]) == (3, 3)
+
+
+async def test_a_dead_letter_written_twice_is_in_the_dlq_once(
+    redis: aioredis.Redis, redis_settings: RedisSettings
+) -> None:
+    """A retried batch, or a journal replayed after a crash, brings the same letter (its id
+    made once, when it was) again; another letter of the same content is written."""
+    sink = sink_for(redis, redis_settings)
+    letter = DeadLetter("a", "oversized", 1.0, {"size": 9})
+    same_content = DeadLetter("a", "oversized", 1.0, {"size": 9})
+    before = skipped("dlq")
+    await sink.write([letter, stamped("a", 0)])
+    await sink.write([letter, stamped("a", 0), same_content])
+    assert await ids_in(redis, f"{redis_settings.prefix}:dlq") == [
+        letter.id.encode(),
+        same_content.id.encode(),
+    ]
+    assert skipped("dlq") - before == 1
 
 
 async def test_two_sinks_of_one_room_write_each_id_once(
