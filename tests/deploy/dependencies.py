@@ -1,7 +1,8 @@
 """relay's runtime dependencies, resolved from the installed distributions.
 
 `deploy/requirements.txt` pins what the container image installs; the tests compare it
-with pyproject's `dependencies` and what they pull in. After changing a runtime
+with pyproject's `dependencies`, the extras the image installs (`IMAGE_EXTRAS`), and what
+they pull in. After changing a runtime
 dependency, install it (`make install`) and regenerate the pins:
 
     .venv/bin/python -m tests.deploy.dependencies > deploy/requirements.txt
@@ -20,19 +21,27 @@ from packaging.utils import NormalizedName, canonicalize_name
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = ROOT / "pyproject.toml"
 PINS_FILE = ROOT / "deploy" / "requirements.txt"
+# The extras the image installs beside the dependencies: `otel`, so that `relay analytics`
+# can export traces (analytics.otel) from the same image.
+IMAGE_EXTRAS = ("otel",)
 HEADER = """\
 # The runtime dependencies the container image installs (deploy/Dockerfile), pinned:
-# pyproject's `dependencies` and everything they pull in. Generated, do not edit:
+# pyproject's `dependencies`, its `otel` extra and everything they pull in. Generated, do
+# not edit:
 #   .venv/bin/python -m tests.deploy.dependencies > deploy/requirements.txt
 # tests/deploy/test_dockerfile.py fails when this and pyproject.toml disagree.
 """
 
 
 def direct_requirements() -> list[Requirement]:
-    """pyproject's runtime `dependencies` (never an extra: the image has no dev tools)."""
+    """pyproject's runtime `dependencies` and those of `IMAGE_EXTRAS` (never `dev`: the
+    image has no dev tools)."""
     with PYPROJECT.open("rb") as file:
         project = tomllib.load(file)["project"]
-    return [Requirement(line) for line in project["dependencies"]]
+    lines = list(project["dependencies"])
+    for extra in IMAGE_EXTRAS:
+        lines += project["optional-dependencies"][extra]
+    return [Requirement(line) for line in lines]
 
 
 def _applies(requirement: Requirement, extras: set[str]) -> bool:
