@@ -30,6 +30,7 @@ EventKind = Literal[
     "observer.reconnecting",
     "observer.resumed",
     "observer.left",
+    "observer.limited",
     "event",
     "raw",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from relay.contract.event import Participant
-from relay.contract.kinds import RefusedReason
+from relay.contract.kinds import LimitReason, RefusedReason
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,6 +119,20 @@ class ObserverItem:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class LimitedItem:
+    """What the room's limits (limits.*) dropped in one period, or since the last period
+    when the room is left (`left`): the stream's notice of that loss."""
+
+    ctx: RoomContext
+    period_s: float
+    reasons: Mapping[LimitReason, int]
+    dropped_bytes: int
+    top_participants: Mapping[str, int]
+    left: bool
+    received_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RejectedItem:
     """What the observer refused (an oversized packet, an aborted text stream): it goes to
     the dead-letter stream in its room's order, with `detail` (never the whole payload)."""
@@ -137,5 +151,6 @@ RawItem = (
     | SpeakersItem
     | ParticipantItem
     | ObserverItem
+    | LimitedItem
     | RejectedItem
 )

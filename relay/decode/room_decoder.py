@@ -19,6 +19,7 @@ from relay.contract.kinds import Protocol
 from relay.contract.raw import (
     AttributesItem,
     DataItem,
+    LimitedItem,
     ObserverItem,
     ParticipantItem,
     RawItem,
@@ -87,6 +88,8 @@ class RoomDecoder:
             return sfu.decode_participant(item)
         if isinstance(item, ObserverItem):
             return sfu.decode_observer(item)
+        if isinstance(item, LimitedItem):
+            return sfu.decode_limited(item)
         if isinstance(item, RejectedItem):
             return []  # not an event: the decode stage dead-letters it
         raise TypeError(f"not a raw item: {type(item).__name__}")
@@ -152,6 +155,6 @@ def _protocol_of(item: RawItem) -> Protocol:
         return "livekit-agents"
     if isinstance(item, SpeakersItem | ParticipantItem):
         return "livekit"
-    if isinstance(item, ObserverItem):
+    if isinstance(item, ObserverItem | LimitedItem):
         return "relay"
     return "raw"

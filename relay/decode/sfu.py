@@ -6,7 +6,7 @@ from typing import Any
 
 from relay.contract.event import Event, Participant
 from relay.contract.kinds import EventKind
-from relay.contract.raw import ObserverItem, ParticipantItem, SpeakersItem
+from relay.contract.raw import LimitedItem, ObserverItem, ParticipantItem, SpeakersItem
 from relay.decode.events import new_event, raw_event
 from relay.decode.roles import liveavatar_session_of
 from relay.decode.state import RoomState
@@ -94,3 +94,17 @@ def decode_observer(item: ObserverItem) -> list[Event]:
         data["gap_ms"] = item.gap_ms
     source = {"signal": item.change}
     return [new_event(item, "relay", kind, data, source=source, participant=OBSERVER)]
+
+
+def decode_limited(item: LimitedItem) -> list[Event]:
+    """`observer.limited`: what the room's limits dropped, where consumers miss events."""
+    data: dict[str, Any] = {
+        "dropped": sum(item.reasons.values()),
+        "reasons": dict(item.reasons),
+        "dropped_bytes": item.dropped_bytes,
+        "top_participants": dict(item.top_participants),
+        "period_s": item.period_s,
+        "left": item.left,
+    }
+    source = {"signal": "limited"}
+    return [new_event(item, "relay", "observer.limited", data, source=source, participant=OBSERVER)]

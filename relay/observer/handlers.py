@@ -20,6 +20,7 @@ from relay.contract.kinds import RefusedReason
 from relay.contract.raw import (
     AttributesItem,
     DataItem,
+    LimitedItem,
     ParticipantItem,
     RejectedItem,
     RoomContext,
@@ -219,6 +220,19 @@ class RoomHandlers:
             dropped_bytes=summary.dropped_bytes,
             top_participants=dict(summary.top_participants),
             left=left,
+        )
+        # The stream's notice of the loss, in the room's order (the limits drop before the
+        # inbox, so it has room for this).
+        self._inbox.put(
+            LimitedItem(
+                self.ctx,
+                summary.period_s,
+                dict(summary.reasons),
+                summary.dropped_bytes,
+                dict(summary.top_participants),
+                left,
+                self._clock(),
+            )
         )
 
     def _refuse(self, reason: RefusedReason, now: float, detail: dict[str, object]) -> None:

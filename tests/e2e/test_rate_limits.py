@@ -141,6 +141,14 @@ async def test_a_flooded_room_is_limited_and_its_neighbour_loses_nothing(
     assert_one_summary_per_period(
         stopped.logs, noisy, identities, dropped, limited_bytes, elapsed_s
     )
+    # The room's stream carries each summary as an `observer.limited` event, the quiet
+    # room's none.
+    notices = [e["data"] for e in noisy_events if e["kind"] == "observer.limited"]
+    summaries = [line for line in stopped.logs if line.get("event") == "room_rate_limited"]
+    assert [(n["dropped"], n["reasons"], n["left"]) for n in notices] == [
+        (line["dropped"], line["reasons"], line["left"]) for line in summaries
+    ]
+    assert not [e for e in quiet_events if e["kind"] == "observer.limited"]
 
 
 def assert_one_summary_per_period(

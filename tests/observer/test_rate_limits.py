@@ -95,7 +95,7 @@ async def test_a_flooding_participant_is_dropped_before_decoding_and_summarized_
     room.emit("data_received", packet("alice", 99))
     events = await intake.wait_for(6)
     await asyncio.sleep(0.4)  # past the summary period
-    assert [e.participant.identity for e in events] == ["mallory"] * 5 + ["alice"]
+    assert [e.participant.identity for e in events[:6]] == ["mallory"] * 5 + ["alice"]
     assert dropped("participant_rate") == before[0] + 15
     assert dropped("room_rate") == before[1]
     assert metric("relay_rate_limited_bytes_total", reason="participant_rate") > bytes_before
@@ -106,6 +106,18 @@ async def test_a_flooding_participant_is_dropped_before_decoding_and_summarized_
     assert lines[0]["reasons"] == {"participant_rate": 15}
     assert lines[0]["top_participants"] == {"mallory": 15}
     assert lines[0]["left"] is False
+    # The stream's notice of the same loss, after the events of the period.
+    [notice] = [e for e in intake.events if e.kind == "observer.limited"]
+    assert intake.events.index(notice) == 6
+    assert (notice.protocol, notice.participant.role) == ("relay", "observer")
+    assert notice.data == {
+        "dropped": 15,
+        "reasons": {"participant_rate": 15},
+        "dropped_bytes": lines[0]["dropped_bytes"],
+        "top_participants": {"mallory": 15},
+        "period_s": lines[0]["period_s"],
+        "left": False,
+    }
     observed.stop()
     async with asyncio.timeout(5):
         await task
@@ -123,6 +135,8 @@ async def test_leaving_summarizes_what_is_pending(capture: list[dict[str, object
     [line] = [line for line in capture if line["event"] == "room_rate_limited"]
     assert line["dropped"] == 2
     assert line["left"] is True
+    [notice] = [e for e in intake.events if e.kind == "observer.limited"]
+    assert notice.data["left"] is True and notice.data["dropped"] == 2
 
 
 @pytest.fixture
