@@ -2,15 +2,17 @@
 
 Three `relay run` with discovery (leases in Redis on a 2 s TTL), each with a journal of
 its own, observe `rooms` rooms of the dev server; a LiveAvatar agent in each room
-(bench/lk_load.py publish) sends `rate` events/s in all. The victim (the third relay)
-flushes a batch a second, so its buffer holds up to a second of its rooms' events. Once
-every room is owned and observed and the agents have published for KILL_AFTER_S, the
-victim is SIGKILLed; what its journal holds unacknowledged then is `held`. The
+(bench/lk_load.py publish) sends `rate` events/s in all. Each flushes a batch a second
+(SLOW_FLUSH), so a buffer holds up to a second of its rooms' events. Once every room is
+owned and observed and the agents have published for KILL_AFTER_S, the relay owning the
+most rooms (the victim) is SIGKILLed; what its journal holds unacknowledged then is `held`. The
 survivors take its rooms when its leases expire (`moved`); then the victim is started
 again on its journal and writes what it kept (`replayed`, from its `relay_started`).
 Traffic goes on AFTER_S after the kill; all three are stopped with SIGTERM (`unwritten`:
 their `relay_stopped`s' sum). The count (accepted, lost, unobserved...) is
-relay/dev/takeover.py's `Tally`; gap_ms: the longest takeover gap the rooms announced.
+relay/dev/takeover.py's `Tally`; gap_ms: the longest takeover gap the rooms announced;
+publish_lag_max_ms: how late the agents' last-behind packet left (lk_load's pacing: the
+load was what was asked for).
 With `standby`, discovery.standby is on: a second relay observes each room, and takes it
 with what it kept.
 """
@@ -23,6 +25,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -51,40 +54,46 @@ def takeover_kill9(rooms_count: int, rate: float, standby: bool) -> str:
             journal = {"RELAY_JOURNAL__PATH": str(journals[n])}
             return bench.start_relay([], prefix, READY_S, env | extra | journal, name)
 
-        relays = [start(0, "relay-0", {}), start(1, "relay-1", {})]
-        relays.append(start(2, "relay-2", SLOW_FLUSH))
+        relays = [start(n, f"relay-{n}", SLOW_FLUSH) for n in range(3)]
         client = bench.redis()
         for room in rooms:
             client.xadd(f"{prefix}:control", {"op": "join", "room": room})
-        victim_id = logged(bench.workdir / "relay-2.log", "scaleout_started")["worker_id"]
+        ids = [
+            logged(bench.workdir / f"relay-{n}.log", "scaleout_started")["worker_id"]
+            for n in range(3)
+        ]
         held_before = settled_owners(client, prefix, rooms)
+        shares = Counter(held_before.values())
+        v = max(range(3), key=lambda n: shares[ids[n]])  # the victim: the most rooms
+        victim_id = ids[v]
         victims_rooms = [room for room, owner in held_before.items() if owner == victim_id]
         load = bench.load("publish", rooms)
         wait_for(lambda: joined(client, prefix) >= set(rooms), READY_S, "every room observed")
         out = bench.workdir / "sent.json"
         seconds = KILL_AFTER_S + AFTER_S
         command = {"op": "run", "tag": "tk9", "rate": rate, "seconds": seconds, "out": str(out)}
-        publish = threading.Thread(target=load.call, args=(seconds + 60,), kwargs=command)
+        reply: dict[str, Any] = {}
+        publish = threading.Thread(target=lambda: reply.update(load.call(seconds + 60, **command)))
         publish.start()
         time.sleep(KILL_AFTER_S)
-        os.kill(relays[2].pid, signal.SIGKILL)
-        relays[2].proc.popen.wait(10)
-        relays[2].proc.stop()
-        held = held_at_kill(journals[2])
+        os.kill(relays[v].pid, signal.SIGKILL)
+        relays[v].proc.popen.wait(10)
+        relays[v].proc.stop()
+        held = held_at_kill(journals[v])
 
         def taken() -> bool:
             now = owners(client, prefix, victims_rooms)
             return all(owner not in (None, victim_id) for owner in now.values())
 
         wait_for(taken, 30.0, "the victim's rooms taken")
-        relays[2] = start(2, "relay-2-again", {})
-        again = logged(bench.workdir / "relay-2-again.log", "relay_started")
+        relays[v] = start(v, "relay-again", SLOW_FLUSH)
+        again = logged(bench.workdir / "relay-again.log", "relay_started")
         publish.join()
         load.close()
         time.sleep(3.0)  # the last packets through the relays to Redis
         for relay in relays:
             relay.stop()
-        logs = ["relay-0", "relay-1", "relay-2-again"]
+        logs = [f"relay-{n}" for n in range(3) if n != v] + ["relay-again"]
         unwritten = sum(
             logged(bench.workdir / f"{n}.log", "relay_stopped")["unwritten"] for n in logs
         )
@@ -102,6 +111,7 @@ def takeover_kill9(rooms_count: int, rate: float, standby: bool) -> str:
         moved=len(victims_rooms),
         unwritten=unwritten,
         gap_ms=max(gaps, default=-1),
+        publish_lag_max_ms=round(reply.get("lag_max_ms", -1)),
     )
 
 
