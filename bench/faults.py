@@ -4,7 +4,7 @@
     sudo .venv/bin/python bench/faults.py --faults sfu_restart [--sfu-rooms 4] [--sfu-rate 40]
         [--sfu-down-s 5]
     sudo .venv/bin/python bench/faults.py --faults takeover_kill9 [--takeover-rooms 10]
-        [--takeover-rate 200] [--takeover-standby both]
+        [--takeover-rate 300] [--takeover-standby both]
 
 `redis_down`: events submitted to the pipeline (RedisStreamsSink into a private
 redis-server on loopback) at `--rate`/s over `--rooms` rooms; ten seconds in, Redis is shut
@@ -47,16 +47,18 @@ server to its re-join, so covers the downtime). One line:
 
 `takeover_kill9` (root: a network namespace; bench/takeover.py): three `relay run` with
 discovery and a journal each, `--takeover-rooms` rooms of the dev server with a LiveAvatar
-agent each sending `--takeover-rate` events/s in all; the relay holding a second of
-events in its buffer is SIGKILLed ten seconds in, the survivors take its rooms, it is
-started again on its journal and replays. accepted = every event id the relays accepted:
+agent each sending `--takeover-rate` events/s in all; each relay flushes a batch a
+second (its buffer holds up to a second of events), and the one owning the most rooms is
+SIGKILLed ten seconds in; the survivors take its rooms, it is started again on its
+journal and replays. accepted = every event id the relays accepted:
 the ids in the stream, plus those the victim's journal held unacknowledged at the kill
 (`held`; relay/dev/takeover.py says why that is all of it); `unobserved`: published
 events no relay saw (said in the takeover's gap, unless a standby saw them). Run with
 `discovery.standby` off and on (`--takeover-standby no|yes|both`). One line per run:
 
     fault=takeover_kill9 accepted=N in_stream=N lost=N duplicates=N held=N standby=no
-        replayed=N moved=N unwritten=N gap_ms=N published=N unobserved=N repeats=N
+        replayed=N moved=N unwritten=N gap_ms=N publish_lag_max_ms=N published=N
+        unobserved=N repeats=N
 
 tests/e2e/test_takeover_journal.py prints the same line at a small load in `make test`.
 
@@ -412,6 +414,6 @@ if __name__ == "__main__":
     parser.add_argument("--sfu-rate", type=float, default=40.0, help="events/s in all")
     parser.add_argument("--sfu-down-s", type=float, default=5.0)
     parser.add_argument("--takeover-rooms", type=int, default=10)
-    parser.add_argument("--takeover-rate", type=float, default=200.0, help="events/s in all")
+    parser.add_argument("--takeover-rate", type=float, default=300.0, help="events/s in all")
     parser.add_argument("--takeover-standby", choices=["no", "yes", "both"], default="both")
     sys.exit(main(parser.parse_args()))
