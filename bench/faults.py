@@ -3,6 +3,8 @@
     .venv/bin/python bench/faults.py [--rate 1000] [--rooms 10] [--outage-s 30]
     sudo .venv/bin/python bench/faults.py --faults sfu_restart [--sfu-rooms 4] [--sfu-rate 40]
         [--sfu-down-s 5]
+    sudo .venv/bin/python bench/faults.py --faults takeover_kill9 [--takeover-rooms 10]
+        [--takeover-rate 300] [--takeover-standby both]
 
 `redis_down`: events submitted to the pipeline (RedisStreamsSink into a private
 redis-server on loopback) at `--rate`/s over `--rooms` rooms; ten seconds in, Redis is shut
@@ -43,8 +45,24 @@ server to its re-join, so covers the downtime). One line:
     fault=sfu_restart accepted=N in_stream=N lost=N duplicates=N gap_ms=N downtime_ms=N
         published=N unrelayed=N repeats_skipped=N
 
-`--faults` picks which run (comma-separated, default all). takeover_kill9 runs in
-`make test`: tests/e2e/test_takeover_journal.py.
+`takeover_kill9` (root: a network namespace; bench/takeover.py): three `relay run` with
+discovery and a journal each, `--takeover-rooms` rooms of the dev server with a LiveAvatar
+agent each sending `--takeover-rate` events/s in all; each relay flushes a batch a
+second (its buffer holds up to a second of events), and the one owning the most rooms is
+SIGKILLed ten seconds in; the survivors take its rooms, it is started again on its
+journal and replays. accepted = every event id the relays accepted:
+the ids in the stream, plus those the victim's journal held unacknowledged at the kill
+(`held`; relay/dev/takeover.py says why that is all of it); `unobserved`: published
+events no relay saw (said in the takeover's gap, unless a standby saw them). Run with
+`discovery.standby` off and on (`--takeover-standby no|yes|both`). One line per run:
+
+    fault=takeover_kill9 accepted=N in_stream=N lost=N duplicates=N held=N standby=no
+        replayed=N moved=N unwritten=N gap_ms=N publish_lag_max_ms=N published=N
+        unobserved=N repeats=N
+
+tests/e2e/test_takeover_journal.py prints the same line at a small load in `make test`.
+
+`--faults` picks which run (comma-separated, default all).
 """
 
 from __future__ import annotations
@@ -74,6 +92,7 @@ from pydantic import SecretStr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import Bench
+from takeover import takeover_kill9
 
 from relay.config import JournalSettings, PipelineSettings, RedisSettings
 from relay.contract.event import Event
@@ -354,12 +373,22 @@ def sfu_restart_runs(args: argparse.Namespace) -> list[str]:
     return [line]
 
 
+def takeover_kill9_runs(args: argparse.Namespace) -> list[str]:
+    both = {"no": [False], "yes": [True], "both": [False, True]}[args.takeover_standby]
+    lines = []
+    for standby in both:
+        lines.append(takeover_kill9(args.takeover_rooms, args.takeover_rate, standby))
+        print(lines[-1], flush=True)
+    return lines
+
+
 # Each runs its fault (the rig's signal handlers need the main thread: no loop around it).
 FAULTS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "redis_down": redis_down_runs,
     "relay_kill9": relay_kill9_runs,
     "disk_full": disk_full_runs,
     "sfu_restart": sfu_restart_runs,
+    "takeover_kill9": takeover_kill9_runs,
 }
 
 
@@ -384,4 +413,7 @@ if __name__ == "__main__":
     parser.add_argument("--sfu-rooms", type=int, default=4)
     parser.add_argument("--sfu-rate", type=float, default=40.0, help="events/s in all")
     parser.add_argument("--sfu-down-s", type=float, default=5.0)
+    parser.add_argument("--takeover-rooms", type=int, default=10)
+    parser.add_argument("--takeover-rate", type=float, default=300.0, help="events/s in all")
+    parser.add_argument("--takeover-standby", choices=["no", "yes", "both"], default="both")
     sys.exit(main(parser.parse_args()))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import math
 import os
 import signal
@@ -13,23 +12,13 @@ import time
 from collections import Counter
 from typing import Any
 
+from relay.dev.takeover import TTL_S as TTL_S  # re-exported: the tests read it here
+from relay.dev.takeover import discovery_env
 from tests.e2e.support import Deadline, RelayProcess, Streams, command_pid
 
-TTL_S = 2.0
 ADMIN = "scaleout-admin-token-0123456789"
 CONNECT_S = 3.0  # what joining a room may take here, on a loaded machine
-
-
-def scaleout_env(tag: str, **extra: str) -> dict[str, str]:
-    return {
-        "RELAY_DISCOVERY__ENABLED": "true",
-        "RELAY_DISCOVERY__LEASE_TTL_S": str(TTL_S),
-        "RELAY_DISCOVERY__LEASE_MARGIN_S": "0.5",
-        "RELAY_DISCOVERY__PICKUP_JITTER_S": "0.2",
-        "RELAY_DISCOVERY__INCLUDE": json.dumps([f"{tag}-*"]),
-        "RELAY_REDIS__SOCKET_TIMEOUT_S": "1",
-        **extra,
-    }
+scaleout_env = discovery_env  # the env of a relay with discovery on short leases
 
 
 async def live_workers(streams: Streams) -> int:
