@@ -211,6 +211,7 @@ class RoomHandlers:
         summary = self._limiter.take_summary()
         if summary is None:
             return
+        top = dict(summary.top_participants)
         log.warning(
             "room_rate_limited",
             room=self.ctx.room,
@@ -218,22 +219,16 @@ class RoomHandlers:
             dropped=summary.dropped,
             reasons=summary.reasons,
             dropped_bytes=summary.dropped_bytes,
-            top_participants=dict(summary.top_participants),
+            top_participants=top,
             left=left,
         )
         # The stream's notice of the loss, in the room's order (the limits drop before the
-        # inbox, so it has room for this).
-        self._inbox.put(
-            LimitedItem(
-                self.ctx,
-                summary.period_s,
-                dict(summary.reasons),
-                summary.dropped_bytes,
-                dict(summary.top_participants),
-                left,
-                self._clock(),
-            )
-        )
+        # inbox, so it has room for this). take_summary() gave fresh dicts: no copies.
+        notice = LimitedItem(
+            self.ctx, summary.period_s, summary.reasons, summary.dropped_bytes, top, left,
+            self._clock(),
+        )  # fmt: skip
+        self._inbox.put(notice)
 
     def _refuse(self, reason: RefusedReason, now: float, detail: dict[str, object]) -> None:
         """Refused here, dead-lettered by the decode stage: in order with the room's events."""

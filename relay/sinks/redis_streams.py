@@ -75,6 +75,9 @@ _REASON, _ENTRY = _bulk(b"reason"), _bulk(b"entry")
 _XADD = _bulk(b"XADD")
 
 
+Stream = tuple[bytes, bytes, bytes]  # _Commands.stream(): pre, post, guard key prefix
+
+
 class _Commands:
     """An event's command to one stream in RESP, for the guard mode, from parts made once:
 
@@ -82,8 +85,8 @@ class _Commands:
         idmp:   *N XADD key IDMP <room> <id> MAXLEN ~ n *                  <fields>
         script: *N EVALSHA <sha> 2 <guard-prefix><id> key <window> n       <fields>
 
-    i.e. `lead + pre + <the entry's part> + post + fields`; a stream's `pre` and `post`
-    come from `stream()`. After NOSCRIPT the batch goes again as EVAL with the script's
+    i.e. `xadd()`: `lead + pre + <the entry's part> + post + fields`; a stream's `pre` and
+    `post` come from `stream()`. After NOSCRIPT the batch goes again as EVAL with the script's
     body (`loading`), which also loads it."""
 
     def __init__(self, mode: GuardMode, window_ms: int, prefix: str) -> None:
@@ -113,15 +116,18 @@ class _Commands:
         post = _bulk(key.encode()) + self._window + _bulk(b"%d" % maxlen)
         return b"", post, guard_prefix(self._prefix, key).encode("utf-8", "replace")
 
-    def entry_part(self, guard: bytes, room: bytes, event_id: bytes) -> bytes:
+    def xadd(
+        self, lead: bytes, stream: Stream, room: bytes, entry_id: bytes, fields: bytes
+    ) -> bytes:
+        """One entry's command to one stream: `lead + pre + <its guard part> + post + fields`."""
+        pre, post, guard = stream
         if self.mode == "off":
-            return b""
-        if self.mode == "idmp":
-            return room + _bulk(event_id)  # the producer is the room
-        return _bulk(guard + event_id)
-
-
-Stream = tuple[bytes, bytes, bytes]  # _Commands.stream(): pre, post, guard key prefix
+            guarded = b""
+        elif self.mode == "idmp":
+            guarded = room + _bulk(entry_id)  # the producer is the room
+        else:
+            guarded = _bulk(guard + entry_id)
+        return b"".join((lead, pre, guarded, post, fields))
 
 
 class RedisStreamsSink(Sink):
@@ -214,25 +220,16 @@ class RedisStreamsSink(Sink):
         events_key, dlq_key = self._events_head[1], self._dlq_head[1]
         for entry in batch:
             if isinstance(entry, Event):
-                room_key, (pre, post, guard), room = self._room(entry.room)
+                room_key, room_stream, room = self._room(entry.room)
                 event_id = entry.id.encode()
                 fields = b"".join(
                     (_KIND, _bulk(entry.kind.encode()), _ROOM, room, _ID, _bulk(event_id),
                      _EVENT, _bulk(entry.json_bytes()))
                 )  # fmt: skip
-                e_pre, e_post, e_guard = self._events
                 out += [
-                    (
-                        events_key,
-                        b"".join((lead, e_pre, commands.entry_part(e_guard, room, event_id),
-                                  e_post, fields)),
-                    ),
-                    (
-                        room_key,
-                        b"".join((lead, pre, commands.entry_part(guard, room, event_id),
-                                  post, fields)),
-                    ),
-                ]  # fmt: skip
+                    (events_key, commands.xadd(lead, self._events, room, event_id, fields)),
+                    (room_key, commands.xadd(lead, room_stream, room, event_id, fields)),
+                ]
             else:
                 room = _bulk(entry.room.encode("utf-8", "replace"))
                 letter_id = entry.id.encode()
@@ -240,9 +237,7 @@ class RedisStreamsSink(Sink):
                     (_REASON, _bulk(entry.reason.encode()), _ROOM, room, _ID, _bulk(letter_id),
                      _ENTRY, _bulk(entry.json_bytes()))
                 )  # fmt: skip
-                d_pre, d_post, d_guard = self._dlq
-                guarded = commands.entry_part(d_guard, room, letter_id)
-                out.append((dlq_key, b"".join((lead, d_pre, guarded, d_post, fields))))
+                out.append((dlq_key, commands.xadd(lead, self._dlq, room, letter_id, fields)))
         return out
 
     def commands(self, batch: Sequence[Entry]) -> list[tuple[bytes, ...]]:
