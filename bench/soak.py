@@ -2,6 +2,7 @@
 
     sudo .venv/bin/python bench/soak.py [--minutes 10] [--rooms 6] [--rate 5] [--room-s 90]
         [--blips 2] [--blip-s 5] [--sample-s 5] [--memtrace FILE]
+        [--relay-env KEY=VALUE ...] [--trim-at-end]
 
 Inside a private namespace (bench/harness.py): the dev server, a private Redis and one
 `relay run` (a subprocess, no static rooms, the admin API on). `--rooms` slots each play
@@ -26,7 +27,11 @@ rss_start_mb / fds_start: the first sample after the warm-up (`--warmup-s`, defa
 first minute, at most a fifth of the run); rss_end_mb / fds_end: the last sample before
 the M minutes ended; rss_kb_per_room_left: their difference over the rooms removed in
 between. `--memtrace FILE`: the relay runs under bench/memtrace.py (tracemalloc) and
-its Python heap is set against the rooms left. One line, then a table (one sample a minute):
+its Python heap is set against the rooms left. `--relay-env` adds to the relay's
+environment (for example `MALLOC_ARENA_MAX=2`). `--trim-at-end`: before the relay stops,
+gdb calls glibc's `malloc_trim(0)` in it, and the RSS before and after is printed: what
+malloc held freed but had not given back, against what is still in use. One line, then
+a table (one sample a minute):
 
     soak minutes=M rooms=N rss_start_mb=X rss_end_mb=Y fds_start=A fds_end=B lost=N
         duplicates=N sent=N rooms_played=N blips=N rss_max_mb=X fds_max=N
@@ -38,6 +43,7 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -202,6 +208,18 @@ def count(bench: Bench, prefix: str, sent: dict[str, list[str]]) -> tuple[int, i
     return len(ids), lost, duplicates
 
 
+def trim(pid: int) -> tuple[float, float] | None:
+    """RSS before and after gdb makes the process call malloc_trim(0); None without gdb."""
+    before = rss_mb(pid)
+    call = ["gdb", "-p", str(pid), "-batch", "-ex", "call (int) malloc_trim(0)"]
+    try:
+        subprocess.run(call, capture_output=True, timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"soak trim failed: {exc!r}")
+        return None
+    return before, rss_mb(pid)
+
+
 def rooms_left(left: list[float], after: float, until: float) -> int:
     return sum(1 for at in left if after < at <= until)
 
@@ -253,6 +271,7 @@ def main(args: argparse.Namespace) -> int:
     env = {
         "RELAY_HTTP__ADMIN_TOKEN": ADMIN_TOKEN,
         "RELAY_PIPELINE__RETRY_MAX_S": "1",  # back to Redis soon after a blip
+        **dict(pair.split("=", 1) for pair in args.relay_env),
     }
     print(f"load average at start: {os.getloadavg()}", flush=True)
     with Bench.open(proc_timeout_s=total_s + 600) as bench:
@@ -292,6 +311,7 @@ def main(args: argparse.Namespace) -> int:
             time.sleep(args.sample_s)
         for thread in slots + blippers:
             thread.join(LAST_EVENT_TIMEOUT_S + 120)
+        trimmed = trim(relay.pid) if args.trim_at_end else None
         status = relay.stop()
         sent, lost, duplicates = count(bench, prefix, soak.sent)
 
@@ -314,6 +334,12 @@ def main(args: argparse.Namespace) -> int:
         if int(s.at_s // 60) > minute or s is samples[-1]:
             minute = int(s.at_s // 60)
             print(f"| {s.at_s / 60:.1f} | {s.rss_mb:.1f} | {s.fds} | {s.rooms} |")
+    if trimmed:
+        before, after_trim = trimmed
+        print(
+            f"soak trim rss_before_mb={before:.1f} rss_after_mb={after_trim:.1f} "
+            f"released_mb={before - after_trim:.1f} (malloc_trim(0), the rooms gone)"
+        )
     if args.memtrace:
         report_memtrace(Path(args.memtrace), soak.left, warmup_s)
     for error in soak.errors[:20]:
@@ -336,4 +362,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--memtrace", metavar="FILE", help="run the relay under bench/memtrace.py, lines to FILE"
     )
+    parser.add_argument(
+        "--relay-env", metavar="KEY=VALUE", action="append", default=[], help="see above"
+    )
+    parser.add_argument("--trim-at-end", action="store_true", help="see above")
     sys.exit(main(parser.parse_args()))

@@ -8,6 +8,12 @@ what it held, the new owner reads what the room's stream got over the held span 
 leaves out each held content-hashed event the stream has with the same content, received
 within MATCH_WINDOW_S: each written event answers for one held event, so a real repeat
 (the same words twice) is still written.
+
+`observer.limited` notices are each observer's own counts over its own periods, so they
+never match by content. The new owner leaves out a held notice whose period ended before
+the previous owner's last notice did (that owner announced those drops), and writes the
+later ones: drops the previous owner counted but did not live to announce are announced,
+at the cost of counting at most one period's overlap twice.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from relay.contract.event import Entry, Event
 MATCH_WINDOW_S = 1.0  # two observers receive one packet within milliseconds
 CLOCK_SLACK_S = 5.0  # stream ids are Redis's clock, received_at the relay's
 READ_MAX = 20_000
+LIMITED = "observer.limited"
 
 
 def _key(protocol: str, kind: str, identity: str, data: Any, source: Any) -> bytes:
@@ -38,7 +45,12 @@ class WrittenEvents:
 
     def __init__(self, documents: list[dict[str, Any]]) -> None:
         self._times: dict[bytes, list[float]] = defaultdict(list)
+        self._limited_until: float | None = None  # the previous owner's last notice
         for doc in documents:
+            if doc["kind"] == LIMITED:
+                at = datetime.fromisoformat(doc["ts"]).timestamp()
+                self._limited_until = max(at, self._limited_until or at)
+                continue
             identity = (doc.get("participant") or {}).get("identity", "")
             key = _key(doc["protocol"], doc["kind"], identity, doc["data"], doc["source"])
             self._times[key].append(datetime.fromisoformat(doc["ts"]).timestamp())
@@ -47,6 +59,8 @@ class WrittenEvents:
         """True (and the written event used up) if the stream has this held event."""
         if not isinstance(entry, Event) or entry.dedupe_key:
             return False  # a dead letter; an event the guard recognizes by its id
+        if entry.kind == LIMITED:
+            return self._limited_until is not None and entry.received_at <= self._limited_until
         key = _key(entry.protocol, entry.kind, entry.participant.identity, entry.data, entry.source)
         times = self._times.get(key)
         if not times:

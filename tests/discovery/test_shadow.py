@@ -111,3 +111,18 @@ def test_events_with_a_source_identity_and_dead_letters_are_left_to_the_guard() 
     stream = written([keyed])
     assert not stream.already_written(keyed)
     assert not stream.already_written(DeadLetter("r", "oversized", 100.0, {}))
+
+
+def limited(received_at: float, dropped: int) -> Event:
+    data = {"dropped": dropped, "reasons": {"room_rate": dropped}, "period_s": 10.0}
+    return Event("r", "relay", "observer.limited", data, received_at, source={"signal": "limited"})
+
+
+def test_held_limit_notices_the_previous_owner_already_covered_are_left_out() -> None:
+    # The owner announced its drops at 110 and 120 and died; the standby's own periods
+    # end at 105, 115, 125: the first two are the owner's drops, the third is not.
+    stream = written([limited(110.0, 40), limited(120.0, 35)])
+    held = [limited(105.0, 38), limited(115.0, 41), limited(125.0, 12)]
+    assert [stream.already_written(notice) for notice in held] == [True, True, False]
+    # No notice from the previous owner in the stream: each held notice is written.
+    assert not written([at("r", 1, 100.0)]).already_written(limited(105.0, 38))
