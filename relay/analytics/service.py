@@ -154,8 +154,10 @@ class AnalyticsService:
     async def _survey(self) -> None:
         """Renew what is ours, hand back what is above the share, take what nobody holds."""
         known, share = await self.rooms.survey()
-        for room in list(self.owned):
-            if await self.rooms.leases.renew(room, self.lease_ttl_s, new_block=False) is None:
+        rooms = list(self.owned)
+        renewals = await self.rooms.leases.renew_many([(r, False) for r in rooms], self.lease_ttl_s)
+        for room, reply in zip(rooms, renewals, strict=True):
+            if reply is None:
                 self._drop(room, "lease_lost")
         for room, owned in list(self.owned.items()):
             finished = owned.state is None or owned.state["closed"]

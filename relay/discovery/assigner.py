@@ -287,14 +287,18 @@ class Assigner:
         return {r: v.decode() if v else None for r, v in zip(rooms, values, strict=True)}
 
     async def _renew_all(self) -> None:
+        """Renew every held lease in one round trip (per LeaseStore.RENEW_BATCH rooms)."""
         ttl = self._settings.lease_ttl_s
-        for room, lease in list(self.held.items()):
-            sent = asyncio.get_running_loop().time()
-            used = self._pipeline.last_seq(room)
-            new_block = used > lease.seq_high - SEQ_BLOCK // 2
-            reply = await self._store.renew(room, ttl, new_block=new_block)
-            if room not in self.held:
-                continue  # fenced meanwhile
+        held = list(self.held.items())
+        renewals = [
+            (room, self._pipeline.last_seq(room) > lease.seq_high - SEQ_BLOCK // 2)
+            for room, lease in held
+        ]
+        sent = asyncio.get_running_loop().time()
+        replies = await self._store.renew_many(renewals, ttl)
+        for (room, lease), reply in zip(held, replies, strict=True):
+            if self.held.get(room) is not lease:
+                continue  # fenced (or given up and won again) meanwhile
             if reply is None:
                 await self._give_up(room, "taken", release=False)
                 continue

@@ -17,6 +17,7 @@ An acquire by the lease's own holder succeeds again with the same epoch and a ne
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -26,6 +27,7 @@ from relay.config import RedisSettings
 from relay.redis_client import many_values
 
 SEQ_BLOCK = 1_000_000
+RENEW_BATCH = 200  # renewals per round trip
 
 # KEYS: lease, epoch, seq, seen, found. ARGV: owner, ttl ms, block, now ms.
 # -> {epoch, last seq of the block, when an owner last acquired or renewed it (ms; 0)}
@@ -107,7 +109,6 @@ class LeaseStore:
         self.owner = owner
         self.kind = kind
         self._acquire = redis.register_script(_ACQUIRE)
-        self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
     def _keys(self, room: str) -> list[str]:
@@ -135,13 +136,28 @@ class LeaseStore:
 
     async def renew(self, room: str, ttl_s: float, *, new_block: bool) -> int | None:
         """None if the lease is no longer ours; else the new block's last seq, or 0."""
-        lease, _, seq, seen, _ = self._keys(room)
-        block = SEQ_BLOCK if new_block else 0
-        args: list[str | int] = [self.owner, int(ttl_s * 1000), block, int(time.time() * 1000)]
-        reply = await self._renew(keys=[lease, seq, seen], args=args)
-        if reply is None or reply is False:
-            return None
-        return int(reply)
+        (reply,) = await self.renew_many([(room, new_block)], ttl_s)
+        return reply
+
+    async def renew_many(
+        self, renewals: Sequence[tuple[str, bool]], ttl_s: float
+    ) -> list[int | None]:
+        """`renew` for each (room, new_block), one round trip per RENEW_BATCH rooms: a
+        pipeline of EVALs (on a Cluster, each goes to its room's slot; EVAL rather than
+        EVALSHA, so a node that never saw the script runs it all the same)."""
+        replies: list[int | None] = []
+        now_ms = int(time.time() * 1000)
+        for first in range(0, len(renewals), RENEW_BATCH):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for room, new_block in renewals[first : first + RENEW_BATCH]:
+                    lease, _, seq, seen, _ = self._keys(room)
+                    block = SEQ_BLOCK if new_block else 0
+                    pipe.eval(
+                        _RENEW, 3, lease, seq, seen, self.owner, int(ttl_s * 1000), block, now_ms
+                    )
+                batch = await pipe.execute()
+            replies.extend(None if r is None or r is False else int(r) for r in batch)
+        return replies
 
     async def release(self, room: str) -> bool:
         return bool(

@@ -17,7 +17,7 @@ from redis.crc import key_slot
 from relay import keys
 from relay.config import PipelineSettings, RedisSettings
 from relay.contract.event import Event, Participant
-from relay.discovery.leases import SEQ_BLOCK, LeaseStore
+from relay.discovery.leases import RENEW_BATCH, SEQ_BLOCK, LeaseStore
 from relay.discovery.wanted import WantedSet, token_ttl_s
 from relay.observer import RoomTarget
 from relay.pipeline import Pipeline
@@ -48,6 +48,23 @@ async def test_one_owner_at_a_time_and_epochs_and_seq_blocks_go_up(
     assert third is not None and (third.epoch, third.seq_high) == (3, 4 * SEQ_BLOCK)
     assert third.gap_ms is not None and third.gap_ms >= 250
     assert await b.renew("r", 5.0, new_block=False) is None
+
+
+async def test_renew_many_renews_ours_over_several_batches_and_names_the_lost(
+    redis: aioredis.Redis, redis_settings: RedisSettings
+) -> None:
+    a = LeaseStore(redis, redis_settings, "worker-a")
+    b = LeaseStore(redis, redis_settings, "worker-b")
+    rooms = [f"many-{n}" for n in range(2 * RENEW_BATCH + 50)]
+    for n, room in enumerate(rooms):
+        assert await (b if n % 7 == 0 else a).acquire(room, 0.5 if n % 7 else 30) is not None
+    replies = await a.renew_many([(room, n == 1) for n, room in enumerate(rooms)], 30)
+    expected = [None if n % 7 == 0 else 2 * SEQ_BLOCK if n == 1 else 0 for n in range(len(rooms))]
+    assert replies == expected
+    await asyncio.sleep(0.6)  # past the first TTL: only the renewed leases are left
+    holders = await a.holders(rooms)
+    assert holders == [b"worker-b" if n % 7 == 0 else b"worker-a" for n in range(len(rooms))]
+    assert await a.renew_many([], 30) == []
 
 
 async def test_the_pipeline_stamps_the_epoch_and_refuses_a_fenced_room() -> None:
@@ -111,6 +128,10 @@ async def test_leases_on_a_redis_cluster_span_its_slots(cluster_redis: ClusterSe
             assert (await a.acquire(room, 30)) is not None
         assert await b.acquire(rooms[0], 30) is None
         assert await a.renew(rooms[0], 30, new_block=True) == 2 * SEQ_BLOCK
+        renewed = await a.renew_many([(room, room == rooms[4]) for room in rooms], 30)
+        assert renewed == [
+            2 * SEQ_BLOCK if n == 4 else 0 if n % 2 == 0 else None for n in range(12)
+        ]
         assert await a.release(rooms[2])
         holders = await b.holders(rooms)
         expected = [b"worker-a" if n % 2 == 0 and n != 2 else None for n in range(len(rooms))]
