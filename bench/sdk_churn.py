@@ -5,14 +5,18 @@ far more than its Python heap does. This tells whose that is: one plain SDK proc
 relay code) joins a new room as a hidden, receive-only participant (as the relay's
 observer does), receives `--packets` data packets from a second participant of the same
 process, and leaves both, `--cycles` times; its RSS (VmRSS) is read after each cycle.
+`--parallel P` plays P such rooms at once per cycle; `--hold-s S` spreads a room's
+packets over S seconds (the soak's rooms live 30 s).
 `--trim` calls glibc's malloc_trim(0) after each cycle; `MALLOC_ARENA_MAX` etc. pass
 through the environment.
 
     sudo .venv/bin/python bench/sdk_churn.py [--cycles 80] [--packets 150] [--trim]
+        [--parallel 1] [--hold-s 0]
 
 Inside the bench's network namespace with the dev server (bench/harness.py). One line:
-    sdk_churn cycles=N packets=P rss_start_mb=X rss_end_mb=Y kb_per_room=Z trim=yes|no
-(start: after the first `--warmup` cycles; kb_per_room: the growth over the cycles after).
+    sdk_churn cycles=N parallel=P hold_s=S packets=K rss_start_mb=X rss_end_mb=Y
+        kb_per_room=Z trim=yes|no malloc_arena_max=M
+(start: after the first `--warmup` cycles; kb_per_room: the growth over the rooms after).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from harness import Bench, rss_mb
 CONNECT_TIMEOUT_S = 10.0
 
 
-async def churn(url: str, cycles: int, packets: int, trim: bool) -> list[float]:
+async def churn(args: argparse.Namespace) -> list[float]:
     """Inside the namespace: the RSS after each cycle (MB)."""
     from livekit import api, rtc  # the inner process only
 
@@ -46,6 +50,7 @@ async def churn(url: str, cycles: int, packets: int, trim: bool) -> list[float]:
         builder = builder.with_identity(identity).with_grants(grants)
         return str(builder.with_ttl(timedelta(hours=1)).to_jwt())
 
+    url, packets = args.inner, args.packets
     libc = ctypes.CDLL("libc.so.6")
     options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=CONNECT_TIMEOUT_S)
 
@@ -67,15 +72,17 @@ async def churn(url: str, cycles: int, packets: int, trim: bool) -> list[float]:
         for n in range(packets):
             payload = json.dumps({"n": n, "text": "word " * 8}).encode()
             await publisher.local_participant.publish_data(payload, topic="agent-response")
+            await asyncio.sleep(args.hold_s / max(1, packets))
         if packets:
             await asyncio.wait_for(received.wait(), 30)
         await publisher.disconnect()
         await observer.disconnect()
 
     samples = []
-    for cycle in range(cycles):
-        await one_room(f"churn-{cycle}-{uuid.uuid4().hex[:4]}")
-        if trim:
+    for cycle in range(args.cycles):
+        names = [f"churn-{cycle}-{n}-{uuid.uuid4().hex[:4]}" for n in range(args.parallel)]
+        await asyncio.gather(*(one_room(name) for name in names))
+        if args.trim:
             libc.malloc_trim(0)
         samples.append(rss_mb(os.getpid()))
     return samples
@@ -90,6 +97,7 @@ def main(args: argparse.Namespace) -> int:
         }
         argv = [sys.executable, __file__, "--inner", bench.server.ws_url]
         argv += ["--cycles", str(args.cycles), "--packets", str(args.packets)]
+        argv += ["--parallel", str(args.parallel), "--hold-s", str(args.hold_s)]
         argv += ["--trim"] if args.trim else []
         proc = bench.ns.spawn(
             argv, name="sdk_churn", timeout_s=1800, env=env, stderr=bench.log("sdk_churn")
@@ -100,9 +108,10 @@ def main(args: argparse.Namespace) -> int:
             return 1
     samples = json.loads(out.decode().strip().splitlines()[-1])
     start, end = samples[args.warmup - 1], samples[-1]
-    per_room = (end - start) * 1024 / (len(samples) - args.warmup)
+    per_room = (end - start) * 1024 / ((len(samples) - args.warmup) * args.parallel)
     print(
-        f"sdk_churn cycles={len(samples)} packets={args.packets} rss_start_mb={start:.1f} "
+        f"sdk_churn cycles={len(samples)} parallel={args.parallel} hold_s={args.hold_s:g} "
+        f"packets={args.packets} rss_start_mb={start:.1f} "
         f"rss_end_mb={end:.1f} kb_per_room={per_room:.0f} trim={'yes' if args.trim else 'no'}"
         f" malloc_arena_max={os.environ.get('MALLOC_ARENA_MAX', 'unset')}"
     )
@@ -116,12 +125,12 @@ if __name__ == "__main__":
     parser.add_argument("--cycles", type=int, default=80)
     parser.add_argument("--packets", type=int, default=150, help="per room")
     parser.add_argument("--warmup", type=int, default=10, help="cycles before rss_start")
+    parser.add_argument("--parallel", type=int, default=1, help="rooms at once")
+    parser.add_argument("--hold-s", type=float, default=0.0, help="a room's life")
     parser.add_argument("--trim", action="store_true", help="malloc_trim(0) after each cycle")
     parser.add_argument("--inner", metavar="URL", help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     if parsed.inner:
-        print(
-            json.dumps(asyncio.run(churn(parsed.inner, parsed.cycles, parsed.packets, parsed.trim)))
-        )
+        print(json.dumps(asyncio.run(churn(parsed))))
         sys.exit(0)
     sys.exit(main(parsed))
