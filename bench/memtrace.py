@@ -3,12 +3,15 @@ tracemalloc, one JSON line into OUT every EVERY_S seconds (bench/soak.py --memtr
 
 Each line: `at_s` (since the start), `rss_mb` (VmRSS), `traced_mb` (what tracemalloc
 counts: the Python heap's allocations), `tracemalloc_mb` (its own tables), `objects`
-(gc-tracked objects) and `types` (the 20 most numerous types). And two snapshots
+(gc-tracked objects), `types` (the 20 most numerous types) and `livekit` (the count of
+every type of the livekit SDK's modules alive: a Room or FfiHandle kept after its room
+was left pins its native side). And two snapshots
 (`tracemalloc.Snapshot.dump`) to compare by traceback: OUT.base.snap, the first sample
 after the warm-up (RELAY_MEMTRACE_WARMUP_S, default 60 s), and OUT.last.snap, renewed
 every SNAP_EVERY samples. A bench tool only: tracemalloc slows every allocation and keeps
 25 frames per block, and its tables and snapshots weigh in VmRSS (compare VmRSS with a
-run without it).
+run without it). RELAY_MEMTRACE_TRACEMALLOC=0: no tracemalloc (object counts and VmRSS
+only, at full speed; no snapshots).
 """
 
 from __future__ import annotations
@@ -37,16 +40,21 @@ def rss_mb() -> float:
 
 
 def sample(started: float) -> dict[str, Any]:
-    types = Counter(type(o).__name__ for o in gc.get_objects())
+    objects = gc.get_objects()
+    types = Counter(type(o).__name__ for o in objects)
+    livekit = Counter(
+        type(o).__qualname__ for o in objects if type(o).__module__.startswith("livekit")
+    )
     return {
         "at_s": round(time.monotonic() - started, 1),
         "time": time.time(),  # to line up with the soak's own clock
         "rss_mb": round(rss_mb(), 2),
-        "traced_mb": round(tracemalloc.get_traced_memory()[0] / 2**20, 2),
+        "traced_mb": round(tracemalloc.get_traced_memory()[0] / 2**20, 2),  # 0 when off
         # tracemalloc's own tables: in VmRSS, not in traced_mb
         "tracemalloc_mb": round(tracemalloc.get_tracemalloc_memory() / 2**20, 2),
         "objects": sum(types.values()),
         "types": dict(types.most_common(20)),
+        "livekit": dict(livekit.most_common()),
     }
 
 
@@ -64,7 +72,7 @@ def watch(out: Path, every_s: float, warmup_s: float, started: float) -> None:
         while True:
             time.sleep(every_s)
             line = sample(started)
-            if line["at_s"] >= warmup_s:
+            if line["at_s"] >= warmup_s and tracemalloc.is_tracing():
                 taken += 1
                 if taken == 0:
                     dump(out.with_suffix(".base.snap"))
@@ -77,7 +85,8 @@ def watch(out: Path, every_s: float, warmup_s: float, started: float) -> None:
 def main() -> None:
     out, every_s, args = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
     warmup_s = float(os.environ.get("RELAY_MEMTRACE_WARMUP_S", "60"))
-    tracemalloc.start(FRAMES)
+    if os.environ.get("RELAY_MEMTRACE_TRACEMALLOC", "1") != "0":
+        tracemalloc.start(FRAMES)
     started = time.monotonic()
     threading.Thread(target=watch, args=(out, every_s, warmup_s, started), daemon=True).start()
     sys.argv = ["relay", *args]

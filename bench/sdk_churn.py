@@ -7,8 +7,9 @@ observer does), receives `--packets` data packets from a second participant of t
 process, and leaves both, `--cycles` times; its RSS (VmRSS) is read after each cycle.
 `--parallel P` plays P such rooms at once per cycle; `--hold-s S` spreads a room's
 packets over S seconds (the soak's rooms live 30 s).
-`--trim` calls glibc's malloc_trim(0) after each cycle; `MALLOC_ARENA_MAX` etc. pass
-through the environment.
+`--keep` keeps a reference to every disconnected `rtc.Room` (what a disconnected room
+costs while something still holds it). `--trim` calls glibc's malloc_trim(0) after each
+cycle; `MALLOC_ARENA_MAX` etc. pass through the environment.
 
     sudo .venv/bin/python bench/sdk_churn.py [--cycles 80] [--packets 150] [--trim]
         [--parallel 1] [--hold-s 0]
@@ -51,6 +52,7 @@ async def churn(args: argparse.Namespace) -> list[float]:
         return str(builder.with_ttl(timedelta(hours=1)).to_jwt())
 
     url, packets = args.inner, args.packets
+    kept: list[rtc.Room] = []
     libc = ctypes.CDLL("libc.so.6")
     options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=CONNECT_TIMEOUT_S)
 
@@ -77,6 +79,8 @@ async def churn(args: argparse.Namespace) -> list[float]:
             await asyncio.wait_for(received.wait(), 30)
         await publisher.disconnect()
         await observer.disconnect()
+        if args.keep:
+            kept.append(observer)
 
     samples = []
     for cycle in range(args.cycles):
@@ -99,6 +103,7 @@ def main(args: argparse.Namespace) -> int:
         argv += ["--cycles", str(args.cycles), "--packets", str(args.packets)]
         argv += ["--parallel", str(args.parallel), "--hold-s", str(args.hold_s)]
         argv += ["--trim"] if args.trim else []
+        argv += ["--keep"] if args.keep else []
         proc = bench.ns.spawn(
             argv, name="sdk_churn", timeout_s=1800, env=env, stderr=bench.log("sdk_churn")
         )
@@ -113,6 +118,7 @@ def main(args: argparse.Namespace) -> int:
         f"sdk_churn cycles={len(samples)} parallel={args.parallel} hold_s={args.hold_s:g} "
         f"packets={args.packets} rss_start_mb={start:.1f} "
         f"rss_end_mb={end:.1f} kb_per_room={per_room:.0f} trim={'yes' if args.trim else 'no'}"
+        f" keep={'yes' if args.keep else 'no'}"
         f" malloc_arena_max={os.environ.get('MALLOC_ARENA_MAX', 'unset')}"
     )
     every = max(1, len(samples) // 8)
@@ -127,6 +133,7 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=int, default=10, help="cycles before rss_start")
     parser.add_argument("--parallel", type=int, default=1, help="rooms at once")
     parser.add_argument("--hold-s", type=float, default=0.0, help="a room's life")
+    parser.add_argument("--keep", action="store_true", help="hold each disconnected room")
     parser.add_argument("--trim", action="store_true", help="malloc_trim(0) after each cycle")
     parser.add_argument("--inner", metavar="URL", help=argparse.SUPPRESS)
     parsed = parser.parse_args()

@@ -252,6 +252,9 @@ def report_memtrace(path: Path, left: list[float], warmup_s: float) -> None:
     grown = {k: v - first["types"].get(k, 0) for k, v in last["types"].items()}
     top = sorted(grown.items(), key=lambda kv: -kv[1])[:8]
     print("object counts grown (of the 20 most numerous types):", dict(top))
+    names = sorted(set(first.get("livekit", {})) | set(last.get("livekit", {})))
+    livekit = {n: (first["livekit"].get(n, 0), last["livekit"].get(n, 0)) for n in names}
+    print("livekit objects alive (after the warm-up, at the end):", livekit)
     base, latest = path.with_suffix(".base.snap"), path.with_suffix(".last.snap")
     if base.exists() and latest.exists():
         ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
