@@ -39,12 +39,15 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def _is_livekit(kind: type) -> bool:
+    module = getattr(kind, "__module__", None)  # not always a str (a descriptor, None)
+    return isinstance(module, str) and module.startswith("livekit")
+
+
 def sample(started: float) -> dict[str, Any]:
     objects = gc.get_objects()
     types = Counter(type(o).__name__ for o in objects)
-    livekit = Counter(
-        type(o).__qualname__ for o in objects if type(o).__module__.startswith("livekit")
-    )
+    livekit = Counter(type(o).__qualname__ for o in objects if _is_livekit(type(o)))
     return {
         "at_s": round(time.monotonic() - started, 1),
         "time": time.time(),  # to line up with the soak's own clock
