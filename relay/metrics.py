@@ -65,6 +65,11 @@ ROOM_RECONNECTS = Counter("relay_room_reconnects_total", "Observer reconnects (S
 ROOM_CONNECT_FAILURES = Counter(
     "relay_room_connect_failures_total", "room.connect() attempts that failed (retried)."
 )
+LEFT_ROOM_COLLECTION = Histogram(
+    "relay_left_room_collection_seconds",
+    "The full garbage collection after rooms were left: how long it held the event loop.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
 ROOM_CONNECT_DURATION = Histogram(
     "relay_room_connect_duration_seconds",
     "Time for room.connect() to return.",

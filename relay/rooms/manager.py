@@ -16,6 +16,7 @@ import structlog
 from relay import metrics
 from relay.errors import RelayError
 from relay.observer import RoomTarget
+from relay.rooms.collector import LeftRoomCollector
 from relay.rooms.observed import ObservedRoom
 
 log = structlog.get_logger(__name__)
@@ -48,8 +49,10 @@ class RoomManager:
         max_rooms: int,
         static_rooms: Collection[str] = (),
         on_room_left: RoomLeftCallback | None = None,
+        collector: LeftRoomCollector | None = None,
     ) -> None:
         self._make_observer = make_observer
+        self._collector = collector or LeftRoomCollector()
         self._on_room_left = on_room_left
         self._max_rooms = max_rooms
         self._static_rooms = frozenset(static_rooms)
@@ -93,6 +96,7 @@ class RoomManager:
         for observer in self._observers.values():
             observer.stop()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._collector.close()  # the process is going: nothing to give back
 
     def describe(self) -> list[dict[str, Any]]:
         return [
@@ -149,6 +153,7 @@ class RoomManager:
                 self._static_ended.add(room)
         self._tasks.pop(room, None)
         self._update_gauges()
+        self._collector.room_left()  # its SDK objects are cycles: free their native side
         if self._on_room_left is not None:
             self._on_room_left(room)
         if not task.cancelled() and (exc := task.exception()) is not None:
