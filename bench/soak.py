@@ -208,6 +208,21 @@ def count(bench: Bench, prefix: str, sent: dict[str, list[str]]) -> tuple[int, i
     return len(ids), lost, duplicates
 
 
+def left_room_collections(relay: Relay) -> tuple[float, float] | None:
+    """How many collections after rooms left the relay ran, and their total pause (s)."""
+    status, text = relay.get("/metrics")
+    if status != 200:
+        return None
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith("relay_left_room_collection_seconds_"):
+            values[name.removeprefix("relay_left_room_collection_seconds_")] = float(value)
+    if "count" not in values:
+        return None
+    return values["count"], values.get("sum", 0.0)
+
+
 def trim(pid: int) -> tuple[float, float] | None:
     """RSS before and after gdb makes the process call malloc_trim(0); None without gdb."""
     before = rss_mb(pid)
@@ -314,6 +329,7 @@ def main(args: argparse.Namespace) -> int:
             time.sleep(args.sample_s)
         for thread in slots + blippers:
             thread.join(LAST_EVENT_TIMEOUT_S + 120)
+        collections = left_room_collections(relay)
         trimmed = trim(relay.pid) if args.trim_at_end else None
         status = relay.stop()
         sent, lost, duplicates = count(bench, prefix, soak.sent)
@@ -337,6 +353,12 @@ def main(args: argparse.Namespace) -> int:
         if int(s.at_s // 60) > minute or s is samples[-1]:
             minute = int(s.at_s // 60)
             print(f"| {s.at_s / 60:.1f} | {s.rss_mb:.1f} | {s.fds} | {s.rooms} |")
+    if collections is not None:
+        runs, total_s = collections
+        print(
+            f"soak left_room_collections={runs:.0f} "
+            f"pause_mean_ms={total_s * 1000 / max(1, runs):.1f} (relay/rooms/collector.py)"
+        )
     if trimmed:
         before, after_trim = trimmed
         print(
