@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -211,6 +212,10 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(run_supervisor(settings, _without_workers(args.words)))
     if settings.livekit.native_logs == "native" and keep_native_logs_native():
         NativeStderr().start(settings.log.level, settings.log.format)  # before the SDK
+    # What the process imported and built to start lives as long as it does: out of the
+    # cyclic collector's sight, the full collection after rooms leave stays short
+    # (relay/rooms/collector.py).
+    gc.freeze()
     try:
         return asyncio.run(run_worker(settings))
     except StartError as exc:  # the worker has shut down; one line, no traceback

@@ -7,7 +7,9 @@ A room that lived for minutes sits in the oldest generation, which the collector
 rarely (when it grew by a quarter), so a relay whose rooms come and go kept growing by
 150 to 300 kB per room left (`bench/soak.py`). After a leave this runs `gc.collect()`
 once, `delay_s` later (the SDK's tasks of the room finish meanwhile), and at most once
-per `min_interval_s`: rooms that leave together share one collection.
+per `min_interval_s`: rooms that leave together share one collection. `relay run`
+freezes (`gc.freeze()`) what it built before its first room, so the collection walks
+only what came after.
 """
 
 from __future__ import annotations
