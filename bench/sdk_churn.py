@@ -29,7 +29,6 @@ import json
 import os
 import sys
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,15 +40,8 @@ CONNECT_TIMEOUT_S = 10.0
 
 async def churn(args: argparse.Namespace) -> list[float]:
     """Inside the namespace: the RSS after each cycle (MB)."""
-    from livekit import api, rtc  # the inner process only
-
-    def token(room: str, identity: str, hidden: bool) -> str:
-        grants = api.VideoGrants(
-            room_join=True, room=room, hidden=hidden, can_publish=not hidden, can_subscribe=True
-        )
-        builder = api.AccessToken(os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"])
-        builder = builder.with_identity(identity).with_grants(grants)
-        return str(builder.with_ttl(timedelta(hours=1)).to_jwt())
+    from livekit import rtc  # the inner process only
+    from lk_load import token  # the load clients' tokens: hidden observer, agent publisher
 
     url, packets = args.inner, args.packets
     kept: list[rtc.Room] = []
@@ -69,8 +61,8 @@ async def churn(args: argparse.Namespace) -> list[float]:
 
         observer.on("data_received", on_data)
         # Never cancelled (a cancelled connect upsets the SDK): connect_timeout bounds it.
-        await observer.connect(url, token(name, "observer", True), options)
-        await publisher.connect(url, token(name, "agent", False), options)
+        await observer.connect(url, token(name, "observer", hidden=True), options)
+        await publisher.connect(url, token(name, "agent", hidden=False), options)
         for n in range(packets):
             payload = json.dumps({"n": n, "text": "word " * 8}).encode()
             await publisher.local_participant.publish_data(payload, topic="agent-response")

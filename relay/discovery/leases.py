@@ -146,15 +146,13 @@ class LeaseStore:
         pipeline of EVALs (on a Cluster, each goes to its room's slot; EVAL rather than
         EVALSHA, so a node that never saw the script runs it all the same)."""
         replies: list[int | None] = []
-        now_ms = int(time.time() * 1000)
+        ttl_ms, now_ms = int(ttl_s * 1000), int(time.time() * 1000)
         for first in range(0, len(renewals), RENEW_BATCH):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for room, new_block in renewals[first : first + RENEW_BATCH]:
                     lease, _, seq, seen, _ = self._keys(room)
                     block = SEQ_BLOCK if new_block else 0
-                    pipe.eval(
-                        _RENEW, 3, lease, seq, seen, self.owner, int(ttl_s * 1000), block, now_ms
-                    )
+                    pipe.eval(_RENEW, 3, lease, seq, seen, self.owner, ttl_ms, block, now_ms)
                 batch = await pipe.execute()
             replies.extend(None if r is None or r is False else int(r) for r in batch)
         return replies

@@ -45,11 +45,11 @@ class WrittenEvents:
 
     def __init__(self, documents: list[dict[str, Any]]) -> None:
         self._times: dict[bytes, list[float]] = defaultdict(list)
-        self._limited_until: float | None = None  # the previous owner's last notice
+        self._limited_until = float("-inf")  # when the previous owner's last notice was
         for doc in documents:
             if doc["kind"] == LIMITED:
                 at = datetime.fromisoformat(doc["ts"]).timestamp()
-                self._limited_until = max(at, self._limited_until or at)
+                self._limited_until = max(self._limited_until, at)
                 continue
             identity = (doc.get("participant") or {}).get("identity", "")
             key = _key(doc["protocol"], doc["kind"], identity, doc["data"], doc["source"])
@@ -60,7 +60,7 @@ class WrittenEvents:
         if not isinstance(entry, Event) or entry.dedupe_key:
             return False  # a dead letter; an event the guard recognizes by its id
         if entry.kind == LIMITED:
-            return self._limited_until is not None and entry.received_at <= self._limited_until
+            return entry.received_at <= self._limited_until
         key = _key(entry.protocol, entry.kind, entry.participant.identity, entry.data, entry.source)
         times = self._times.get(key)
         if not times:
